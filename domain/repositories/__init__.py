@@ -1,0 +1,1 @@
+"""The only modules that write SQL. One module per aggregate."""

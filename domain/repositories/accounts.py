@@ -1,0 +1,60 @@
+"""Accounts: lookups, cursor pages, and row locks taken in a fixed (id) order."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from domain.models import Account
+
+
+def get(session: Session, account_id: uuid.UUID) -> Account | None:
+    return session.get(Account, account_id)
+
+
+def get_by_number(session: Session, number: str) -> Account | None:
+    return session.scalars(select(Account).where(Account.number == number)).first()
+
+
+def number_exists(session: Session, number: str) -> bool:
+    return session.scalar(select(Account.id).where(Account.number == number)) is not None
+
+
+def system_account(session: Session, currency: str) -> Account | None:
+    return session.scalars(
+        select(Account).where(Account.kind == "system", Account.currency == currency)
+    ).first()
+
+
+def list_for_owner(
+    session: Session, owner_id: uuid.UUID, *, after: uuid.UUID | None, limit: int
+) -> list[Account]:
+    query = select(Account).where(Account.owner_id == owner_id)
+    if after is not None:
+        query = query.where(Account.id > after)
+    return list(session.scalars(query.order_by(Account.id).limit(limit)))
+
+
+def add(session: Session, account: Account) -> Account:
+    session.add(account)
+    session.flush()
+    return account
+
+
+def lock_accounts(session: Session, account_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Account]:
+    """SELECT ... FOR UPDATE in ascending id order, so no two lockers ever deadlock.
+
+    `populate_existing` makes the locked rows overwrite anything stale in the session.
+    """
+    ordered = sorted(set(account_ids))
+    rows = session.scalars(
+        select(Account)
+        .where(Account.id.in_(ordered))
+        .order_by(Account.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {account.id: account for account in rows}

@@ -1,0 +1,1 @@
+"""Use cases. Services take a session and keyword-only arguments, flush, and never commit."""

@@ -1,0 +1,117 @@
+"""Opening accounts, reading them as their owner, and the per-currency settlement accounts."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from domain.errors import NotFound
+from domain.models import Account, LedgerEntry, User
+from domain.money import check_currency, new_account_number
+from domain.repositories import accounts as accounts_repo
+from domain.repositories import ledger as ledger_repo
+
+_NUMBER_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenAccount:
+    owner: User
+    currency: str
+    name: str | None = None
+
+
+def open_account(*, session: Session, cmd: OpenAccount, currencies: list[str]) -> Account:
+    check_currency(cmd.currency, supported=currencies)
+    for attempt in range(_NUMBER_ATTEMPTS):
+        account = Account(
+            number=new_account_number(),
+            owner_id=cmd.owner.id,
+            kind="customer",
+            currency=cmd.currency,
+            name=cmd.name,
+            status="active",
+            balance=0,
+            overdraft_limit=0,
+            last_sequence=0,
+        )
+        try:
+            with session.begin_nested():
+                return accounts_repo.add(session, account)
+        except IntegrityError:
+            # 10^11 numbers: a collision is rare; retry with a fresh number.
+            if attempt == _NUMBER_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def can_see_everything(user: User) -> bool:
+    return user.role in ("operator", "admin")
+
+
+def get_visible_account(*, session: Session, user: User, account_id: uuid.UUID) -> Account:
+    """The account if `user` may see it; otherwise NotFound, never a hint that it exists."""
+    account = accounts_repo.get(session, account_id)
+    if account is None or not (account.owner_id == user.id or can_see_everything(user)):
+        raise NotFound("account not found")
+    return account
+
+
+def get_owned_account(*, session: Session, user: User, account_id: uuid.UUID) -> Account:
+    """The account if `user` owns it (money can only leave an account its owner moves)."""
+    account = accounts_repo.get(session, account_id)
+    if account is None or account.owner_id != user.id:
+        raise NotFound("account not found")
+    return account
+
+
+def list_accounts(
+    *, session: Session, user: User, after: uuid.UUID | None, limit: int
+) -> list[Account]:
+    return accounts_repo.list_for_owner(session, user.id, after=after, limit=limit)
+
+
+def list_entries(
+    *,
+    session: Session,
+    user: User,
+    account_id: uuid.UUID,
+    before_sequence: int | None,
+    limit: int,
+) -> list[LedgerEntry]:
+    get_visible_account(session=session, user=user, account_id=account_id)
+    return ledger_repo.for_account(session, account_id, before_sequence=before_sequence, limit=limit)
+
+
+def settlement_account(*, session: Session, currency: str) -> Account:
+    """The system account on the other side of deposits and withdrawals in `currency`.
+
+    Created on first use; concurrent first uses agree on one row thanks to the
+    unique partial index and ON CONFLICT DO NOTHING.
+    """
+    existing = accounts_repo.system_account(session, currency)
+    if existing is not None:
+        return existing
+    session.execute(
+        insert(Account)
+        .values(
+            id=uuid.uuid4(),
+            number=new_account_number(),
+            owner_id=None,
+            kind="system",
+            currency=currency,
+            name=f"Settlement {currency}",
+            status="active",
+            balance=0,
+            overdraft_limit=0,
+            last_sequence=0,
+        )
+        .on_conflict_do_nothing(index_elements=["currency"], index_where=Account.kind == "system")
+    )
+    account = accounts_repo.system_account(session, currency)
+    assert account is not None
+    return account

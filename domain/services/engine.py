@@ -1,0 +1,105 @@
+"""The transfer engine: drains one source account's pending transfers in acceptance order.
+
+A worker calls `apply_next_batch` repeatedly, one transaction per call, until it
+returns False. Each batch locks the source account and every destination in id
+order (so concurrent drains never deadlock), re-reads the pending transfers
+under those locks (so a duplicate wake-up or a redelivered message finds
+nothing left to do), and applies them one by one as double-entry ledger entries.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
+
+from domain.models import Account, LedgerEntry, Transfer
+from domain.repositories import accounts as accounts_repo
+from domain.repositories import ledger as ledger_repo
+from domain.repositories import transfers as transfers_repo
+from domain.rules import failure_for
+
+
+@dataclass
+class BatchResult:
+    succeeded: list[uuid.UUID] = field(default_factory=list)
+    failed: list[uuid.UUID] = field(default_factory=list)
+    more: bool = False  # pending transfers may remain; call again
+
+    @property
+    def applied(self) -> int:
+        return len(self.succeeded) + len(self.failed)
+
+
+def apply_next_batch(
+    *, session: Session, source_account_id: uuid.UUID, batch_size: int, max_amount: int
+) -> BatchResult:
+    result = BatchResult()
+    # Unlocked peek, only to learn which accounts this batch will touch.
+    peek = transfers_repo.pending_for_source(session, source_account_id, limit=batch_size)
+    if not peek:
+        return result
+    involved = {source_account_id} | {t.destination_account_id for t in peek}
+    accounts = accounts_repo.lock_accounts(session, involved)
+    # Under the source lock, nobody else can be applying this account's transfers:
+    # what is still pending now is exactly what is ours to apply.
+    pending = transfers_repo.pending_for_source(
+        session, source_account_id, limit=batch_size, lock=True
+    )
+    now = datetime.now(UTC)
+    for transfer in pending:
+        destination = accounts.get(transfer.destination_account_id)
+        if destination is None:
+            # A transfer accepted after the peek, to an account we did not lock.
+            # Stop here to keep acceptance order; the next batch will lock it.
+            result.more = True
+            break
+        _apply(transfer, accounts[source_account_id], destination, now, max_amount, session)
+        (result.succeeded if transfer.status == "succeeded" else result.failed).append(transfer.id)
+    else:
+        result.more = len(pending) == batch_size
+    session.flush()
+    return result
+
+
+def _apply(
+    transfer: Transfer,
+    source: Account,
+    destination: Account,
+    now: datetime,
+    max_amount: int,
+    session: Session,
+) -> None:
+    failure = failure_for(transfer, source, destination, max_amount=max_amount)
+    transfer.completed_at = now
+    if failure is not None:
+        transfer.status = "failed"
+        transfer.failure_code = failure
+        return
+    ledger_repo.append(
+        session,
+        [
+            _post(transfer, source, -transfer.amount, now),
+            _post(transfer, destination, transfer.amount, now),
+        ],
+    )
+    transfer.status = "succeeded"
+
+
+def _post(transfer: Transfer, account: Account, amount: int, now: datetime) -> LedgerEntry:
+    """One leg: move the account's balance and sequence on, and record the entry."""
+    before = account.balance
+    account.balance = before + amount
+    account.last_sequence += 1
+    return LedgerEntry(
+        transfer_id=transfer.id,
+        account_id=account.id,
+        amount=amount,
+        currency=transfer.currency,
+        balance_before=before,
+        balance_after=account.balance,
+        sequence=account.last_sequence,
+        created_at=now,
+    )

@@ -1,0 +1,66 @@
+"""Registering users and checking their credentials."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from domain import passwords
+from domain.errors import AuthenticationFailed, Conflict, InvalidRequest
+from domain.models import ROLES, User
+from domain.repositories import users as users_repo
+
+# Deliberately simple: one "@", something on both sides, a dot in the domain.
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegisterUser:
+    email: str
+    password: str
+    role: str = "customer"
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def check_password_policy(password: str) -> None:
+    if len(password) < passwords.MIN_PASSWORD_LENGTH:
+        raise InvalidRequest(
+            f"password must be at least {passwords.MIN_PASSWORD_LENGTH} characters",
+            code="weak_password",
+        )
+    if len(password) > passwords.MAX_PASSWORD_LENGTH:
+        raise InvalidRequest(
+            f"password must be at most {passwords.MAX_PASSWORD_LENGTH} characters",
+            code="weak_password",
+        )
+
+
+def register(*, session: Session, cmd: RegisterUser) -> User:
+    email = normalise_email(cmd.email)
+    if len(email) > 320 or not _EMAIL.match(email):
+        raise InvalidRequest("email is not a valid address", code="invalid_email")
+    if cmd.role not in ROLES:
+        raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", code="invalid_role")
+    check_password_policy(cmd.password)
+    user = User(email=email, password_hash=passwords.hash_password(cmd.password), role=cmd.role)
+    try:
+        with session.begin_nested():
+            users_repo.add(session, user)
+    except IntegrityError as exc:
+        raise Conflict("an account with this email already exists", code="email_taken") from exc
+    return user
+
+
+def authenticate(*, session: Session, email: str, password: str) -> User:
+    """The same error, and the same work, for an unknown email and a wrong password."""
+    user = users_repo.get_by_email(session, normalise_email(email))
+    if not passwords.verify_password(password, user.password_hash if user else None):
+        raise AuthenticationFailed("invalid email or password", code="invalid_credentials")
+    assert user is not None
+    return user

@@ -1,0 +1,1 @@
+"""The HTTP gateway: authentication, request schemas, routes and error mapping (FastAPI)."""

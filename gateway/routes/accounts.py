@@ -1,0 +1,92 @@
+"""Opening and reading accounts, and their ledger entries."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from domain.models import Account, LedgerEntry
+from domain.services import accounts
+from gateway.deps import CurrentUser, SessionDep, SettingsDep
+from gateway.errors import ApiError
+from gateway.schemas.accounts import AccountCreate, AccountOut, EntryOut
+from gateway.schemas.common import Page, decode_cursor, decode_int_cursor, encode_cursor
+
+router = APIRouter(tags=["accounts"])
+
+Limit = Annotated[int, Query(ge=1, le=200)]
+
+
+def account_out(account: Account) -> AccountOut:
+    return AccountOut(
+        id=account.id, number=account.number, currency=account.currency, name=account.name,
+        balance=account.balance, status=account.status,  # type: ignore[arg-type]
+        created_at=account.created_at,
+    )
+
+
+def entry_out(entry: LedgerEntry) -> EntryOut:
+    return EntryOut(
+        id=entry.id, transfer_id=entry.transfer_id, amount=entry.amount,
+        balance_before=entry.balance_before, balance_after=entry.balance_after,
+        sequence=entry.sequence, created_at=entry.created_at,
+    )
+
+
+@router.post("/v1/accounts", status_code=status.HTTP_201_CREATED, response_model=AccountOut,
+             summary="Open an account in one currency")
+def create_account(
+    body: AccountCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> AccountOut:
+    account = accounts.open_account(
+        session=session,
+        cmd=accounts.OpenAccount(owner=user, currency=body.currency, name=body.name),
+        currencies=settings.currencies,
+    )
+    session.commit()
+    session.refresh(account)
+    return account_out(account)
+
+
+@router.get("/v1/accounts", response_model=Page[AccountOut], summary="Your accounts")
+def list_accounts(
+    user: CurrentUser, session: SessionDep, limit: Limit = 50, cursor: str | None = None
+) -> Page[AccountOut]:
+    raw = decode_cursor(cursor)
+    try:
+        after = uuid.UUID(raw) if raw else None
+    except ValueError as exc:
+        raise ApiError(400, "invalid_cursor", "the cursor is not valid") from exc
+    rows = accounts.list_accounts(session=session, user=user, after=after, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(data=[account_out(a) for a in rows],
+                next_cursor=encode_cursor(str(rows[-1].id)) if more else None)
+
+
+@router.get("/v1/accounts/{account_id}", response_model=AccountOut, summary="One account")
+def get_account(account_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> AccountOut:
+    return account_out(
+        accounts.get_visible_account(session=session, user=user, account_id=account_id)
+    )
+
+
+@router.get("/v1/accounts/{account_id}/entries", response_model=Page[EntryOut],
+            summary="Ledger entries of an account, newest first")
+def list_entries(
+    account_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Limit = 50,
+    cursor: str | None = None,
+) -> Page[EntryOut]:
+    rows = accounts.list_entries(
+        session=session, user=user, account_id=account_id,
+        before_sequence=decode_int_cursor(cursor), limit=limit + 1,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(data=[entry_out(e) for e in rows],
+                next_cursor=encode_cursor(rows[-1].sequence) if more else None)

@@ -1,0 +1,51 @@
+"""Liveness, readiness (PostgreSQL and the broker) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from gateway.errors import problem
+
+router = APIRouter(tags=["operations"])
+logger = logging.getLogger("settle.gateway.health")
+
+
+@router.get("/healthz", summary="The process is up")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def _check_database(request: Request) -> None:
+    with request.app.state.session_factory() as session:
+        session.execute(text("SELECT 1"))
+
+
+def _check_broker(request: Request) -> None:
+    request.app.state.redis.ping()
+
+
+@router.get("/readyz", summary="PostgreSQL and the broker answer",
+            responses={503: {"description": "A dependency is down"}})
+async def readyz(request: Request) -> Response:
+    checks: dict[str, str] = {}
+    for name, check in (("database", _check_database), ("broker", _check_broker)):
+        try:
+            await run_in_threadpool(check, request)
+            checks[name] = "ok"
+        except Exception:
+            logger.warning("readiness check %s failed", name, exc_info=True)
+            checks[name] = "unavailable"
+    if all(v == "ok" for v in checks.values()):
+        return JSONResponse({"status": "ready", "checks": checks})
+    return problem(503, "not_ready", "a dependency is unavailable", extra={"checks": checks})
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

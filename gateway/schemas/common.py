@@ -1,0 +1,48 @@
+"""Shared schema pieces: strict request base, pagination cursors, list envelopes."""
+
+from __future__ import annotations
+
+import base64
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from gateway.errors import ApiError
+
+T = TypeVar("T")
+
+
+class StrictRequest(BaseModel):
+    """Unknown fields are an error, so nobody can smuggle in `balance`, `role` or `status`."""
+
+    # Strictness per field (StrictInt, StrictStr) rather than model-wide: FastAPI
+    # validates decoded JSON in Python mode, where strict UUIDs would reject strings.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    next_cursor: str | None
+
+
+def encode_cursor(value: str | int) -> str:
+    return base64.urlsafe_b64encode(str(value).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return base64.urlsafe_b64decode(padded.encode()).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_cursor", "the cursor is not valid") from exc
+
+
+def decode_int_cursor(cursor: str | None) -> int | None:
+    raw = decode_cursor(cursor)
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise ApiError(400, "invalid_cursor", "the cursor is not valid")
+    return int(raw)

@@ -1,0 +1,51 @@
+"""How every process reaches Redis: the broker URL, transport options and key prefix.
+
+The gateway (which only publishes) and the workers (which consume) both build
+their Celery configuration from here, so they always agree on queue names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from settle.config import Settings
+
+TRANSFERS_QUEUE = "transfers"
+WEBHOOKS_QUEUE = "webhooks"
+DRAIN_ACCOUNT_TASK = "settle.drain_account"
+SWEEP_PENDING_TASK = "settle.sweep_pending"
+
+# Longer than any task can run (tasks are hard-limited far below this), so
+# Redis never hands an unacknowledged message to a second worker while the
+# first is still working on it.
+VISIBILITY_TIMEOUT_SECONDS = 3600
+
+
+def broker_url(redis_url: str) -> str:
+    """Kombu spells unix-socket Redis `redis+socket://`; redis-py spells it `unix://`."""
+    if redis_url.startswith("unix://"):
+        return "redis+socket://" + redis_url[len("unix://") :]
+    return redis_url
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": broker_url(settings.redis_url),
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "global_keyprefix": settings.redis_prefix,
+            "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+        },
+        "task_default_queue": TRANSFERS_QUEUE,
+        "task_routes": {DRAIN_ACCOUNT_TASK: {"queue": TRANSFERS_QUEUE}},
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "timezone": "UTC",
+    }
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)

@@ -1,0 +1,66 @@
+"""The `settle` operator CLI: migrate, create-user."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from domain.db import make_engine, make_session_factory, transaction
+from domain.errors import DomainError
+from domain.migrate import upgrade
+from domain.models import ROLES
+from domain.services import users
+from settle.config import get_settings
+
+
+def _database_url() -> str:
+    url = get_settings().database_url
+    if not url:
+        sys.exit("settle: DATABASE_URL is not set")
+    return url
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    upgrade(_database_url())
+    print("database is at the latest migration")  # noqa: T201
+    return 0
+
+
+def cmd_create_user(args: argparse.Namespace) -> int:
+    password = args.password or getpass.getpass("password: ")
+    engine = make_engine(_database_url(), pool_size=1, max_overflow=0)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            user = users.register(
+                session=session,
+                cmd=users.RegisterUser(email=args.email, password=password, role=args.role),
+            )
+            print(f"created {user.role} {user.email} ({user.id})")  # noqa: T201
+    except DomainError as exc:
+        print(f"settle: {exc.detail}", file=sys.stderr)  # noqa: T201
+        return 2
+    finally:
+        engine.dispose()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="settle", description="Operate a Settle deployment.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    create = sub.add_parser("create-user", help="create a user with any role")
+    create.add_argument("--email", required=True)
+    create.add_argument("--password", help="prompted for when omitted (keeps it out of history)")
+    create.add_argument("--role", choices=ROLES, default="customer")
+    create.set_defaults(func=cmd_create_user)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

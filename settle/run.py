@@ -1,0 +1,76 @@
+"""`make run`: start embedded PostgreSQL/Redis when no URLs are given, migrate, run the Procfile.
+
+Ctrl-C stops every Procfile process (honcho forwards it), then the embedded servers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from domain.migrate import upgrade
+from settle.devservices import start_missing_services, stop_all
+
+ROOT = Path.cwd()
+VAR = ROOT / "var"
+
+
+def _load_dotenv(path: Path) -> None:
+    """Values from .env, unless the real environment already has them."""
+    if not path.exists():
+        return
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        os.environ.setdefault(key.strip(), value.strip().strip("'\""))
+
+
+def _flower_credentials() -> str:
+    """A random Flower password per checkout, kept in var/ (never in the repository)."""
+    path = VAR / "flower-basic-auth"
+    if not path.exists():
+        VAR.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"settle:{secrets.token_urlsafe(12)}\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    _load_dotenv(ROOT / ".env")
+    os.environ.setdefault("SETTLE_ENVIRONMENT", "development")
+    os.environ.setdefault("FLOWER_BASIC_AUTH", _flower_credentials())
+    os.environ.setdefault("SETTLE_HTTP_PORT", "8000")
+    services = start_missing_services(VAR)
+    try:
+        upgrade(os.environ["DATABASE_URL"])
+        port = os.environ["SETTLE_HTTP_PORT"]
+        user = os.environ["FLOWER_BASIC_AUTH"].split(":", 1)[0]
+        print(  # noqa: T201
+            f"\n  Settle API   http://127.0.0.1:{port}   (docs: http://127.0.0.1:{port}/docs)\n"
+            f"  Flower       http://127.0.0.1:5555   (user {user!r}, password in "
+            f"var/flower-basic-auth unless FLOWER_BASIC_AUTH is set)\n"
+            f"  Metrics      http://127.0.0.1:{port}/metrics\n"
+            "  Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        honcho = Path(sys.executable).parent / "honcho"
+        process = subprocess.Popen([str(honcho), "start", "-f", str(ROOT / "Procfile")])  # noqa: S603
+        # Ctrl-C reaches honcho directly (same process group); we wait for it to
+        # stop its children before stopping the databases they use.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda *_: process.terminate())
+        return process.wait()
+    finally:
+        stop_all(services)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Factory functions for tests: random data, so tests need no cleanup and never collide."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from typing import Any
+
+import httpx
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from domain.db import transaction
+from domain.models import User
+from domain.services import users
+
+PASSWORD = "correct horse battery staple"
+
+Client = TestClient | httpx.Client
+
+
+def random_email(tag: str = "user") -> str:
+    return f"{tag}-{secrets.token_hex(6)}@example.com"
+
+
+def idem() -> dict[str, str]:
+    return {"Idempotency-Key": f"test-{uuid.uuid4()}"}
+
+
+def make_user(factory: sessionmaker[Session], *, role: str = "customer") -> User:
+    with transaction(factory) as session:
+        return users.register(
+            session=session,
+            cmd=users.RegisterUser(email=random_email(role), password=PASSWORD, role=role),
+        )
+
+
+def login(client: Client, email: str, password: str = PASSWORD) -> dict[str, str]:
+    response = client.post("/v1/auth/token", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def register_and_login(client: Client) -> dict[str, str]:
+    email = random_email()
+    response = client.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
+    assert response.status_code == 201, response.text
+    return login(client, email)
+
+
+def operator_headers(client: Client, factory: sessionmaker[Session]) -> dict[str, str]:
+    operator = make_user(factory, role="operator")
+    return login(client, operator.email)
+
+
+def open_account(client: Client, headers: dict[str, str], currency: str = "USD") -> dict[str, Any]:
+    response = client.post("/v1/accounts", json={"currency": currency}, headers=headers)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def post_deposit(
+    client: Client, headers: dict[str, str], account_id: str, amount: int, currency: str = "USD"
+) -> dict[str, Any]:
+    response = client.post(
+        "/v1/deposits",
+        json={"account_id": account_id, "amount": amount, "currency": currency},
+        headers={**headers, **idem()},
+    )
+    assert response.status_code == 202, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def post_transfer(
+    client: Client,
+    headers: dict[str, str],
+    source_id: str,
+    destination_number: str,
+    amount: int,
+    currency: str = "USD",
+) -> httpx.Response:
+    return client.post(
+        "/v1/transfers",
+        json={
+            "source_account_id": source_id,
+            "destination_account_number": destination_number,
+            "amount": amount,
+            "currency": currency,
+        },
+        headers={**headers, **idem()},
+    )
+
+
+def wait_terminal(
+    client: Client, headers: dict[str, str], transfer_id: str, timeout: float = 30.0
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get(f"/v1/transfers/{transfer_id}", headers=headers)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        if body["status"] != "pending":
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"transfer {transfer_id} still pending after {timeout}s")
+        time.sleep(0.05)

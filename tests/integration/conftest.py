@@ -1,0 +1,47 @@
+"""In-process gateway (TestClient) on the real test database and Redis; no worker runs.
+
+Tests that need transfers applied call `drain_pending`, which runs the same
+function the Celery task runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from domain.models import Transfer
+
+
+@pytest.fixture(scope="session")
+def client(settings: Any) -> Iterator[TestClient]:
+    from gateway.app import create_app
+
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def drain_pending(session_factory: sessionmaker[Session]) -> Any:
+    """Apply every pending transfer, account by account, as the worker would."""
+    from workers.tasks import drain
+
+    def run() -> int:
+        total = 0
+        while True:
+            with session_factory() as session:
+                sources = set(
+                    session.scalars(
+                        select(Transfer.source_account_id).where(Transfer.status == "pending")
+                    )
+                )
+            if not sources:
+                return total
+            for source in sources:
+                total += drain(source)
+
+    return run

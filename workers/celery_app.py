@@ -1,0 +1,62 @@
+"""The Celery application of the workers and beat, with the settings that make it crash-safe.
+
+- acks_late + reject_on_worker_lost: a message is acknowledged only after its
+  task finished, so a SIGKILLed worker's message goes back to the queue. That
+  is safe because draining is idempotent (state is re-read under row locks).
+- prefetch 1: a worker holds at most one unacknowledged message per process.
+- visibility timeout (settle/broker.py) far above the task time limit, so Redis
+  never re-delivers a message that is still being worked on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from settle.broker import SWEEP_PENDING_TASK, TRANSFERS_QUEUE, celery_config
+from settle.config import get_settings
+
+TASK_SOFT_TIME_LIMIT_SECONDS = 120
+TASK_TIME_LIMIT_SECONDS = 180
+
+settings = get_settings()
+
+app = Celery("settle")
+app.conf.update(celery_config(settings))
+app.conf.update(
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_soft_time_limit=TASK_SOFT_TIME_LIMIT_SECONDS,
+    task_time_limit=TASK_TIME_LIMIT_SECONDS,
+    worker_hijack_root_logger=False,
+    beat_schedule={
+        "sweep-pending-transfers": {
+            "task": SWEEP_PENDING_TASK,
+            "schedule": settings.sweep_interval_seconds,
+            "options": {"queue": TRANSFERS_QUEUE, "expires": settings.sweep_interval_seconds},
+        },
+    },
+)
+app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: Any) -> None:
+    # Forked pool children must not reuse the parent's database connections.
+    from workers import resources
+
+    resources.reset()
+
+
+@worker_process_shutdown.connect
+def _close_connections(**_: Any) -> None:
+    from workers import resources
+
+    resources.dispose()
+
+
+logging.getLogger("settle").setLevel(logging.INFO)

@@ -1,0 +1,71 @@
+"""Thin Celery tasks: parse ids, open the transaction, call the domain, retry transient errors."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from celery import Task
+from sqlalchemy.exc import OperationalError
+
+from domain.db import transaction
+from domain.services import engine, sweeper
+from settle.broker import DRAIN_ACCOUNT_TASK, SWEEP_PENDING_TASK, TRANSFERS_QUEUE
+from settle.config import get_settings
+from workers import resources
+from workers.celery_app import app
+
+logger = logging.getLogger("settle.workers")
+
+MAX_DRAIN_RETRIES = 10
+
+
+def drain(account_id: uuid.UUID) -> int:
+    """Apply every pending transfer of `account_id`, one batch per transaction."""
+    settings = get_settings()
+    applied = 0
+    while True:
+        with transaction(resources.session_factory()) as session:
+            result = engine.apply_next_batch(
+                session=session,
+                source_account_id=account_id,
+                batch_size=settings.drain_batch_size,
+                max_amount=settings.max_transfer_amount,
+            )
+        applied += result.applied
+        if not result.more:
+            return applied
+
+
+@app.task(name=DRAIN_ACCOUNT_TASK, bind=True, max_retries=MAX_DRAIN_RETRIES)
+def drain_account(self: Task, account_id: str) -> int:
+    try:
+        parsed = uuid.UUID(account_id)
+    except ValueError:
+        logger.error("drain_account: dropping malformed account id %r", account_id)
+        return 0
+    try:
+        return drain(parsed)
+    except OperationalError as exc:
+        # Connection lost, PostgreSQL restarting, lock timeout: nothing was
+        # committed for the failed batch, so trying again later is safe.
+        logger.warning("drain of %s hit %s; retrying", account_id, type(exc).__name__)
+        raise self.retry(exc=exc, countdown=min(2**self.request.retries, 30)) from exc
+
+
+def wake_stale_accounts() -> int:
+    settings = get_settings()
+    with transaction(resources.session_factory()) as session:
+        stale = sweeper.accounts_needing_drain(
+            session=session, stale_after_seconds=settings.sweep_stale_after_seconds
+        )
+    for account_id in stale:
+        drain_account.apply_async(args=[str(account_id)], queue=TRANSFERS_QUEUE)
+    if stale:
+        logger.info("sweeper woke %d account(s) with stale pending transfers", len(stale))
+    return len(stale)
+
+
+@app.task(name=SWEEP_PENDING_TASK)
+def sweep_pending() -> int:
+    return wake_stale_accounts()
