@@ -45,7 +45,14 @@ def add(session: Session, account: Account) -> Account:
 
 
 def lock_accounts(session: Session, account_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Account]:
-    """SELECT ... FOR UPDATE in ascending id order, so no two lockers ever deadlock.
+    """SELECT ... FOR NO KEY UPDATE in ascending id order, so no two lockers deadlock.
+
+    NO KEY UPDATE (not plain UPDATE) because we never change an account's key:
+    it excludes every other engine transaction just the same, but does not
+    conflict with the FOR KEY SHARE locks that foreign-key checks take when the
+    gateway inserts a transfer referencing both accounts. With plain FOR UPDATE
+    such an insert (locking source, then destination) deadlocks against a drain
+    that locked them in id order.
 
     `populate_existing` makes the locked rows overwrite anything stale in the session.
     """
@@ -54,7 +61,7 @@ def lock_accounts(session: Session, account_ids: Iterable[uuid.UUID]) -> dict[uu
         select(Account)
         .where(Account.id.in_(ordered))
         .order_by(Account.id)
-        .with_for_update()
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     )
     return {account.id: account for account in rows}

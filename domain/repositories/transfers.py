@@ -32,7 +32,7 @@ def pending_for_source(
         .limit(limit)
     )
     if lock:
-        query = query.with_for_update().execution_options(populate_existing=True)
+        query = query.with_for_update(key_share=True).execution_options(populate_existing=True)
     return list(session.scalars(query))
 
 

@@ -24,6 +24,7 @@ def test_deposit_transfer_withdrawal_balance_and_entries(client, session_factory
     response = post_transfer(client, alice, a["id"], b["number"], 2_500)
     assert response.status_code == 202, response.text
     assert response.headers["Location"] == f"/v1/transfers/{response.json()['id']}"
+    drain_pending()
     withdrawal = client.post(
         "/v1/withdrawals",
         json={"account_id": b["id"], "amount": 500, "currency": "USD"},

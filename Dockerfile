@@ -1,0 +1,55 @@
+# Settle application image: one image for the gateway, the Celery worker, beat,
+# Flower and the one-shot `settle migrate`. The default command runs the gateway;
+# docker-compose.yml overrides it for the other processes.
+#
+#   docker build -t settle .
+#   docker run --rm -p 8000:8000 -e DATABASE_URL=... -e REDIS_URL=... \
+#       -e SETTLE_ENVIRONMENT=production -e SETTLE_JWT_SECRET=... settle
+
+# ---------------------------------------------------------------------------
+# builder: install Settle and its runtime dependencies into /opt/venv
+# ---------------------------------------------------------------------------
+FROM python:3.12-slim AS builder
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+WORKDIR /src
+# .dockerignore keeps .venv, var/, .git, .env and caches out of the context.
+COPY . .
+# A regular (non-editable) install without the dev extras: pip builds the
+# wheel and byte-compiles everything into the venv, so the runtime stage
+# needs neither the sources nor write access to site-packages.
+RUN pip install .
+
+# ---------------------------------------------------------------------------
+# runtime: the venv only, run by an unprivileged user
+# ---------------------------------------------------------------------------
+FROM python:3.12-slim AS runtime
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+
+RUN groupadd --system --gid 10001 settle \
+    && useradd --system --uid 10001 --gid settle --create-home --home-dir /home/settle \
+       --shell /usr/sbin/nologin settle
+
+# Owned by root and read-only for `settle`: the processes cannot modify their own code.
+COPY --from=builder /opt/venv /opt/venv
+
+WORKDIR /app
+USER settle
+
+EXPOSE 8000
+
+# Liveness of the gateway (the default command). Compose disables it for the
+# services that override the command and listen on no HTTP port.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+
+CMD ["uvicorn", "--factory", "gateway.app:app_factory", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]
