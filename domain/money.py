@@ -12,7 +12,9 @@ ACCOUNT_NUMBER_BODY_DIGITS = 11
 def check_amount(amount: int, *, maximum: int) -> None:
     """Amounts are positive integers in minor units, at most `maximum`."""
     if isinstance(amount, bool) or not isinstance(amount, int):
-        raise InvalidRequest("amount must be an integer number of minor units", code="invalid_amount")
+        raise InvalidRequest(
+            "amount must be an integer number of minor units", code="invalid_amount"
+        )
     if amount <= 0:
         raise InvalidRequest("amount must be greater than zero", code="invalid_amount")
     if amount > maximum:

@@ -23,7 +23,7 @@ MAX_PASSWORD_LENGTH = 128
 
 
 def hash_password(password: str) -> str:
-    return _context.hash(password)
+    return str(_context.hash(password))
 
 
 def verify_password(password: str, password_hash: str | None) -> bool:

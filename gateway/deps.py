@@ -50,17 +50,20 @@ def _authenticate(
     settings: Settings, session: Session, credentials: HTTPAuthorizationCredentials | None
 ) -> User:
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise ApiError(401, "not_authenticated", "a bearer access token is required",
-                       _UNAUTHENTICATED)
+        raise ApiError(
+            401, "not_authenticated", "a bearer access token is required", _UNAUTHENTICATED
+        )
     try:
         claims = decode_access_token(settings, credentials.credentials)
     except jwt.InvalidTokenError as exc:
-        raise ApiError(401, "invalid_token", "the access token is invalid or expired",
-                       _UNAUTHENTICATED) from exc
+        raise ApiError(
+            401, "invalid_token", "the access token is invalid or expired", _UNAUTHENTICATED
+        ) from exc
     user = users_repo.get(session, claims.user_id)
     if user is None:
-        raise ApiError(401, "invalid_token", "the access token is invalid or expired",
-                       _UNAUTHENTICATED)
+        raise ApiError(
+            401, "invalid_token", "the access token is invalid or expired", _UNAUTHENTICATED
+        )
     return user
 
 

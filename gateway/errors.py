@@ -74,8 +74,11 @@ def problem(
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Only location, message and type: never echo input back (it may hold a password).
     return [
-        {"loc": [str(part) for part in err.get("loc", ())], "msg": err.get("msg", ""),
-         "type": err.get("type", "")}
+        {
+            "loc": [str(part) for part in err.get("loc", ())],
+            "msg": err.get("msg", ""),
+            "type": err.get("type", ""),
+        }
         for err in exc.errors()
     ]
 
@@ -83,9 +86,7 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(errors.DomainError)
     async def domain_error(_: Request, exc: errors.DomainError) -> JSONResponse:
-        status = next(
-            (code for cls, code in STATUS_FOR.items() if isinstance(exc, cls)), 400
-        )
+        status = next((code for cls, code in STATUS_FOR.items() if isinstance(exc, cls)), 400)
         return problem(status, exc.code, exc.detail, title=exc.title)
 
     @app.exception_handler(ApiError)

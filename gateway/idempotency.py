@@ -20,10 +20,16 @@ def fingerprint(method: str, path: str, body: dict[str, Any]) -> str:
 
 def require_key(header: str | None, *, method: str, path: str, body: dict[str, Any]) -> Idempotency:
     if header is None or not header.strip():
-        raise ApiError(400, "idempotency_key_missing",
-                       "the Idempotency-Key header is required for this request")
+        raise ApiError(
+            400,
+            "idempotency_key_missing",
+            "the Idempotency-Key header is required for this request",
+        )
     key = header.strip()
     if len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise ApiError(400, "idempotency_key_invalid",
-                       f"the Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable characters")
+        raise ApiError(
+            400,
+            "idempotency_key_invalid",
+            f"the Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable characters",
+        )
     return Idempotency(key=key, fingerprint=fingerprint(method, path, body))

@@ -11,7 +11,7 @@ import jwt
 from settle.config import Settings
 
 ALGORITHM = "HS256"
-ACCESS_TOKEN_TYPE = "access"
+ACCESS_TOKEN_TYPE = "access"  # noqa: S105 - the `typ` claim value
 
 
 @dataclass(frozen=True)

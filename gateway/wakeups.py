@@ -33,8 +33,11 @@ class WakeupPublisher:
                 retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
             )
         except Exception:
-            logger.warning("wake-up for account %s not published; sweeper will pick it up",
-                           account_id, exc_info=True)
+            logger.warning(
+                "wake-up for account %s not published; sweeper will pick it up",
+                account_id,
+                exc_info=True,
+            )
             return False
         return True
 

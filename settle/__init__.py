@@ -1,1 +1,1 @@
-"""Shared process plumbing: settings, broker wiring, the `settle` CLI and the embedded dev servers."""
+"""Shared process plumbing: settings, broker wiring, the `settle` CLI, embedded dev servers."""

@@ -47,5 +47,5 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def redis_client(settings: Settings) -> redis.Redis:
+def redis_client(settings: Settings) -> redis.Redis[bytes]:
     return redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)

@@ -23,7 +23,7 @@ def _database_url() -> str:
 
 def cmd_migrate(_: argparse.Namespace) -> int:
     upgrade(_database_url())
-    print("database is at the latest migration")  # noqa: T201
+    print("database is at the latest migration")
     return 0
 
 
@@ -36,9 +36,9 @@ def cmd_create_user(args: argparse.Namespace) -> int:
                 session=session,
                 cmd=users.RegisterUser(email=args.email, password=password, role=args.role),
             )
-            print(f"created {user.role} {user.email} ({user.id})")  # noqa: T201
+            print(f"created {user.role} {user.email} ({user.id})")
     except DomainError as exc:
-        print(f"settle: {exc.detail}", file=sys.stderr)  # noqa: T201
+        print(f"settle: {exc.detail}", file=sys.stderr)
         return 2
     finally:
         engine.dispose()

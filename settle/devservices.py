@@ -40,11 +40,14 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     def start(self, database: str = "settle") -> str:
-        import pgserver
+        from pgserver import get_server  # type: ignore[attr-defined]
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = pgserver.get_server(str(self.data_dir), cleanup_mode="stop")
-        exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+        self._server = get_server(str(self.data_dir), cleanup_mode="stop")
+        if not database.isidentifier():
+            raise ValueError(f"unsafe database name {database!r}")
+        query = f"SELECT 1 FROM pg_database WHERE datname = '{database}';"  # noqa: S608
+        exists = self._server.psql(query)
         if "(1 row)" not in exists:
             self._server.psql(f'CREATE DATABASE "{database}";')
         uri: str = self._server.get_uri(database)
@@ -75,14 +78,22 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             str(_redis_server_binary()),
-            "--port", "0",
-            "--unixsocket", str(self.socket_path),
-            "--unixsocketperm", "700",
-            "--dir", str(self.data_dir),
-            "--appendonly", "yes" if appendonly else "no",
-            "--save", "",
-            "--maxmemory-policy", "noeviction",
-            "--logfile", str(self.data_dir / "redis.log"),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(self.socket_path),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes" if appendonly else "no",
+            "--save",
+            "",
+            "--maxmemory-policy",
+            "noeviction",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
         ]
         self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL)  # noqa: S603
         client = redis.Redis(unix_socket_path=str(self.socket_path))

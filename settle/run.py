@@ -53,7 +53,7 @@ def main() -> int:
         upgrade(os.environ["DATABASE_URL"])
         port = os.environ["SETTLE_HTTP_PORT"]
         user = os.environ["FLOWER_BASIC_AUTH"].split(":", 1)[0]
-        print(  # noqa: T201
+        print(
             f"\n  Settle API   http://127.0.0.1:{port}   (docs: http://127.0.0.1:{port}/docs)\n"
             f"  Flower       http://127.0.0.1:5555   (user {user!r}, password in "
             f"var/flower-basic-auth unless FLOWER_BASIC_AUTH is set)\n"

@@ -57,9 +57,22 @@ class Process:
 
 
 def worker_args(*, concurrency: int = 2, beat: bool = False) -> list[str]:
-    args = [str(BIN / "celery"), "-A", "workers.celery_app", "worker", "-Q", "transfers,webhooks",
-            "--concurrency", str(concurrency), "--loglevel", "INFO", "--without-gossip",
-            "--without-mingle", "--hostname", f"test-{os.getpid()}-{time.monotonic_ns()}@%h"]
+    args = [
+        str(BIN / "celery"),
+        "-A",
+        "workers.celery_app",
+        "worker",
+        "-Q",
+        "transfers,webhooks",
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "--hostname",
+        f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
+    ]
     if beat:
         args += ["--beat", "--schedule", tempfile.mktemp(prefix="settle-beat-")]  # noqa: S306
     return args
@@ -69,8 +82,9 @@ def worker_args(*, concurrency: int = 2, beat: bool = False) -> list[str]:
 def running_worker(
     env: dict[str, str] | None = None, *, concurrency: int = 2, beat: bool = False
 ) -> Iterator[Process]:
-    process = Process("worker", worker_args(concurrency=concurrency, beat=beat),
-                      env or dict(os.environ))
+    process = Process(
+        "worker", worker_args(concurrency=concurrency, beat=beat), env or dict(os.environ)
+    )
     try:
         process.wait_for_log("ready.")
         yield process
@@ -83,8 +97,16 @@ def running_gateway(env: dict[str, str] | None = None) -> Iterator[str]:
     port = free_port()
     process = Process(
         "gateway",
-        [str(BIN / "uvicorn"), "--factory", "gateway.app:app_factory", "--host", "127.0.0.1",
-         "--port", str(port), "--no-access-log"],
+        [
+            str(BIN / "uvicorn"),
+            "--factory",
+            "gateway.app:app_factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ],
         env or dict(os.environ),
     )
     base_url = f"http://127.0.0.1:{port}"

@@ -46,11 +46,12 @@ def stale_pending_sources(session: Session, *, older_than: datetime) -> list[uui
     return list(session.scalars(query))
 
 
-def all_transfers() -> Select[tuple[Transfer]]:
-    return select(Transfer)
+def all_transfers() -> Select[Transfer]:
+    query: Select[Transfer] = select(Transfer)
+    return query
 
 
-def visible_to(user_id: uuid.UUID) -> Select[tuple[Transfer]]:
+def visible_to(user_id: uuid.UUID) -> Select[Transfer]:
     """Transfers a customer may see: ones they initiated or that touch their accounts."""
     own_accounts = select(Account.id).where(Account.owner_id == user_id)
     return select(Transfer).where(
@@ -64,7 +65,7 @@ def visible_to(user_id: uuid.UUID) -> Select[tuple[Transfer]]:
 
 def page(
     session: Session,
-    query: Select[tuple[Transfer]],
+    query: Select[Transfer],
     *,
     account_id: uuid.UUID | None,
     status: str | None,

@@ -84,7 +84,9 @@ def list_entries(
     limit: int,
 ) -> list[LedgerEntry]:
     get_visible_account(session=session, user=user, account_id=account_id)
-    return ledger_repo.for_account(session, account_id, before_sequence=before_sequence, limit=limit)
+    return ledger_repo.for_account(
+        session, account_id, before_sequence=before_sequence, limit=limit
+    )
 
 
 def settlement_account(*, session: Session, currency: str) -> Account:

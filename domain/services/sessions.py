@@ -14,7 +14,7 @@ from domain.models import RefreshToken, User
 from domain.repositories import refresh_tokens as tokens_repo
 from domain.repositories import users as users_repo
 
-REFRESH_TOKEN_PREFIX = "rt_"
+REFRESH_TOKEN_PREFIX = "rt_"  # noqa: S105 - a prefix, not a secret
 
 
 def _hash(token: str) -> str:

@@ -145,9 +145,7 @@ def _replay(session: Session, user: User, idempotency: Idempotency) -> Accepted 
     if record is None:
         return None
     if record.fingerprint != idempotency.fingerprint:
-        raise IdempotencyKeyReused(
-            "this Idempotency-Key was already used with a different request"
-        )
+        raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request")
     transfer = transfers_repo.get(session, record.transfer_id)
     assert transfer is not None
     return Accepted(
@@ -158,9 +156,7 @@ def _replay(session: Session, user: User, idempotency: Idempotency) -> Accepted 
     )
 
 
-def _resolve_accounts(
-    session: Session, user: User, cmd: MoneyCmd
-) -> tuple[Account, Account, str]:
+def _resolve_accounts(session: Session, user: User, cmd: MoneyCmd) -> tuple[Account, Account, str]:
     if isinstance(cmd, TransferCmd):
         source = get_owned_account(session=session, user=user, account_id=cmd.source_account_id)
         destination = accounts_repo.get_by_number(session, cmd.destination_account_number)

@@ -21,22 +21,34 @@ Limit = Annotated[int, Query(ge=1, le=200)]
 
 def account_out(account: Account) -> AccountOut:
     return AccountOut(
-        id=account.id, number=account.number, currency=account.currency, name=account.name,
-        balance=account.balance, status=account.status,  # type: ignore[arg-type]
+        id=account.id,
+        number=account.number,
+        currency=account.currency,
+        name=account.name,
+        balance=account.balance,
+        status=account.status,
         created_at=account.created_at,
     )
 
 
 def entry_out(entry: LedgerEntry) -> EntryOut:
     return EntryOut(
-        id=entry.id, transfer_id=entry.transfer_id, amount=entry.amount,
-        balance_before=entry.balance_before, balance_after=entry.balance_after,
-        sequence=entry.sequence, created_at=entry.created_at,
+        id=entry.id,
+        transfer_id=entry.transfer_id,
+        amount=entry.amount,
+        balance_before=entry.balance_before,
+        balance_after=entry.balance_after,
+        sequence=entry.sequence,
+        created_at=entry.created_at,
     )
 
 
-@router.post("/v1/accounts", status_code=status.HTTP_201_CREATED, response_model=AccountOut,
-             summary="Open an account in one currency")
+@router.post(
+    "/v1/accounts",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AccountOut,
+    summary="Open an account in one currency",
+)
 def create_account(
     body: AccountCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> AccountOut:
@@ -62,8 +74,10 @@ def list_accounts(
     rows = accounts.list_accounts(session=session, user=user, after=after, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    return Page(data=[account_out(a) for a in rows],
-                next_cursor=encode_cursor(str(rows[-1].id)) if more else None)
+    return Page(
+        data=[account_out(a) for a in rows],
+        next_cursor=encode_cursor(str(rows[-1].id)) if more else None,
+    )
 
 
 @router.get("/v1/accounts/{account_id}", response_model=AccountOut, summary="One account")
@@ -73,8 +87,11 @@ def get_account(account_id: uuid.UUID, user: CurrentUser, session: SessionDep) -
     )
 
 
-@router.get("/v1/accounts/{account_id}/entries", response_model=Page[EntryOut],
-            summary="Ledger entries of an account, newest first")
+@router.get(
+    "/v1/accounts/{account_id}/entries",
+    response_model=Page[EntryOut],
+    summary="Ledger entries of an account, newest first",
+)
 def list_entries(
     account_id: uuid.UUID,
     user: CurrentUser,
@@ -83,10 +100,15 @@ def list_entries(
     cursor: str | None = None,
 ) -> Page[EntryOut]:
     rows = accounts.list_entries(
-        session=session, user=user, account_id=account_id,
-        before_sequence=decode_int_cursor(cursor), limit=limit + 1,
+        session=session,
+        user=user,
+        account_id=account_id,
+        before_sequence=decode_int_cursor(cursor),
+        limit=limit + 1,
     )
     more = len(rows) > limit
     rows = rows[:limit]
-    return Page(data=[entry_out(e) for e in rows],
-                next_cursor=encode_cursor(rows[-1].sequence) if more else None)
+    return Page(
+        data=[entry_out(e) for e in rows],
+        next_cursor=encode_cursor(rows[-1].sequence) if more else None,
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
+from domain.models import User
 from domain.services import sessions, users
 from gateway.deps import CurrentUser, SessionDep, SettingsDep
 from gateway.schemas.auth import Credentials, RefreshRequest, TokenPair, UserOut
@@ -12,12 +13,16 @@ from gateway.tokens import issue_access_token
 router = APIRouter(tags=["auth"])
 
 
-def _user_out(user: users.User) -> UserOut:
-    return UserOut(id=user.id, email=user.email, role=user.role)  # type: ignore[arg-type]
+def _user_out(user: User) -> UserOut:
+    return UserOut.model_validate({"id": user.id, "email": user.email, "role": user.role})
 
 
-@router.post("/v1/auth/register", status_code=status.HTTP_201_CREATED, response_model=UserOut,
-             summary="Create a customer user")
+@router.post(
+    "/v1/auth/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    summary="Create a customer user",
+)
 def register(body: Credentials, session: SessionDep) -> UserOut:
     user = users.register(
         session=session, cmd=users.RegisterUser(email=body.email, password=body.password)
@@ -26,9 +31,12 @@ def register(body: Credentials, session: SessionDep) -> UserOut:
     return _user_out(user)
 
 
-@router.post("/v1/auth/token", response_model=TokenPair,
-             summary="Exchange email and password for an access and a refresh token",
-             description="Wrong email and wrong password give the same 401 after the same work.")
+@router.post(
+    "/v1/auth/token",
+    response_model=TokenPair,
+    summary="Exchange email and password for an access and a refresh token",
+    description="Wrong email and wrong password give the same 401 after the same work.",
+)
 def token(body: Credentials, session: SessionDep, settings: SettingsDep) -> TokenPair:
     user = users.authenticate(session=session, email=body.email, password=body.password)
     refresh = sessions.issue_refresh_token(
@@ -42,14 +50,19 @@ def token(body: Credentials, session: SessionDep, settings: SettingsDep) -> Toke
     )
 
 
-@router.post("/v1/auth/refresh", response_model=TokenPair,
-             summary="Rotate a refresh token",
-             description="Each refresh token works once. Presenting a spent one revokes every "
-                         "token of its family (401).")
+@router.post(
+    "/v1/auth/refresh",
+    response_model=TokenPair,
+    summary="Rotate a refresh token",
+    description="Each refresh token works once. Presenting a spent one revokes every "
+    "token of its family (401).",
+)
 def refresh(body: RefreshRequest, session: SessionDep, settings: SettingsDep) -> TokenPair:
     try:
         user, new_refresh = sessions.rotate_refresh_token(
-            session=session, token=body.refresh_token, ttl_seconds=settings.refresh_token_ttl_seconds
+            session=session,
+            token=body.refresh_token,
+            ttl_seconds=settings.refresh_token_ttl_seconds,
         )
     finally:
         # Commit even on failure: a detected reuse must leave the family revoked.
@@ -61,8 +74,11 @@ def refresh(body: RefreshRequest, session: SessionDep, settings: SettingsDep) ->
     )
 
 
-@router.post("/v1/auth/logout", status_code=status.HTTP_204_NO_CONTENT,
-             summary="Revoke a refresh token and its family")
+@router.post(
+    "/v1/auth/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Revoke a refresh token and its family",
+)
 def logout(body: RefreshRequest, session: SessionDep) -> Response:
     sessions.revoke_refresh_token(session=session, token=body.refresh_token)
     session.commit()

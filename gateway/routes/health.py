@@ -30,8 +30,11 @@ def _check_broker(request: Request) -> None:
     request.app.state.redis.ping()
 
 
-@router.get("/readyz", summary="PostgreSQL and the broker answer",
-            responses={503: {"description": "A dependency is down"}})
+@router.get(
+    "/readyz",
+    summary="PostgreSQL and the broker answer",
+    responses={503: {"description": "A dependency is down"}},
+)
 async def readyz(request: Request) -> Response:
     checks: dict[str, str] = {}
     for name, check in (("database", _check_database), ("broker", _check_broker)):

@@ -36,11 +36,12 @@ _ACCEPTED: dict[int | str, dict[str, Any]] = {
             "Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}},
         },
     },
-    400: {"description": "Missing or malformed Idempotency-Key",
-          "content": {PROBLEM_JSON: {}}},
+    400: {"description": "Missing or malformed Idempotency-Key", "content": {PROBLEM_JSON: {}}},
     404: {"description": "Account not found (or not yours)", "content": {PROBLEM_JSON: {}}},
-    422: {"description": "Invalid amount, currency, account, or key reused with another body",
-          "content": {PROBLEM_JSON: {}}},
+    422: {
+        "description": "Invalid amount, currency, account, or key reused with another body",
+        "content": {PROBLEM_JSON: {}},
+    },
 }
 
 
@@ -73,44 +74,107 @@ def _accept(
         TRANSFERS_ACCEPTED.labels(kind=outcome.transfer.kind).inc()
         if not wakeups.wake(outcome.transfer.source_account_id):
             WAKEUPS_FAILED.inc()
-    return JSONResponse(outcome.response_body, status_code=outcome.response_status,
-                        headers=headers)
+    return JSONResponse(outcome.response_body, status_code=outcome.response_status, headers=headers)
 
 
-@router.post("/v1/transfers", status_code=202, response_model=TransferOut, responses=_ACCEPTED,
-             summary="Move money from one of your accounts to another account")
+@router.post(
+    "/v1/transfers",
+    status_code=202,
+    response_model=TransferOut,
+    responses=_ACCEPTED,
+    summary="Move money from one of your accounts to another account",
+)
 def create_transfer(
-    body: TransferCreate, request: Request, user: CurrentUser, session: SessionDep,
-    settings: SettingsDep, wakeups: WakeupsDep, idempotency_key: IdempotencyKeyHeader = None,
+    body: TransferCreate,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    wakeups: WakeupsDep,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     cmd = transfers.TransferCmd(
         source_account_id=body.source_account_id,
         destination_account_number=body.destination_account_number,
-        amount=body.amount, currency=body.currency, description=body.description,
+        amount=body.amount,
+        currency=body.currency,
+        description=body.description,
     )
-    return _accept(request=request, session=session, settings=settings, wakeups=wakeups,
-                   user=user, key=idempotency_key, cmd=cmd, body=body.model_dump(mode="json"))
+    return _accept(
+        request=request,
+        session=session,
+        settings=settings,
+        wakeups=wakeups,
+        user=user,
+        key=idempotency_key,
+        cmd=cmd,
+        body=body.model_dump(mode="json"),
+    )
 
 
-@router.post("/v1/deposits", status_code=202, response_model=TransferOut, responses=_ACCEPTED,
-             summary="Credit an account from outside Settle (operators only)")
+@router.post(
+    "/v1/deposits",
+    status_code=202,
+    response_model=TransferOut,
+    responses=_ACCEPTED,
+    summary="Credit an account from outside Settle (operators only)",
+)
 def create_deposit(
-    body: DepositCreate, request: Request, user: OperatorUser, session: SessionDep,
-    settings: SettingsDep, wakeups: WakeupsDep, idempotency_key: IdempotencyKeyHeader = None,
+    body: DepositCreate,
+    request: Request,
+    user: OperatorUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    wakeups: WakeupsDep,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
-    cmd = transfers.DepositCmd(account_id=body.account_id, amount=body.amount,
-                               currency=body.currency, description=body.description)
-    return _accept(request=request, session=session, settings=settings, wakeups=wakeups,
-                   user=user, key=idempotency_key, cmd=cmd, body=body.model_dump(mode="json"))
+    cmd = transfers.DepositCmd(
+        account_id=body.account_id,
+        amount=body.amount,
+        currency=body.currency,
+        description=body.description,
+    )
+    return _accept(
+        request=request,
+        session=session,
+        settings=settings,
+        wakeups=wakeups,
+        user=user,
+        key=idempotency_key,
+        cmd=cmd,
+        body=body.model_dump(mode="json"),
+    )
 
 
-@router.post("/v1/withdrawals", status_code=202, response_model=TransferOut,
-             responses=_ACCEPTED, summary="Pay money out of one of your accounts")
+@router.post(
+    "/v1/withdrawals",
+    status_code=202,
+    response_model=TransferOut,
+    responses=_ACCEPTED,
+    summary="Pay money out of one of your accounts",
+)
 def create_withdrawal(
-    body: WithdrawalCreate, request: Request, user: CurrentUser, session: SessionDep,
-    settings: SettingsDep, wakeups: WakeupsDep, idempotency_key: IdempotencyKeyHeader = None,
+    body: WithdrawalCreate,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    wakeups: WakeupsDep,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
-    cmd = transfers.WithdrawalCmd(account_id=body.account_id, amount=body.amount,
-                                  currency=body.currency, description=body.description)
-    return _accept(request=request, session=session, settings=settings, wakeups=wakeups,
-                   user=user, key=idempotency_key, cmd=cmd, body=body.model_dump(mode="json"))
+    cmd = transfers.WithdrawalCmd(
+        account_id=body.account_id,
+        amount=body.amount,
+        currency=body.currency,
+        description=body.description,
+    )
+    return _accept(
+        request=request,
+        session=session,
+        settings=settings,
+        wakeups=wakeups,
+        user=user,
+        key=idempotency_key,
+        cmd=cmd,
+        body=body.model_dump(mode="json"),
+    )

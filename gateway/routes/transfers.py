@@ -31,14 +31,18 @@ def _read(factory: sessionmaker[Session], user: User, transfer_id: uuid.UUID) ->
         return transfers.get_visible_transfer(session=session, user=user, transfer_id=transfer_id)
 
 
-@router.get("/v1/transfers/{transfer_id}", response_model=TransferOut,
-            summary="One transfer; with ?wait=N, held until it is terminal or N seconds pass")
+@router.get(
+    "/v1/transfers/{transfer_id}",
+    response_model=TransferOut,
+    summary="One transfer; with ?wait=N, held until it is terminal or N seconds pass",
+)
 async def get_transfer(
     transfer_id: uuid.UUID,
     request: Request,
     user: DetachedUser,
-    wait: Annotated[int, Query(ge=0, le=30, description="Seconds to wait for a terminal state")]
-    = 0,
+    wait: Annotated[
+        int, Query(ge=0, le=30, description="Seconds to wait for a terminal state")
+    ] = 0,
 ) -> TransferOut:
     # A short poll on the event loop: no database connection or thread is held
     # between reads, so many waiting clients cost almost nothing.
@@ -51,8 +55,11 @@ async def get_transfer(
         await asyncio.sleep(POLL_INTERVAL_SECONDS)
 
 
-@router.get("/v1/transfers", response_model=Page[TransferOut],
-            summary="Transfers you initiated or that touch your accounts, newest first")
+@router.get(
+    "/v1/transfers",
+    response_model=Page[TransferOut],
+    summary="Transfers you initiated or that touch your accounts, newest first",
+)
 def list_transfers(
     user: CurrentUser,
     session: SessionDep,
@@ -62,10 +69,16 @@ def list_transfers(
     cursor: str | None = None,
 ) -> Page[TransferOut]:
     rows = transfers.list_visible_transfers(
-        session=session, user=user, account_id=account_id, status=status,
-        before_seq=decode_int_cursor(cursor), limit=limit + 1,
+        session=session,
+        user=user,
+        account_id=account_id,
+        status=status,
+        before_seq=decode_int_cursor(cursor),
+        limit=limit + 1,
     )
     more = len(rows) > limit
     rows = rows[:limit]
-    return Page(data=[transfer_out(t) for t in rows],
-                next_cursor=encode_cursor(rows[-1].seq) if more else None)
+    return Page(
+        data=[transfer_out(t) for t in rows],
+        next_cursor=encode_cursor(rows[-1].seq) if more else None,
+    )

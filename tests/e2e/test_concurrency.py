@@ -45,8 +45,9 @@ def test_200_concurrent_transfers_from_an_account_that_covers_10(live_api, sessi
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         responses = list(
-            pool.map(lambda _: post_transfer(api, alice, source["id"], sink["number"], 700),
-                     range(200))
+            pool.map(
+                lambda _: post_transfer(api, alice, source["id"], sink["number"], 700), range(200)
+            )
         )
     assert [r.status_code for r in responses] == [202] * 200
     ids = {r.json()["id"] for r in responses}

@@ -21,8 +21,9 @@ from tests.processes import running_worker
 pytestmark = pytest.mark.e2e
 
 
-def test_deleted_wakeup_message_is_recovered_by_the_sweeper(settings, session_factory,
-                                                            redis_client):
+def test_deleted_wakeup_message_is_recovered_by_the_sweeper(
+    settings, session_factory, redis_client
+):
     from gateway.app import create_app
 
     # A key prefix of its own: no other worker of this run can see these queues.
@@ -38,8 +39,10 @@ def test_deleted_wakeup_message_is_recovered_by_the_sweeper(settings, session_fa
         assert redis_client.llen(queue) == 1, "the gateway published one wake-up"
         redis_client.delete(queue)  # the message is lost
         time.sleep(1.5)  # older than SETTLE_SWEEP_STALE_AFTER_SECONDS
-        assert client.get(f"/v1/transfers/{deposit['id']}", headers=operator).json()[
-            "status"] == "pending"
+        assert (
+            client.get(f"/v1/transfers/{deposit['id']}", headers=operator).json()["status"]
+            == "pending"
+        )
 
         env = {**os.environ, "SETTLE_REDIS_PREFIX": prefix}
         try:

@@ -21,8 +21,15 @@ def world(client, session_factory):
     stranger = open_account(client, mallory)
     operator = operator_headers(client, session_factory)
     post_deposit(client, operator, a["id"], 10_000)
-    return {"alice": alice, "mallory": mallory, "a": a, "b": b, "eur": eur,
-            "stranger": stranger, "operator": operator}
+    return {
+        "alice": alice,
+        "mallory": mallory,
+        "a": a,
+        "b": b,
+        "eur": eur,
+        "stranger": stranger,
+        "operator": operator,
+    }
 
 
 def _counts(session_factory):
@@ -34,9 +41,12 @@ def _counts(session_factory):
 
 
 def _transfer_body(world, **overrides):
-    body = {"source_account_id": world["a"]["id"],
-            "destination_account_number": world["b"]["number"],
-            "amount": 100, "currency": "USD"}
+    body = {
+        "source_account_id": world["a"]["id"],
+        "destination_account_number": world["b"]["number"],
+        "amount": 100,
+        "currency": "USD",
+    }
     body.update(overrides)
     return body
 
@@ -56,11 +66,14 @@ BAD_TRANSFERS = [
     pytest.param({"currency": "EUR"}, 422, "currency_mismatch", id="currency-mismatch"),
     pytest.param({"balance": 1}, 422, "validation_error", id="unknown-field-balance"),
     pytest.param({"status": "succeeded"}, 422, "validation_error", id="unknown-field-status"),
-    pytest.param({"destination_account_number": "000000000000"}, 422,
-                 "destination_not_found", id="unknown-destination"),
+    pytest.param(
+        {"destination_account_number": "000000000000"},
+        422,
+        "destination_not_found",
+        id="unknown-destination",
+    ),
     pytest.param({"source_account_id": "not-a-uuid"}, 422, "validation_error", id="bad-uuid"),
-    pytest.param({"source_account_id": str(uuid.uuid4())}, 404, "not_found",
-                 id="missing-source"),
+    pytest.param({"source_account_id": str(uuid.uuid4())}, 404, "not_found", id="missing-source"),
 ]
 
 
@@ -69,8 +82,11 @@ def test_bad_transfer_is_rejected_and_changes_nothing(
     client, session_factory, world, override, status, code
 ):
     before = _counts(session_factory)
-    response = client.post("/v1/transfers", json=_transfer_body(world, **override),
-                           headers={**world["alice"], **idem()})
+    response = client.post(
+        "/v1/transfers",
+        json=_transfer_body(world, **override),
+        headers={**world["alice"], **idem()},
+    )
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
@@ -85,8 +101,11 @@ def test_missing_idempotency_key_is_400_and_changes_nothing(client, session_fact
     response = client.post("/v1/transfers", json=_transfer_body(world), headers=world["alice"])
     assert response.status_code == 400
     assert response.json()["code"] == "idempotency_key_missing"
-    too_long = client.post("/v1/transfers", json=_transfer_body(world),
-                           headers={**world["alice"], "Idempotency-Key": "k" * 256})
+    too_long = client.post(
+        "/v1/transfers",
+        json=_transfer_body(world),
+        headers={**world["alice"], "Idempotency-Key": "k" * 256},
+    )
     assert too_long.status_code == 400
     assert _counts(session_factory) == before
 
@@ -103,11 +122,12 @@ def test_someone_elses_account_is_404_everywhere(client, session_factory, world)
     before = _counts(session_factory)
     mallory, a = world["mallory"], world["a"]
     body = _transfer_body(world)  # Mallory tries to move money out of Alice's account
-    assert client.post("/v1/transfers", json=body,
-                       headers={**mallory, **idem()}).status_code == 404
+    assert client.post("/v1/transfers", json=body, headers={**mallory, **idem()}).status_code == 404
     withdrawal = {"account_id": a["id"], "amount": 1, "currency": "USD"}
-    assert client.post("/v1/withdrawals", json=withdrawal,
-                       headers={**mallory, **idem()}).status_code == 404
+    assert (
+        client.post("/v1/withdrawals", json=withdrawal, headers={**mallory, **idem()}).status_code
+        == 404
+    )
     assert client.get(f"/v1/accounts/{a['id']}", headers=mallory).status_code == 404
     assert client.get(f"/v1/accounts/{a['id']}/entries", headers=mallory).status_code == 404
     listed = client.get("/v1/transfers", params={"account_id": a["id"]}, headers=mallory)
@@ -122,9 +142,11 @@ def test_someone_elses_account_is_404_everywhere(client, session_factory, world)
 
 def test_customers_cannot_deposit(client, session_factory, world):
     before = _counts(session_factory)
-    response = client.post("/v1/deposits",
-                           json={"account_id": world["a"]["id"], "amount": 1, "currency": "USD"},
-                           headers={**world["alice"], **idem()})
+    response = client.post(
+        "/v1/deposits",
+        json={"account_id": world["a"]["id"], "amount": 1, "currency": "USD"},
+        headers={**world["alice"], **idem()},
+    )
     assert response.status_code == 403 and response.json()["code"] == "forbidden"
     assert _counts(session_factory) == before
 
@@ -138,9 +160,11 @@ def test_unauthenticated_and_forged_tokens_are_401(client, world):
 
 
 def test_malformed_json_and_unknown_routes_are_problems(client, world):
-    response = client.post("/v1/transfers", content=b"{not json",
-                           headers={**world["alice"], **idem(),
-                                    "Content-Type": "application/json"})
+    response = client.post(
+        "/v1/transfers",
+        content=b"{not json",
+        headers={**world["alice"], **idem(), "Content-Type": "application/json"},
+    )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     missing = client.get("/v1/nope")
@@ -150,8 +174,9 @@ def test_malformed_json_and_unknown_routes_are_problems(client, world):
 
 
 def test_account_creation_rejects_unknown_fields_and_currencies(client, world):
-    smuggled = client.post("/v1/accounts", json={"currency": "USD", "balance": 10**6},
-                           headers=world["alice"])
+    smuggled = client.post(
+        "/v1/accounts", json={"currency": "USD", "balance": 10**6}, headers=world["alice"]
+    )
     assert smuggled.status_code == 422
     unknown = client.post("/v1/accounts", json={"currency": "ZZZ"}, headers=world["alice"])
     assert unknown.status_code == 422 and unknown.json()["code"] == "unsupported_currency"

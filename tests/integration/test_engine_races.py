@@ -57,9 +57,9 @@ def test_opposite_drains_in_threads_complete_without_deadlock(
     assert errors == []
     with session_factory() as session:
         pending = session.scalar(
-            select(func.count()).select_from(Transfer).where(
-                Transfer.source_account_id.in_([a_id, b_id]), Transfer.status == "pending"
-            )
+            select(func.count())
+            .select_from(Transfer)
+            .where(Transfer.source_account_id.in_([a_id, b_id]), Transfer.status == "pending")
         )
         assert pending == 0
         balance_a = session.get(Account, a_id).balance
@@ -86,8 +86,8 @@ def test_duplicate_concurrent_drains_apply_each_transfer_once(
         statuses = [session.get(Transfer, uuid.UUID(i)).status for i in ids]
         assert statuses == ["succeeded"] * 10 + ["failed"] * 5  # acceptance order kept
         entries = session.scalar(
-            select(func.count()).select_from(LedgerEntry).where(
-                LedgerEntry.transfer_id.in_([uuid.UUID(i) for i in ids])
-            )
+            select(func.count())
+            .select_from(LedgerEntry)
+            .where(LedgerEntry.transfer_id.in_([uuid.UUID(i) for i in ids]))
         )
         assert entries == 20

@@ -13,9 +13,9 @@ from tests.factories import open_account, operator_headers, register_and_login
 def _count_for(session_factory, account_id):
     with session_factory() as session:
         return session.scalar(
-            select(func.count()).select_from(Transfer).where(
-                Transfer.destination_account_id == account_id
-            )
+            select(func.count())
+            .select_from(Transfer)
+            .where(Transfer.destination_account_id == account_id)
         )
 
 
@@ -50,10 +50,12 @@ def test_keys_are_scoped_per_user(client, session_factory):
     second_operator = operator_headers(client, session_factory)
     account = open_account(client, register_and_login(client))
     body = {"account_id": account["id"], "amount": 500, "currency": "USD"}
-    one = client.post("/v1/deposits", json=body,
-                      headers={**first_operator, "Idempotency-Key": "shared"})
-    two = client.post("/v1/deposits", json=body,
-                      headers={**second_operator, "Idempotency-Key": "shared"})
+    one = client.post(
+        "/v1/deposits", json=body, headers={**first_operator, "Idempotency-Key": "shared"}
+    )
+    two = client.post(
+        "/v1/deposits", json=body, headers={**second_operator, "Idempotency-Key": "shared"}
+    )
     assert one.status_code == two.status_code == 202
     assert one.json()["id"] != two.json()["id"]
     assert "Idempotent-Replayed" not in two.headers
@@ -65,8 +67,9 @@ def test_concurrent_identical_requests_create_one_transfer(client, session_facto
     body = {"account_id": account["id"], "amount": 700, "currency": "USD"}
     headers = {**operator, "Idempotency-Key": "burst"}
     with ThreadPoolExecutor(max_workers=10) as pool:
-        responses = list(pool.map(
-            lambda _: client.post("/v1/deposits", json=body, headers=headers), range(30)))
+        responses = list(
+            pool.map(lambda _: client.post("/v1/deposits", json=body, headers=headers), range(30))
+        )
     assert {r.status_code for r in responses} == {202}
     assert len({r.json()["id"] for r in responses}) == 1
     assert _count_for(session_factory, account["id"]) == 1

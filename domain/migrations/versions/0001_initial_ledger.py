@@ -126,9 +126,7 @@ def upgrade() -> None:
     op.create_table(
         "ledger_entries",
         sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
-        sa.Column(
-            "transfer_id", UUID(as_uuid=True), sa.ForeignKey("transfers.id"), nullable=False
-        ),
+        sa.Column("transfer_id", UUID(as_uuid=True), sa.ForeignKey("transfers.id"), nullable=False),
         sa.Column("account_id", UUID(as_uuid=True), sa.ForeignKey("accounts.id"), nullable=False),
         sa.Column("amount", sa.BigInteger, nullable=False),
         sa.Column("currency", sa.String(3), nullable=False),
@@ -142,7 +140,9 @@ def upgrade() -> None:
             "balance_after = balance_before + amount", name="ledger_entries_balance_arithmetic"
         ),
         sa.UniqueConstraint("account_id", "sequence", name="ledger_entries_account_sequence_key"),
-        sa.UniqueConstraint("transfer_id", "account_id", name="ledger_entries_transfer_account_key"),
+        sa.UniqueConstraint(
+            "transfer_id", "account_id", name="ledger_entries_transfer_account_key"
+        ),
     )
 
     op.create_table(
@@ -151,9 +151,7 @@ def upgrade() -> None:
         sa.Column("user_id", UUID(as_uuid=True), sa.ForeignKey("users.id"), nullable=False),
         sa.Column("key", sa.String(255), nullable=False),
         sa.Column("fingerprint", sa.String(64), nullable=False),
-        sa.Column(
-            "transfer_id", UUID(as_uuid=True), sa.ForeignKey("transfers.id"), nullable=False
-        ),
+        sa.Column("transfer_id", UUID(as_uuid=True), sa.ForeignKey("transfers.id"), nullable=False),
         sa.Column("response_status", sa.Integer, nullable=False),
         sa.Column("response_body", JSONB, nullable=False),
         sa.Column("created_at", TIMESTAMP, nullable=False, server_default=sa.func.now()),
@@ -266,8 +264,14 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER IF EXISTS ledger_entries_consistent ON ledger_entries")
     op.execute("DROP TRIGGER IF EXISTS ledger_entries_no_truncate ON ledger_entries")
     op.execute("DROP TRIGGER IF EXISTS ledger_entries_append_only ON ledger_entries")
-    for table in ("refresh_tokens", "idempotency_keys", "ledger_entries", "transfers",
-                  "accounts", "users"):
+    for table in (
+        "refresh_tokens",
+        "idempotency_keys",
+        "ledger_entries",
+        "transfers",
+        "accounts",
+        "users",
+    ):
         op.drop_table(table)
     op.execute("DROP FUNCTION IF EXISTS settle_check_account_balance()")
     op.execute("DROP FUNCTION IF EXISTS settle_check_entry()")

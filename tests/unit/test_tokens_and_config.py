@@ -1,0 +1,103 @@
+"""Access-token forgery attempts, settings safety, and small gateway helpers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+from pydantic import ValidationError
+
+from gateway.idempotency import fingerprint
+from gateway.tokens import decode_access_token, issue_access_token
+from settle.broker import broker_url
+from settle.config import DEV_JWT_SECRET, Settings
+
+SECRET = "s" * 48
+
+
+@pytest.fixture
+def settings():
+    return Settings(environment="test", jwt_secret=SECRET, database_url="", redis_url="")
+
+
+def _claims(settings, **overrides):
+    now = datetime.now(UTC)
+    claims = {
+        "sub": str(uuid.uuid4()),
+        "role": "admin",
+        "typ": "access",
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "iat": now,
+        "exp": now + timedelta(minutes=5),
+        "jti": "x",
+    }
+    claims.update(overrides)
+    return claims
+
+
+def test_round_trip(settings):
+    user_id = uuid.uuid4()
+    claims = decode_access_token(
+        settings, issue_access_token(settings, user_id=user_id, role="customer")
+    )
+    assert claims.user_id == user_id and claims.role == "customer"
+
+
+def _b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data, default=str).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "forge",
+    ["alg-none", "wrong-secret", "expired", "wrong-aud", "wrong-iss", "refresh-typ", "hs512"],
+)
+def test_forged_tokens_are_refused(settings, forge):
+    claims = _claims(settings)
+    if forge == "alg-none":
+        payload = {
+            k: (int(v.timestamp()) if isinstance(v, datetime) else v) for k, v in claims.items()
+        }
+        token = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(payload)}."
+    elif forge == "wrong-secret":
+        token = jwt.encode(claims, "x" * 48, algorithm="HS256")
+    elif forge == "expired":
+        token = jwt.encode(
+            {**claims, "exp": datetime.now(UTC) - timedelta(seconds=1)}, SECRET, algorithm="HS256"
+        )
+    elif forge == "wrong-aud":
+        token = jwt.encode({**claims, "aud": "other"}, SECRET, algorithm="HS256")
+    elif forge == "wrong-iss":
+        token = jwt.encode({**claims, "iss": "other"}, SECRET, algorithm="HS256")
+    elif forge == "refresh-typ":
+        token = jwt.encode({**claims, "typ": "refresh"}, SECRET, algorithm="HS256")
+    else:
+        token = jwt.encode(claims, SECRET, algorithm="HS512")
+    with pytest.raises(jwt.InvalidTokenError):
+        decode_access_token(settings, token)
+
+
+def test_development_secret_is_refused_outside_development():
+    Settings(environment="development", jwt_secret=DEV_JWT_SECRET)
+    for environment in ("test", "production"):
+        with pytest.raises(ValidationError, match="SETTLE_JWT_SECRET must be set"):
+            Settings(environment=environment, jwt_secret=DEV_JWT_SECRET)
+    with pytest.raises(ValidationError, match="at least 32"):
+        Settings(environment="production", jwt_secret="short")
+
+
+def test_fingerprint_ignores_key_order_but_not_values():
+    a = fingerprint("POST", "/v1/transfers", {"amount": 1, "currency": "USD"})
+    b = fingerprint("post", "/v1/transfers", {"currency": "USD", "amount": 1})
+    c = fingerprint("POST", "/v1/transfers", {"currency": "USD", "amount": 2})
+    d = fingerprint("POST", "/v1/withdrawals", {"currency": "USD", "amount": 1})
+    assert a == b and len({a, c, d}) == 3
+
+
+def test_broker_url_translates_unix_sockets():
+    assert broker_url("unix:///tmp/r.sock") == "redis+socket:///tmp/r.sock"
+    assert broker_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
