@@ -48,6 +48,9 @@ def main() -> int:
     os.environ.setdefault("SETTLE_ENVIRONMENT", "development")
     os.environ.setdefault("FLOWER_BASIC_AUTH", _flower_credentials())
     os.environ.setdefault("SETTLE_HTTP_PORT", "8000")
+    # The Procfile names uvicorn and celery; make sure ours (in this venv) are found.
+    venv_bin = str(Path(sys.executable).parent)
+    os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
     services = start_missing_services(VAR)
     try:
         upgrade(os.environ["DATABASE_URL"])
