@@ -60,7 +60,8 @@ def problem(
     extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {
-        "type": f"https://settle.dev/problems/{code.replace('_', '-')}",
+        # A URN, not a URL: stable, unique, and not pointing at a host we may not own.
+        "type": f"urn:settle:problem:{code.replace('_', '-')}",
         "title": title or _TITLES.get(status, "Error"),
         "status": status,
         "detail": detail,

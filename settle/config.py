@@ -12,12 +12,18 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+RUN_ENV_FILE = "var/run.env"
 DEV_JWT_SECRET = "settle-development-secret-do-not-use-in-production"  # noqa: S105
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="SETTLE_", env_file=".env", extra="ignore", populate_by_name=True
+        env_prefix="SETTLE_",
+        # var/run.env is written by `make run` while it runs, so that `settle ...`
+        # in another terminal finds the embedded PostgreSQL and Redis.
+        env_file=(RUN_ENV_FILE, ".env"),
+        extra="ignore",
+        populate_by_name=True,
     )
 
     environment: Literal["development", "test", "production"] = "development"

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from domain.migrate import upgrade
+from settle.config import RUN_ENV_FILE
 from settle.devservices import start_missing_services, stop_all
 
 ROOT = Path.cwd()
@@ -52,7 +53,12 @@ def main() -> int:
     venv_bin = str(Path(sys.executable).parent)
     os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
     services = start_missing_services(VAR)
+    run_env = ROOT / RUN_ENV_FILE
     try:
+        run_env.write_text(
+            "# written by `make run` while it runs; removed when it stops\n"
+            f"DATABASE_URL={os.environ['DATABASE_URL']}\nREDIS_URL={os.environ['REDIS_URL']}\n"
+        )
         upgrade(os.environ["DATABASE_URL"])
         port = os.environ["SETTLE_HTTP_PORT"]
         user = os.environ["FLOWER_BASIC_AUTH"].split(":", 1)[0]
@@ -70,8 +76,11 @@ def main() -> int:
         # stop its children before stopping the databases they use.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, lambda *_: process.terminate())
-        return process.wait()
+        returncode = process.wait()
+        # Ctrl-C is how you stop `make run`; that is a clean exit, not a failure.
+        return 0 if returncode in (130, -signal.SIGINT) else returncode
     finally:
+        run_env.unlink(missing_ok=True)
         stop_all(services)
 
 
