@@ -12,7 +12,7 @@ from domain.services import accounts
 from gateway.deps import CurrentUser, SessionDep, SettingsDep
 from gateway.errors import ApiError
 from gateway.schemas.accounts import AccountCreate, AccountOut, EntryOut
-from gateway.schemas.common import Page, decode_cursor, decode_int_cursor, encode_cursor
+from gateway.schemas.common import Page, decode_cursor, decode_int_cursor, paginate
 
 router = APIRouter(tags=["accounts"])
 
@@ -72,12 +72,7 @@ def list_accounts(
     except ValueError as exc:
         raise ApiError(400, "invalid_cursor", "the cursor is not valid") from exc
     rows = accounts.list_accounts(session=session, user=user, after=after, limit=limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(
-        data=[account_out(a) for a in rows],
-        next_cursor=encode_cursor(str(rows[-1].id)) if more else None,
-    )
+    return paginate(rows, limit=limit, render=account_out, cursor_of=lambda a: str(a.id))
 
 
 @router.get("/v1/accounts/{account_id}", response_model=AccountOut, summary="One account")
@@ -106,9 +101,4 @@ def list_entries(
         before_sequence=decode_int_cursor(cursor),
         limit=limit + 1,
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(
-        data=[entry_out(e) for e in rows],
-        next_cursor=encode_cursor(rows[-1].sequence) if more else None,
-    )
+    return paginate(rows, limit=limit, render=entry_out, cursor_of=lambda e: e.sequence)

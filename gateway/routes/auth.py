@@ -9,12 +9,21 @@ from domain.services import sessions, users
 from gateway.deps import CurrentUser, SessionDep, SettingsDep
 from gateway.schemas.auth import Credentials, RefreshRequest, TokenPair, UserOut
 from gateway.tokens import issue_access_token
+from settle.config import Settings
 
 router = APIRouter(tags=["auth"])
 
 
 def _user_out(user: User) -> UserOut:
     return UserOut.model_validate({"id": user.id, "email": user.email, "role": user.role})
+
+
+def _token_pair(settings: Settings, user: User, refresh_token: str) -> TokenPair:
+    return TokenPair(
+        access_token=issue_access_token(settings, user_id=user.id, role=user.role),
+        refresh_token=refresh_token,
+        expires_in=settings.access_token_ttl_seconds,
+    )
 
 
 @router.post(
@@ -43,11 +52,7 @@ def token(body: Credentials, session: SessionDep, settings: SettingsDep) -> Toke
         session=session, user=user, ttl_seconds=settings.refresh_token_ttl_seconds
     )
     session.commit()
-    return TokenPair(
-        access_token=issue_access_token(settings, user_id=user.id, role=user.role),
-        refresh_token=refresh,
-        expires_in=settings.access_token_ttl_seconds,
-    )
+    return _token_pair(settings, user, refresh)
 
 
 @router.post(
@@ -67,11 +72,7 @@ def refresh(body: RefreshRequest, session: SessionDep, settings: SettingsDep) ->
     finally:
         # Commit even on failure: a detected reuse must leave the family revoked.
         session.commit()
-    return TokenPair(
-        access_token=issue_access_token(settings, user_id=user.id, role=user.role),
-        refresh_token=new_refresh,
-        expires_in=settings.access_token_ttl_seconds,
-    )
+    return _token_pair(settings, user, new_refresh)
 
 
 @router.post(

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from domain.models import Transfer, User
 from domain.services import transfers
 from gateway.deps import CurrentUser, DetachedUser, SessionDep
-from gateway.schemas.common import Page, decode_int_cursor, encode_cursor
+from gateway.schemas.common import Page, decode_int_cursor, paginate
 from gateway.schemas.transfers import TransferOut
 
 router = APIRouter(tags=["money movement"])
@@ -76,9 +76,4 @@ def list_transfers(
         before_seq=decode_int_cursor(cursor),
         limit=limit + 1,
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(
-        data=[transfer_out(t) for t in rows],
-        next_cursor=encode_cursor(rows[-1].seq) if more else None,
-    )
+    return paginate(rows, limit=limit, render=transfer_out, cursor_of=lambda t: t.seq)

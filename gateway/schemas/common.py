@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from gateway.errors import ApiError
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class StrictRequest(BaseModel):
@@ -23,6 +25,18 @@ class StrictRequest(BaseModel):
 class Page(BaseModel, Generic[T]):
     data: list[T]
     next_cursor: str | None
+
+
+def paginate(
+    rows: Sequence[R], *, limit: int, render: Callable[[R], T], cursor_of: Callable[[R], str | int]
+) -> Page[T]:
+    """`rows` was fetched with `limit + 1`: the extra row only says another page exists."""
+    more = len(rows) > limit
+    shown = rows[:limit]
+    return Page(
+        data=[render(row) for row in shown],
+        next_cursor=encode_cursor(cursor_of(shown[-1])) if more else None,
+    )
 
 
 def encode_cursor(value: str | int) -> str:
