@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from domain.db import make_engine, make_session_factory
 from gateway import errors
-from gateway.routes import accounts, auth, health, money, transfers
+from gateway.routes import accounts, admin, auth, health, money, transfers
 from gateway.wakeups import WakeupPublisher
 from settle.broker import redis_client
 from settle.config import Settings, get_settings
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (auth, accounts, money, transfers, health):
+    for module in (auth, accounts, money, transfers, admin, health):
         app.include_router(module.router)
     return app
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 TRANSFERS_ACCEPTED = Counter(
     "settle_transfers_accepted_total", "Money requests accepted (202), replays excluded", ["kind"]
@@ -10,4 +10,14 @@ TRANSFERS_ACCEPTED = Counter(
 WAKEUPS_FAILED = Counter(
     "settle_wakeups_publish_failed_total",
     "Wake-ups that could not be published (the sweeper recovers them)",
+)
+
+LEDGER_VERIFY_OK = Gauge(
+    "settle_ledger_verify_ok", "1 if the latest `settle verify` run found no problem, else 0"
+)
+LEDGER_VERIFY_PROBLEMS = Gauge(
+    "settle_ledger_verify_problems", "Problems found by the latest `settle verify` run"
+)
+LEDGER_VERIFY_TIMESTAMP = Gauge(
+    "settle_ledger_verify_last_run_timestamp_seconds", "When the latest verification ran"
 )

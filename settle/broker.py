@@ -16,6 +16,7 @@ TRANSFERS_QUEUE = "transfers"
 WEBHOOKS_QUEUE = "webhooks"
 DRAIN_ACCOUNT_TASK = "settle.drain_account"
 SWEEP_PENDING_TASK = "settle.sweep_pending"
+VERIFY_LEDGER_TASK = "settle.verify_ledger"
 
 # Longer than any task can run (tasks are hard-limited far below this), so
 # Redis never hands an unacknowledged message to a second worker while the
@@ -37,6 +38,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {
             "global_keyprefix": settings.redis_prefix,
             "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+            # Fail fast when Redis is down: the gateway must still answer 202
+            # quickly (the transfer is durable; the sweeper delivers the wake-up).
+            "socket_connect_timeout": 2,
+            "socket_timeout": 5,
         },
         "task_default_queue": TRANSFERS_QUEUE,
         "task_routes": {DRAIN_ACCOUNT_TASK: {"queue": TRANSFERS_QUEUE}},

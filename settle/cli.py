@@ -1,16 +1,17 @@
-"""The `settle` operator CLI: migrate, create-user."""
+"""The `settle` operator CLI: migrate, create-user, verify."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
 
 from domain.db import make_engine, make_session_factory, transaction
 from domain.errors import DomainError
 from domain.migrate import upgrade
 from domain.models import ROLES
-from domain.services import users
+from domain.services import users, verify
 from settle.config import get_settings
 
 
@@ -45,6 +46,34 @@ def cmd_create_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    engine = make_engine(_database_url(), pool_size=1, max_overflow=0)
+    factory = make_session_factory(engine)
+    try:
+        with transaction(factory) as session:
+            report = verify.verify(session=session)
+        if args.record:
+            with transaction(factory) as session:
+                verify.record(session=session, report=report)
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, default=str))
+    else:
+        totals = report.as_dict()["totals"]
+        print(
+            f"checked {totals['accounts']} accounts, {totals['entries']} entries, "
+            f"{totals['transfers']} transfers, {totals['audit_events']} audit events"
+        )
+        for name, rows in report.problems.items():
+            status = "ok" if not rows else f"FAILED ({len(rows)} shown)"
+            print(f"  {name:<40} {status}")
+            for row in rows:
+                print(f"      {row}")
+        print("ledger OK" if report.ok else "ledger MISMATCH")
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="settle", description="Operate a Settle deployment.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--password", help="prompted for when omitted (keeps it out of history)")
     create.add_argument("--role", choices=ROLES, default="customer")
     create.set_defaults(func=cmd_create_user)
+    check = sub.add_parser(
+        "verify",
+        help="recompute balances from entries, check every transfer and the audit chain; "
+        "exit 1 on any mismatch",
+    )
+    check.add_argument("--json", action="store_true", help="machine-readable report")
+    check.add_argument(
+        "--record", action="store_true", help="store the result (feeds the /metrics gauges)"
+    )
+    check.set_defaults(func=cmd_verify)
     return parser
 
 

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.rules import Limits
+
 RUN_ENV_FILE = "var/run.env"
 DEV_JWT_SECRET = "settle-development-secret-do-not-use-in-production"  # noqa: S105
 
@@ -49,10 +51,24 @@ class Settings(BaseSettings):
 
     currencies: list[str] = ["USD", "EUR", "GBP", "CHF", "JPY"]
     max_transfer_amount: int = 100_000_000  # minor units; 1,000,000.00 in a 2-decimal currency
+    # Default cap on what one customer account may send per UTC day; operators can
+    # set a per-account value.
+    daily_outgoing_limit: int = 1_000_000_000
 
     drain_batch_size: int = 100
     sweep_interval_seconds: float = 5.0
     sweep_stale_after_seconds: float = 3.0
+    # A message delivered more often than this (e.g. it kills its worker every time)
+    # is dropped; the sweeper re-wakes the account later with a fresh message.
+    max_deliveries: int = 5
+    verify_interval_seconds: float = 300.0
+
+    @property
+    def engine_limits(self) -> Limits:
+        return Limits(
+            max_amount=self.max_transfer_amount,
+            default_daily_outgoing=self.daily_outgoing_limit,
+        )
 
     @model_validator(mode="after")
     def _refuse_development_secret(self) -> Settings:

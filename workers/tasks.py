@@ -9,8 +9,14 @@ from celery import Task
 from sqlalchemy.exc import OperationalError
 
 from domain.db import transaction
-from domain.services import engine, sweeper
-from settle.broker import DRAIN_ACCOUNT_TASK, SWEEP_PENDING_TASK, TRANSFERS_QUEUE
+from domain.services import engine, sweeper, verify
+from settle.broker import (
+    DRAIN_ACCOUNT_TASK,
+    SWEEP_PENDING_TASK,
+    TRANSFERS_QUEUE,
+    VERIFY_LEDGER_TASK,
+    VISIBILITY_TIMEOUT_SECONDS,
+)
 from settle.config import get_settings
 from workers import resources
 from workers.celery_app import app
@@ -30,7 +36,7 @@ def drain(account_id: uuid.UUID) -> int:
                 session=session,
                 source_account_id=account_id,
                 batch_size=settings.drain_batch_size,
-                max_amount=settings.max_transfer_amount,
+                limits=settings.engine_limits,
             )
         applied += result.applied
         if not result.more:
@@ -44,13 +50,19 @@ def drain_account(self: Task, account_id: str) -> int:
     except ValueError:
         logger.error("drain_account: dropping malformed account id %r", account_id)
         return 0
+    task_id = self.request.id or ""
+    guard = resources.delivery_guard(ttl_seconds=2 * VISIBILITY_TIMEOUT_SECONDS)
+    if task_id and not guard.admit(task_id):
+        return 0  # poison message: acknowledged and dropped; the sweeper re-wakes the account
     try:
-        return drain(parsed)
+        applied = drain(parsed)
     except OperationalError as exc:
-        # Connection lost, PostgreSQL restarting, lock timeout: nothing was
-        # committed for the failed batch, so trying again later is safe.
+        # Connection lost, PostgreSQL restarting, lock timeout: the failed batch
+        # rolled back as a whole, so trying again later is safe.
         logger.warning("drain of %s hit %s; retrying", account_id, type(exc).__name__)
         raise self.retry(exc=exc, countdown=min(2**self.request.retries, 30)) from exc
+    guard.forget(task_id)
+    return applied
 
 
 def wake_stale_accounts() -> int:
@@ -69,3 +81,23 @@ def wake_stale_accounts() -> int:
 @app.task(name=SWEEP_PENDING_TASK)
 def sweep_pending() -> int:
     return wake_stale_accounts()
+
+
+def verify_and_record() -> verify.Report:
+    factory = resources.session_factory()
+    with transaction(factory) as session:
+        report = verify.verify(session=session)
+    with transaction(factory) as session:
+        verify.record(session=session, report=report)
+    if not report.ok:
+        logger.error(
+            "ledger verification found %d problem(s): %s",
+            report.problem_count,
+            report.as_dict()["problems"],
+        )
+    return report
+
+
+@app.task(name=VERIFY_LEDGER_TASK)
+def verify_ledger() -> bool:
+    return verify_and_record().ok

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from domain.models import Account, Transfer
@@ -34,6 +34,18 @@ def pending_for_source(
     if lock:
         query = query.with_for_update(key_share=True).execution_options(populate_existing=True)
     return list(session.scalars(query))
+
+
+def sent_since(session: Session, source_account_id: uuid.UUID, since: datetime) -> int:
+    """Total of `source_account_id`'s succeeded outgoing transfers completed since `since`."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(Transfer.amount), 0)).where(
+            Transfer.source_account_id == source_account_id,
+            Transfer.status == "succeeded",
+            Transfer.completed_at >= since,
+        )
+    )
+    return int(total or 0)
 
 
 def stale_pending_sources(session: Session, *, older_than: datetime) -> list[uuid.UUID]:

@@ -1,10 +1,12 @@
 """The transfer engine: drains one source account's pending transfers in acceptance order.
 
-A worker calls `apply_next_batch` repeatedly, one transaction per call, until it
-returns False. Each batch locks the source account and every destination in id
-order (so concurrent drains never deadlock), re-reads the pending transfers
-under those locks (so a duplicate wake-up or a redelivered message finds
-nothing left to do), and applies them one by one as double-entry ledger entries.
+A worker calls `apply_next_batch` repeatedly, one transaction per call, until its
+result says nothing more is pending. Each batch locks the source account and every
+destination in id order (so concurrent drains never deadlock), re-reads the pending
+transfers under those locks (so a duplicate wake-up or a redelivered message finds
+nothing left to do), applies them one by one as double-entry ledger entries, and
+appends one audit event per outcome. Nothing here commits: the caller's
+transaction makes a batch all-or-nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from domain.models import Account, LedgerEntry, Transfer
 from domain.repositories import accounts as accounts_repo
 from domain.repositories import ledger as ledger_repo
 from domain.repositories import transfers as transfers_repo
-from domain.rules import failure_for
+from domain.rules import Limits, failure_for
+from domain.services import audit
 
 
 @dataclass
@@ -34,7 +37,7 @@ class BatchResult:
 
 
 def apply_next_batch(
-    *, session: Session, source_account_id: uuid.UUID, batch_size: int, max_amount: int
+    *, session: Session, source_account_id: uuid.UUID, batch_size: int, limits: Limits
 ) -> BatchResult:
     result = BatchResult()
     # Unlocked peek, only to learn which accounts this batch will touch.
@@ -48,7 +51,13 @@ def apply_next_batch(
     pending = transfers_repo.pending_for_source(
         session, source_account_id, limit=batch_size, lock=True
     )
+    if not pending:
+        return result
     now = datetime.now(UTC)
+    source = accounts[source_account_id]
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    sent_today = 0 if source.is_system else transfers_repo.sent_since(session, source.id, midnight)
+    records: list[audit.AuditRecord] = []
     for transfer in pending:
         destination = accounts.get(transfer.destination_account_id)
         if destination is None:
@@ -56,23 +65,29 @@ def apply_next_batch(
             # Stop here to keep acceptance order; the next batch will lock it.
             result.more = True
             break
-        _apply(transfer, accounts[source_account_id], destination, now, max_amount, session)
-        (result.succeeded if transfer.status == "succeeded" else result.failed).append(transfer.id)
+        failure = failure_for(transfer, source, destination, limits=limits, sent_today=sent_today)
+        _apply(session, transfer, source, destination, failure, now)
+        if failure is None:
+            sent_today += transfer.amount
+            result.succeeded.append(transfer.id)
+        else:
+            result.failed.append(transfer.id)
+        records.append(_audit_record(transfer))
     else:
         result.more = len(pending) == batch_size
     session.flush()
+    audit.append(session, records)  # last: the chain-head lock is held only until commit
     return result
 
 
 def _apply(
+    session: Session,
     transfer: Transfer,
     source: Account,
     destination: Account,
+    failure: str | None,
     now: datetime,
-    max_amount: int,
-    session: Session,
 ) -> None:
-    failure = failure_for(transfer, source, destination, max_amount=max_amount)
     transfer.completed_at = now
     if failure is not None:
         transfer.status = "failed"
@@ -102,4 +117,21 @@ def _post(transfer: Transfer, account: Account, amount: int, now: datetime) -> L
         balance_after=account.balance,
         sequence=account.last_sequence,
         created_at=now,
+    )
+
+
+def _audit_record(transfer: Transfer) -> audit.AuditRecord:
+    return audit.AuditRecord(
+        event_type=f"transfer.{transfer.status}",
+        actor_id=transfer.initiated_by,
+        subject_type="transfer",
+        subject_id=str(transfer.id),
+        data={
+            "kind": transfer.kind,
+            "amount": transfer.amount,
+            "currency": transfer.currency,
+            "source_account_id": str(transfer.source_account_id),
+            "destination_account_id": str(transfer.destination_account_id),
+            "failure_code": transfer.failure_code,
+        },
     )

@@ -10,7 +10,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from domain.repositories import verification as verification_repo
 from gateway.errors import problem
+from gateway.metrics import LEDGER_VERIFY_OK, LEDGER_VERIFY_PROBLEMS, LEDGER_VERIFY_TIMESTAMP
 
 router = APIRouter(tags=["operations"])
 logger = logging.getLogger("settle.gateway.health")
@@ -49,6 +51,20 @@ async def readyz(request: Request) -> Response:
     return problem(503, "not_ready", "a dependency is unavailable", extra={"checks": checks})
 
 
+def _refresh_ledger_gauges(request: Request) -> None:
+    """Verification runs in the workers (beat); its latest result lives in PostgreSQL."""
+    with request.app.state.session_factory() as session:
+        latest = verification_repo.latest(session)
+    if latest is not None:
+        LEDGER_VERIFY_OK.set(1 if latest.ok else 0)
+        LEDGER_VERIFY_PROBLEMS.set(latest.problems)
+        LEDGER_VERIFY_TIMESTAMP.set(latest.ran_at.timestamp())
+
+
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
-def metrics() -> Response:
+def metrics(request: Request) -> Response:
+    try:
+        _refresh_ledger_gauges(request)
+    except Exception:
+        logger.warning("could not read the latest ledger verification", exc_info=True)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import uuid
 
 from domain.models import Account, Transfer
-from domain.rules import failure_for
+from domain.rules import Limits, failure_for
+
+LIMITS = Limits(max_amount=1000, default_daily_outgoing=5000)
 
 
-def _account(balance=0, *, kind="customer", status="active", currency="USD", overdraft=0):
+def _account(
+    balance=0, *, kind="customer", status="active", currency="USD", overdraft=0, daily=None
+):
     return Account(
         id=uuid.uuid4(),
         kind=kind,
@@ -16,6 +20,7 @@ def _account(balance=0, *, kind="customer", status="active", currency="USD", ove
         currency=currency,
         balance=balance,
         overdraft_limit=overdraft,
+        daily_outgoing_limit=daily,
     )
 
 
@@ -23,51 +28,41 @@ def _transfer(amount=100, currency="USD"):
     return Transfer(id=uuid.uuid4(), amount=amount, currency=currency)
 
 
+def check(transfer, source, destination=None, **kwargs):
+    return failure_for(transfer, source, destination or _account(), limits=LIMITS, **kwargs)
+
+
 def test_sufficient_funds_pass():
-    assert failure_for(_transfer(100), _account(100), _account(), max_amount=1000) is None
+    assert check(_transfer(100), _account(100)) is None
 
 
 def test_insufficient_funds():
-    assert (
-        failure_for(_transfer(101), _account(100), _account(), max_amount=1000)
-        == "insufficient_funds"
-    )
+    assert check(_transfer(101), _account(100)) == "insufficient_funds"
 
 
 def test_overdraft_limit_allows_going_negative_down_to_the_limit():
-    assert (
-        failure_for(_transfer(150), _account(100, overdraft=50), _account(), max_amount=1000)
-        is None
-    )
-    assert (
-        failure_for(_transfer(151), _account(100, overdraft=50), _account(), max_amount=1000)
-        == "insufficient_funds"
-    )
+    assert check(_transfer(150), _account(100, overdraft=50)) is None
+    assert check(_transfer(151), _account(100, overdraft=50)) == "insufficient_funds"
 
 
-def test_system_accounts_may_go_negative():
-    assert (
-        failure_for(_transfer(500), _account(0, kind="system"), _account(), max_amount=1000) is None
-    )
+def test_system_accounts_may_go_negative_and_have_no_daily_quota():
+    assert check(_transfer(500), _account(0, kind="system"), sent_today=10**9) is None
 
 
 def test_frozen_either_side():
-    assert (
-        failure_for(_transfer(), _account(1000, status="frozen"), _account(), max_amount=1000)
-        == "account_frozen"
-    )
-    assert (
-        failure_for(_transfer(), _account(1000), _account(status="frozen"), max_amount=1000)
-        == "account_frozen"
-    )
+    assert check(_transfer(), _account(1000, status="frozen")) == "account_frozen"
+    assert check(_transfer(), _account(1000), _account(status="frozen")) == "account_frozen"
 
 
 def test_currency_mismatch_and_maximum():
-    assert (
-        failure_for(_transfer(currency="EUR"), _account(1000), _account(), max_amount=1000)
-        == "currency_mismatch"
-    )
-    assert (
-        failure_for(_transfer(1001), _account(10_000), _account(), max_amount=1000)
-        == "amount_over_limit"
-    )
+    assert check(_transfer(currency="EUR"), _account(1000)) == "currency_mismatch"
+    assert check(_transfer(1001), _account(10_000)) == "amount_over_limit"
+
+
+def test_daily_limit_default_and_per_account():
+    rich = _account(10**6)
+    assert check(_transfer(1000), rich, sent_today=4000) is None
+    assert check(_transfer(1000), rich, sent_today=4001) == "daily_limit_exceeded"
+    capped = _account(10**6, daily=500)
+    assert check(_transfer(500), capped) is None
+    assert check(_transfer(100), capped, sent_today=401) == "daily_limit_exceeded"

@@ -1,0 +1,82 @@
+"""Read-only consistency queries over the whole ledger, used by `settle verify`.
+
+Each query returns the offending rows only, so a healthy ledger returns nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from domain.models import LedgerVerification
+
+CHECKS: dict[str, str] = {
+    "balance_matches_entries": """
+        SELECT a.number AS account, a.balance, COALESCE(SUM(e.amount), 0) AS ledger
+          FROM accounts a LEFT JOIN ledger_entries e ON e.account_id = a.id
+         GROUP BY a.id
+        HAVING a.balance <> COALESCE(SUM(e.amount), 0)""",
+    "sequence_gapless": """
+        SELECT a.number AS account, a.last_sequence, COUNT(e.id) AS entries,
+               COALESCE(MIN(e.sequence), 0) AS first, COALESCE(MAX(e.sequence), 0) AS last
+          FROM accounts a LEFT JOIN ledger_entries e ON e.account_id = a.id
+         GROUP BY a.id
+        HAVING COUNT(e.id) <> a.last_sequence
+            OR COALESCE(MAX(e.sequence), 0) <> a.last_sequence
+            OR (COUNT(e.id) > 0 AND MIN(e.sequence) <> 1)""",
+    "balances_continue": """
+        SELECT account_id::text AS account, sequence FROM (
+            SELECT account_id, sequence, balance_before,
+                   LAG(balance_after) OVER (PARTITION BY account_id ORDER BY sequence) AS prev
+              FROM ledger_entries) chained
+         WHERE balance_before <> COALESCE(prev, 0)""",
+    "transfers_balanced": """
+        SELECT transfer_id::text AS transfer, currency, SUM(amount) AS total
+          FROM ledger_entries GROUP BY transfer_id, currency HAVING SUM(amount) <> 0""",
+    "terminal_transfers_have_their_entries": """
+        SELECT t.id::text AS transfer, t.status, COUNT(e.id) AS entries
+          FROM transfers t LEFT JOIN ledger_entries e ON e.transfer_id = t.id
+         GROUP BY t.id
+        HAVING (t.status = 'succeeded' AND COUNT(e.id) <> 2)
+            OR (t.status <> 'succeeded' AND COUNT(e.id) <> 0)""",
+    "entries_match_their_transfer": """
+        SELECT e.id AS entry, t.id::text AS transfer
+          FROM ledger_entries e JOIN transfers t ON t.id = e.transfer_id
+         WHERE NOT ((e.account_id = t.source_account_id AND e.amount = -t.amount)
+                 OR (e.account_id = t.destination_account_id AND e.amount = t.amount))
+            OR e.currency <> t.currency""",
+    "no_balance_below_limit": """
+        SELECT number AS account, balance, overdraft_limit FROM accounts
+         WHERE kind = 'customer' AND balance < -overdraft_limit""",
+}
+
+LIMIT_PER_CHECK = 20
+
+
+def run_check(session: Session, name: str) -> list[dict[str, Any]]:
+    rows = session.execute(text(CHECKS[name] + f"\n LIMIT {LIMIT_PER_CHECK}"))
+    return [dict(row._mapping) for row in rows]
+
+
+def totals(session: Session) -> dict[str, int]:
+    row = session.execute(
+        text(
+            "SELECT (SELECT COUNT(*) FROM accounts) AS accounts,"
+            " (SELECT COUNT(*) FROM ledger_entries) AS entries,"
+            " (SELECT COUNT(*) FROM transfers) AS transfers"
+        )
+    ).one()
+    return {key: int(value) for key, value in row._mapping.items()}
+
+
+def record(session: Session, *, ok: bool, problems: int, summary: dict[str, Any]) -> None:
+    session.add(LedgerVerification(ok=ok, problems=problems, summary=summary))
+    session.flush()
+
+
+def latest(session: Session) -> LedgerVerification | None:
+    return session.scalars(
+        select(LedgerVerification).order_by(LedgerVerification.id.desc()).limit(1)
+    ).first()

@@ -1,0 +1,103 @@
+"""Operator controls on accounts: freeze, unfreeze, overdraft and daily limits. Each is audited.
+
+Changes take the account's row lock, so they serialise with the engine: a
+transfer is applied entirely before or entirely after a freeze.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from domain.errors import Conflict, InvalidRequest, NotFound
+from domain.models import Account, AuditEvent, User
+from domain.repositories import accounts as accounts_repo
+from domain.repositories import audit as audit_repo
+from domain.services import audit
+
+
+@dataclass(frozen=True, kw_only=True)
+class LimitsChange:
+    overdraft_limit: int | None = None  # None: unchanged
+    daily_outgoing_limit: int | None = None  # None: unchanged
+    reset_daily_outgoing_limit: bool = False  # back to the configured default
+
+
+def _locked_customer_account(session: Session, account_id: uuid.UUID) -> Account:
+    account = accounts_repo.lock_accounts(session, [account_id]).get(account_id)
+    if account is None or account.kind != "customer":
+        raise NotFound("account not found")
+    return account
+
+
+def set_status(*, session: Session, actor: User, account_id: uuid.UUID, status: str) -> Account:
+    account = _locked_customer_account(session, account_id)
+    previous = account.status
+    account.status = status
+    session.flush()
+    if previous != status:
+        audit.append(
+            session,
+            [
+                audit.AuditRecord(
+                    event_type="account.frozen" if status == "frozen" else "account.unfrozen",
+                    actor_id=actor.id,
+                    subject_type="account",
+                    subject_id=str(account.id),
+                    data={"number": account.number, "previous_status": previous},
+                )
+            ],
+        )
+    return account
+
+
+def change_limits(
+    *, session: Session, actor: User, account_id: uuid.UUID, change: LimitsChange
+) -> Account:
+    for value in (change.overdraft_limit, change.daily_outgoing_limit):
+        if value is not None and value < 0:
+            raise InvalidRequest("limits must be zero or positive", code="invalid_limit")
+    account = _locked_customer_account(session, account_id)
+    before = {
+        "overdraft_limit": account.overdraft_limit,
+        "daily_outgoing_limit": account.daily_outgoing_limit,
+    }
+    if change.overdraft_limit is not None:
+        if account.balance < -change.overdraft_limit:
+            raise Conflict(
+                f"the balance ({account.balance}) is already below minus that limit",
+                code="limit_below_balance",
+            )
+        account.overdraft_limit = change.overdraft_limit
+    if change.reset_daily_outgoing_limit:
+        account.daily_outgoing_limit = None
+    elif change.daily_outgoing_limit is not None:
+        account.daily_outgoing_limit = change.daily_outgoing_limit
+    session.flush()
+    audit.append(
+        session,
+        [
+            audit.AuditRecord(
+                event_type="account.limits_changed",
+                actor_id=actor.id,
+                subject_type="account",
+                subject_id=str(account.id),
+                data={
+                    "before": before,
+                    "after": {
+                        "overdraft_limit": account.overdraft_limit,
+                        "daily_outgoing_limit": account.daily_outgoing_limit,
+                    },
+                },
+            )
+        ],
+    )
+    return account
+
+
+def list_audit_events(
+    *, session: Session, event_type: str | None, before_seq: int | None, limit: int
+) -> list[AuditEvent]:
+    return audit_repo.page(session, event_type=event_type, before_seq=before_seq, limit=limit)

@@ -1,0 +1,84 @@
+"""Operator endpoints: freeze/unfreeze accounts, change limits, read the audit trail."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from domain.models import Account, AuditEvent
+from domain.services import admin
+from gateway.deps import OperatorUser, SessionDep, WakeupsDep
+from gateway.schemas.admin import AdminAccountOut, AuditEventOut, LimitsUpdate
+from gateway.schemas.common import Page, decode_int_cursor, paginate
+
+router = APIRouter(prefix="/v1/admin", tags=["operators"])
+
+
+def admin_account_out(account: Account) -> AdminAccountOut:
+    return AdminAccountOut.model_validate(account, from_attributes=True)
+
+
+def audit_event_out(event: AuditEvent) -> AuditEventOut:
+    return AuditEventOut.model_validate(event, from_attributes=True)
+
+
+@router.post(
+    "/accounts/{account_id}/freeze",
+    response_model=AdminAccountOut,
+    summary="Freeze an account: its pending and future transfers fail with account_frozen",
+)
+def freeze(
+    account_id: uuid.UUID, user: OperatorUser, session: SessionDep, wakeups: WakeupsDep
+) -> AdminAccountOut:
+    account = admin.set_status(session=session, actor=user, account_id=account_id, status="frozen")
+    session.commit()
+    wakeups.wake(account.id)  # settle its pending transfers now rather than at the next sweep
+    return admin_account_out(account)
+
+
+@router.post("/accounts/{account_id}/unfreeze", response_model=AdminAccountOut, summary="Unfreeze")
+def unfreeze(account_id: uuid.UUID, user: OperatorUser, session: SessionDep) -> AdminAccountOut:
+    account = admin.set_status(session=session, actor=user, account_id=account_id, status="active")
+    session.commit()
+    return admin_account_out(account)
+
+
+@router.patch(
+    "/accounts/{account_id}/limits",
+    response_model=AdminAccountOut,
+    summary="Set the overdraft limit and/or the daily outgoing limit",
+)
+def change_limits(
+    account_id: uuid.UUID, body: LimitsUpdate, user: OperatorUser, session: SessionDep
+) -> AdminAccountOut:
+    account = admin.change_limits(
+        session=session,
+        actor=user,
+        account_id=account_id,
+        change=admin.LimitsChange(**body.model_dump()),
+    )
+    session.commit()
+    return admin_account_out(account)
+
+
+@router.get(
+    "/audit-events",
+    response_model=Page[AuditEventOut],
+    summary="The hash-chained audit trail, newest first",
+)
+def audit_events(
+    user: OperatorUser,
+    session: SessionDep,
+    event_type: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> Page[AuditEventOut]:
+    rows = admin.list_audit_events(
+        session=session,
+        event_type=event_type,
+        before_seq=decode_int_cursor(cursor),
+        limit=limit + 1,
+    )
+    return paginate(rows, limit=limit, render=audit_event_out, cursor_of=lambda e: e.chain_seq)
