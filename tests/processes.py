@@ -53,7 +53,8 @@ class Process:
                 os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait()
         self._log.close()
-        self.log_path.unlink(missing_ok=True)
+        if not os.environ.get("SETTLE_KEEP_TEST_LOGS"):
+            self.log_path.unlink(missing_ok=True)
 
 
 def worker_args(*, concurrency: int = 2, beat: bool = False) -> list[str]:

@@ -10,13 +10,13 @@ import pytest
 from tests.processes import Process, running_gateway, running_worker
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def live_worker() -> Iterator[Process]:
     with running_worker(concurrency=2) as worker:
         yield worker
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def live_api(live_worker: Process) -> Iterator[httpx.Client]:
     with running_gateway() as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
         yield client

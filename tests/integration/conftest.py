@@ -21,7 +21,10 @@ from domain.models import Transfer
 def client(settings: Any) -> Iterator[TestClient]:
     from gateway.app import create_app
 
-    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+    # Wake-ups go to a key prefix no worker listens on: these tests decide when
+    # transfers are applied. (The run's cleanup removes these keys too.)
+    quiet = settings.model_copy(update={"redis_prefix": f"{settings.redis_prefix}inproc:"})
+    with TestClient(create_app(quiet), raise_server_exceptions=False) as test_client:
         yield test_client
 
 

@@ -26,8 +26,9 @@ def _status(client, headers, transfer_id):
 
 
 def _audit(client, operator, event_type):
-    response = client.get("/v1/admin/audit-events", params={"event_type": event_type,
-                                                             "limit": 200}, headers=operator)
+    response = client.get(
+        "/v1/admin/audit-events", params={"event_type": event_type, "limit": 200}, headers=operator
+    )
     assert response.status_code == 200
     return response.json()["data"]
 
@@ -47,8 +48,10 @@ def test_freeze_fails_pending_transfers_and_unfreeze_restores(
     drain_pending()
     assert _status(client, bob, inbound.json()["id"])["status"] == "failed"
 
-    assert client.post(f"/v1/admin/accounts/{a['id']}/unfreeze",
-                       headers=operator).json()["status"] == "active"
+    assert (
+        client.post(f"/v1/admin/accounts/{a['id']}/unfreeze", headers=operator).json()["status"]
+        == "active"
+    )
     again = post_transfer(client, alice, a["id"], b["number"], 100).json()
     drain_pending()
     assert _status(client, alice, again["id"])["status"] == "succeeded"
@@ -56,8 +59,10 @@ def test_freeze_fails_pending_transfers_and_unfreeze_restores(
 
     subjects = {e["subject_id"] for e in _audit(client, operator, "account.frozen")}
     assert a["id"] in subjects
-    failures = {e["subject_id"]: e["data"]["failure_code"]
-                for e in _audit(client, operator, "transfer.failed")}
+    failures = {
+        e["subject_id"]: e["data"]["failure_code"]
+        for e in _audit(client, operator, "transfer.failed")
+    }
     assert failures[pending["id"]] == "account_frozen"
 
 
@@ -65,8 +70,9 @@ def test_overdraft_limit_lets_the_balance_go_negative_down_to_it(
     client, session_factory, drain_pending
 ):
     operator, alice, _, a, b = _setup(client, session_factory, drain_pending, funds=1_000)
-    response = client.patch(f"/v1/admin/accounts/{a['id']}/limits",
-                            json={"overdraft_limit": 500}, headers=operator)
+    response = client.patch(
+        f"/v1/admin/accounts/{a['id']}/limits", json={"overdraft_limit": 500}, headers=operator
+    )
     assert response.status_code == 200 and response.json()["overdraft_limit"] == 500
     ok = post_transfer(client, alice, a["id"], b["number"], 1_500).json()
     too_far = post_transfer(client, alice, a["id"], b["number"], 1).json()
@@ -76,15 +82,19 @@ def test_overdraft_limit_lets_the_balance_go_negative_down_to_it(
     assert refused["failure_code"] == "insufficient_funds"
     assert client.get(f"/v1/accounts/{a['id']}", headers=alice).json()["balance"] == -500
     # The limit cannot be lowered below what the account already owes.
-    lowered = client.patch(f"/v1/admin/accounts/{a['id']}/limits",
-                           json={"overdraft_limit": 100}, headers=operator)
+    lowered = client.patch(
+        f"/v1/admin/accounts/{a['id']}/limits", json={"overdraft_limit": 100}, headers=operator
+    )
     assert lowered.status_code == 409 and lowered.json()["code"] == "limit_below_balance"
 
 
 def test_daily_outgoing_limit(client, session_factory, drain_pending):
     operator, alice, _, a, b = _setup(client, session_factory, drain_pending)
-    client.patch(f"/v1/admin/accounts/{a['id']}/limits",
-                 json={"daily_outgoing_limit": 1_000}, headers=operator)
+    client.patch(
+        f"/v1/admin/accounts/{a['id']}/limits",
+        json={"daily_outgoing_limit": 1_000},
+        headers=operator,
+    )
     first = post_transfer(client, alice, a["id"], b["number"], 600).json()
     second = post_transfer(client, alice, a["id"], b["number"], 600).json()
     third = post_transfer(client, alice, a["id"], b["number"], 400).json()
@@ -96,10 +106,12 @@ def test_daily_outgoing_limit(client, session_factory, drain_pending):
 
 def test_customers_cannot_use_operator_endpoints(client, session_factory, drain_pending):
     _, alice, _, a, _ = _setup(client, session_factory, drain_pending, funds=0)
-    for method, path in [("post", f"/v1/admin/accounts/{a['id']}/freeze"),
-                         ("post", f"/v1/admin/accounts/{a['id']}/unfreeze"),
-                         ("patch", f"/v1/admin/accounts/{a['id']}/limits"),
-                         ("get", "/v1/admin/audit-events")]:
+    for method, path in [
+        ("post", f"/v1/admin/accounts/{a['id']}/freeze"),
+        ("post", f"/v1/admin/accounts/{a['id']}/unfreeze"),
+        ("patch", f"/v1/admin/accounts/{a['id']}/limits"),
+        ("get", "/v1/admin/audit-events"),
+    ]:
         kwargs = {"json": {"overdraft_limit": 10}} if method == "patch" else {}
         response = getattr(client, method)(path, headers=alice, **kwargs)
         assert response.status_code == 403, path
@@ -110,6 +122,5 @@ def test_customers_cannot_use_operator_endpoints(client, session_factory, drain_
 def test_limits_reject_negative_and_unknown_fields(client, session_factory, drain_pending):
     operator, _, _, a, _ = _setup(client, session_factory, drain_pending, funds=0)
     for body in ({"overdraft_limit": -1}, {"overdraft_limit": 1.5}, {"balance": 5}):
-        response = client.patch(f"/v1/admin/accounts/{a['id']}/limits", json=body,
-                                headers=operator)
+        response = client.patch(f"/v1/admin/accounts/{a['id']}/limits", json=body, headers=operator)
         assert response.status_code == 422, body

@@ -54,6 +54,7 @@ def test_fifty_transfers_apply_in_acceptance_order_with_failures_between(
             .order_by(LedgerEntry.sequence)
         ).all()
     applied_order = [e.transfer_id for e in debits]
-    assert applied_order == [i for i, status in zip(ids, expected, strict=True)
-                             if status == "succeeded"]
+    assert applied_order == [
+        i for i, status in zip(ids, expected, strict=True) if status == "succeeded"
+    ]
     assert client.get(f"/v1/accounts/{a['id']}", headers=alice).json()["balance"] == balance

@@ -23,8 +23,14 @@ SETTLE = Path(sys.executable).parent / "settle"
 
 
 def _verify(*args):
-    return subprocess.run([SETTLE, "verify", *args], env=dict(os.environ), capture_output=True,
-                          text=True, check=False, timeout=120)
+    return subprocess.run(
+        [SETTLE, "verify", *args],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
 def _activity(client, session_factory, drain_pending):
@@ -76,7 +82,8 @@ def test_verify_detects_a_balance_edited_behind_the_ledgers_back(
             assert result.returncode == 1
             report = json.loads(result.stdout)
             assert [p["account"] for p in report["problems"]["balance_matches_entries"]] == [
-                account["number"]]
+                account["number"]
+            ]
         finally:
             with session_factory() as session, session.begin():
                 session.execute(text(edit), {"d": -1, "a": account["id"]})

@@ -1,0 +1,122 @@
+"""Broker faults at the edges: a message delivered twice at once, and Redis down at accept time."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+import uuid
+
+import pytest
+from celery import Celery
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from domain.models import LedgerEntry, Transfer
+from settle.broker import DRAIN_ACCOUNT_TASK, TRANSFERS_QUEUE, celery_config
+from tests.factories import (
+    open_account,
+    operator_headers,
+    post_deposit,
+    post_transfer,
+    register_and_login,
+    wait_terminal,
+)
+from tests.processes import running_worker
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def isolated(settings, redis_client):
+    """A Redis key prefix no other worker of this run listens on; cleaned up after."""
+    prefix = f"settle-fault-{secrets.token_hex(4)}:"
+    yield settings.model_copy(update={"redis_prefix": prefix})
+    for key in redis_client.scan_iter(match=f"{prefix}*"):
+        redis_client.delete(key)
+
+
+def test_same_message_delivered_twice_concurrently_has_one_effect(
+    isolated, session_factory, redis_client
+):
+    from gateway.app import create_app
+    from workers.tasks import drain
+
+    with TestClient(create_app(isolated)) as client:
+        operator = operator_headers(client, session_factory)
+        alice, bob = register_and_login(client), register_and_login(client)
+        a, b = open_account(client, alice), open_account(client, bob)
+        deposit = post_deposit(client, operator, a["id"], 20_000)
+        drain(uuid.UUID(deposit["source_account_id"]))  # fund it; not the drain under test
+        ids = [
+            post_transfer(client, alice, a["id"], b["number"], 100).json()["id"] for _ in range(250)
+        ]  # 200 fit, 50 must fail
+    redis_client.delete(f"{isolated.redis_prefix}{TRANSFERS_QUEUE}")
+
+    publisher = Celery("duplicate-publisher")
+    publisher.conf.update(celery_config(isolated))
+    task_id = str(uuid.uuid4())
+    for _ in range(2):  # byte-for-byte the same message, twice
+        publisher.send_task(
+            DRAIN_ACCOUNT_TASK, args=[a["id"]], task_id=task_id, queue=TRANSFERS_QUEUE
+        )
+    publisher.close()
+    assert redis_client.llen(f"{isolated.redis_prefix}{TRANSFERS_QUEUE}") == 2
+
+    env = {
+        **os.environ,
+        "SETTLE_REDIS_PREFIX": isolated.redis_prefix,
+        "SETTLE_DRAIN_BATCH_SIZE": "10",
+    }
+    with running_worker(env, concurrency=1) as first, running_worker(env, concurrency=1) as second:
+        deadline = time.monotonic() + 60
+        while True:
+            with session_factory() as session:
+                pending = session.scalar(
+                    select(func.count())
+                    .select_from(Transfer)
+                    .where(Transfer.id.in_(ids), Transfer.status == "pending")
+                )
+            if not pending:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        received = sum(
+            log.count(f"Task {DRAIN_ACCOUNT_TASK}[{task_id}] received")
+            for log in (first.log(), second.log())
+        )
+    assert received == 2, "both copies were delivered"
+    with session_factory() as session:
+        statuses = [session.get(Transfer, uuid.UUID(i)).status for i in ids]
+        entries = session.scalar(
+            select(func.count())
+            .select_from(LedgerEntry)
+            .where(LedgerEntry.transfer_id.in_([uuid.UUID(i) for i in ids]))
+        )
+    assert statuses == ["succeeded"] * 200 + ["failed"] * 50
+    assert entries == 400
+
+
+def test_redis_down_at_accept_time_still_answers_202_and_the_sweeper_delivers(
+    isolated, session_factory
+):
+    from gateway.app import create_app
+
+    dead_broker = isolated.model_copy(update={"redis_url": "unix:///nonexistent/redis.sock"})
+    with TestClient(create_app(dead_broker)) as client:
+        alice = register_and_login(client)
+        account = open_account(client, alice)
+        operator = operator_headers(client, session_factory)
+        started = time.monotonic()
+        deposit = post_deposit(client, operator, account["id"], 777)  # asserts 202
+        assert time.monotonic() - started < 5, "a dead broker must not hold the 202"
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"] == {"database": "ok", "broker": "unavailable"}
+
+    env = {**os.environ, "SETTLE_REDIS_PREFIX": isolated.redis_prefix}
+    with TestClient(create_app(isolated)) as client, running_worker(env, beat=True):
+        done = wait_terminal(client, operator, deposit["id"], timeout=30)
+        assert done["status"] == "succeeded"
+        balance = client.get(f"/v1/accounts/{account['id']}", headers=alice).json()["balance"]
+        assert balance == 777
