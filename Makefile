@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast lint typecheck format migrate clean
+.PHONY: install run test test-fast lint typecheck format migrate clean bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required (set PYTHON=...)" if sys.version_info < (3, 11) else 0)'
@@ -39,3 +39,6 @@ migrate: install ## apply migrations to DATABASE_URL
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+bench: install ## end-to-end throughput vs direct SQL on the same PostgreSQL (see bench/)
+	$(BIN)/python -m bench.throughput $(BENCH_ARGS)

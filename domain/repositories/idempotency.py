@@ -14,8 +14,3 @@ def get(session: Session, user_id: uuid.UUID, key: str) -> IdempotencyKey | None
     return session.scalars(
         select(IdempotencyKey).where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
     ).first()
-
-
-def add(session: Session, record: IdempotencyKey) -> None:
-    session.add(record)
-    session.flush()

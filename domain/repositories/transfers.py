@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from domain.models import Account, Transfer
+from domain.models import Account, IdempotencyKey, Transfer
 
 
 def get(session: Session, transfer_id: uuid.UUID) -> Transfer | None:
@@ -19,6 +19,14 @@ def add(session: Session, transfer: Transfer) -> Transfer:
     session.add(transfer)
     session.flush()
     return transfer
+
+
+def add_with_idempotency_key(session: Session, transfer: Transfer, key: IdempotencyKey) -> None:
+    """The transfer, then the key that points at it (no ORM relationship orders them)."""
+    session.add(transfer)
+    session.flush()
+    session.add(key)
+    session.flush()
 
 
 def pending_for_source(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -113,25 +114,23 @@ def accept(
         currency=cmd.currency,
         description=cmd.description,
         initiated_by=user.id,
+        created_at=datetime.now(UTC),
+    )
+    body = transfer_snapshot(transfer)
+    key = IdempotencyKey(
+        user_id=user.id,
+        key=idempotency.key,
+        fingerprint=idempotency.fingerprint,
+        transfer_id=transfer.id,
+        response_status=202,
+        response_body=body,
     )
     try:
         # A concurrent request with the same key blocks on the unique index until
         # the first commits, then fails here; it then replays the first's answer.
+        # The savepoint makes that failure undo this transfer's row too.
         with session.begin_nested():
-            transfers_repo.add(session, transfer)
-            session.refresh(transfer, ["created_at"])
-            body = transfer_snapshot(transfer)
-            idempotency_repo.add(
-                session,
-                IdempotencyKey(
-                    user_id=user.id,
-                    key=idempotency.key,
-                    fingerprint=idempotency.fingerprint,
-                    transfer_id=transfer.id,
-                    response_status=202,
-                    response_body=body,
-                ),
-            )
+            transfers_repo.add_with_idempotency_key(session, transfer, key)
     except IntegrityError:
         replay = _replay(session, user, idempotency)
         if replay is None:
