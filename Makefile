@@ -27,7 +27,7 @@ test-fast: install ## unit tests only (no services)
 lint: install ## ruff, mypy and the layering contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy domain gateway workers settle
+	$(BIN)/mypy domain gateway workers settle bench
 	$(BIN)/lint-imports
 
 format: install

@@ -231,7 +231,7 @@ def main() -> None:
                 submit_seconds = bench.submit_seconds
         finally:
             worker.stop()
-        ids = [(s["id"], d["id"]) for s, d in spread]  # type: ignore[index]
+        ids = [(s["id"], d["id"]) for s, d in spread]
         direct_spread = direct_sql(database_url, ids, args.worker_concurrency)
         hot_ids = [(s["id"], d["id"]) for s, d in to_hot]
         direct_hot = direct_sql(database_url, hot_ids, args.worker_concurrency)
