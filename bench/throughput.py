@@ -215,6 +215,8 @@ def main() -> None:
             SETTLE_ENVIRONMENT="test",
             SETTLE_JWT_SECRET=secrets.token_urlsafe(48),
             SETTLE_REDIS_PREFIX=f"settle-bench-{secrets.token_hex(3)}:",
+            SETTLE_RATE_LIMIT_MONEY_PER_USER="100000000/60",
+            SETTLE_RATE_LIMIT_LOGIN_PER_IP="100000/60",
         )
         worker = Process("worker", worker_args(concurrency=args.worker_concurrency), env)
         worker.wait_for_log("ready.")

@@ -47,6 +47,13 @@ class AuthenticationFailed(DomainError):
     title = "Authentication failed"
 
 
+class IdempotencyKeyInFlight(Conflict):
+    """Same Idempotency-Key while the first request with it is still being processed."""
+
+    code = "idempotency_key_in_flight"
+    title = "A request with this Idempotency-Key is still in flight"
+
+
 class IdempotencyKeyReused(DomainError):
     """Same Idempotency-Key, different request."""
 

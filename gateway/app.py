@@ -1,4 +1,4 @@
-"""The FastAPI application: wiring of settings, database, broker, routes and error handlers."""
+"""The FastAPI application: wiring of settings, database, broker, routes, middleware, errors."""
 
 from __future__ import annotations
 
@@ -7,9 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from domain.db import make_engine, make_session_factory
 from gateway import errors
+from gateway.guards import Guards
+from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, request_id_var
+from gateway.ratelimit import Lockout, RateLimiter
 from gateway.routes import accounts, admin, auth, health, money, transfers
 from gateway.wakeups import WakeupPublisher
 from settle.broker import redis_client
@@ -23,7 +27,16 @@ workers apply them serially per account as double-entry ledger entries.
 * Every POST that moves money needs an `Idempotency-Key` header.
 * Errors are RFC 9457 `application/problem+json` with a stable `code`.
 * Other users' resources answer 404.
+* Every response carries `X-Request-ID` (yours, if you sent a sane one).
 """
+
+
+class RequestIdLogFilter(logging.Filter):
+    """Puts the current request id on every log record (`%(request_id)s`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get() or "-"
+        return True
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -42,6 +55,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.session_factory = make_session_factory(engine)
         app.state.wakeups = WakeupPublisher(settings)
         app.state.redis = redis_client(settings)
+        app.state.guards = Guards(
+            limiter=RateLimiter(app.state.redis, prefix=settings.redis_prefix),
+            lockout=Lockout(
+                app.state.redis,
+                prefix=settings.redis_prefix,
+                threshold=settings.lockout_threshold,
+                base_seconds=settings.lockout_base_seconds,
+                max_seconds=settings.lockout_max_seconds,
+            ),
+        )
         try:
             yield
         finally:
@@ -49,19 +72,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.redis.close()
             engine.dispose()
 
+    docs = settings.expose_docs
     app = FastAPI(
         title="Settle",
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     errors.install(app)
     for module in (auth, accounts, money, transfers, admin, health):
         app.include_router(module.router)
+    # Added last = outermost: ids and headers apply even to 413s and CORS answers.
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["Location", "Idempotent-Replayed", "Retry-After", "X-Request-ID"],
+        )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, hsts=settings.hsts)
     return app
 
 
 def app_factory() -> FastAPI:
     """Entry point for `uvicorn --factory gateway.app:app_factory`."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdLogFilter())
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+    )
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     return create_app()

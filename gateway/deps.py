@@ -12,7 +12,9 @@ from sqlalchemy.orm import Session
 
 from domain.models import User
 from domain.repositories import users as users_repo
+from gateway import security_events
 from gateway.errors import ApiError
+from gateway.guards import Guards, guards
 from gateway.tokens import decode_access_token
 from gateway.wakeups import WakeupPublisher
 from settle.config import Settings
@@ -40,6 +42,7 @@ def get_wakeups(request: Request) -> WakeupPublisher:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 WakeupsDep = Annotated[WakeupPublisher, Depends(get_wakeups)]
+GuardsDep = Annotated[Guards, Depends(guards)]
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from POST /v1/auth/token")
 
@@ -92,8 +95,11 @@ CurrentUser = Annotated[User, Depends(current_user)]
 DetachedUser = Annotated[User, Depends(current_user_detached)]
 
 
-def operator_user(user: CurrentUser) -> User:
+def operator_user(user: CurrentUser, request: Request) -> User:
     if user.role not in ("operator", "admin"):
+        security_events.record(
+            request, "auth.permission_denied", actor_id=user.id, data={"method": request.method}
+        )
         raise ApiError(403, "forbidden", "this operation needs the operator role")
     return user
 

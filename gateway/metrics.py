@@ -21,3 +21,9 @@ LEDGER_VERIFY_PROBLEMS = Gauge(
 LEDGER_VERIFY_TIMESTAMP = Gauge(
     "settle_ledger_verify_last_run_timestamp_seconds", "When the latest verification ran"
 )
+
+SECURITY_EVENTS = Counter(
+    "settle_security_events_total", "Security events written to the audit trail", ["event_type"]
+)
+RATE_LIMITED = Counter("settle_rate_limited_total", "Requests refused with 429", ["bucket"])
+ANOMALIES = Counter("settle_anomalies_total", "Anomaly flags raised", ["kind"])

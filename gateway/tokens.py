@@ -33,14 +33,24 @@ def issue_access_token(settings: Settings, *, user_id: uuid.UUID, role: str) -> 
         "exp": now + timedelta(seconds=settings.access_token_ttl_seconds),
         "jti": uuid.uuid4().hex,
     }
-    return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHM)
+    kid = settings.jwt_active_kid
+    return jwt.encode(claims, settings.jwt_keys[kid], algorithm=ALGORITHM, headers={"kid": kid})
 
 
 def decode_access_token(settings: Settings, token: str) -> AccessClaims:
-    """Raises jwt.InvalidTokenError for anything but a valid, unexpired access token."""
+    """Raises jwt.InvalidTokenError for anything but a valid, unexpired access token.
+
+    The key is chosen by the token's `kid` from the server-held set, so keys can be
+    rotated: add the new key, make it active, drop the old one after the access-token
+    lifetime. The algorithm is pinned; the token's own `alg` is never trusted.
+    """
+    kid = jwt.get_unverified_header(token).get("kid")
+    key = settings.jwt_keys.get(kid) if isinstance(kid, str) else None
+    if key is None:
+        raise jwt.InvalidTokenError("unknown or missing key id")
     claims = jwt.decode(
         token,
-        settings.jwt_secret,
+        key,
         algorithms=[ALGORITHM],  # never trust the token's own "alg"
         audience=settings.jwt_audience,
         issuer=settings.jwt_issuer,

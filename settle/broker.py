@@ -17,6 +17,7 @@ WEBHOOKS_QUEUE = "webhooks"
 DRAIN_ACCOUNT_TASK = "settle.drain_account"
 SWEEP_PENDING_TASK = "settle.sweep_pending"
 VERIFY_LEDGER_TASK = "settle.verify_ledger"
+PURGE_IDEMPOTENCY_TASK = "settle.purge_idempotency_keys"
 
 # Longer than any task can run (tasks are hard-limited far below this), so
 # Redis never hands an unacknowledged message to a second worker while the

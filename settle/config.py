@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     db_max_overflow: int = 20
 
     jwt_secret: str = DEV_JWT_SECRET
+    # Key rotation: a JSON object {kid: secret}. Tokens are signed with the key named
+    # by jwt_active_kid and accepted with any key in the set, chosen by their `kid`.
+    # Empty: the single key jwt_secret, kid "default".
+    jwt_keys: dict[str, str] = {}
+    jwt_active_kid: str = "default"
     jwt_issuer: str = "settle"
     jwt_audience: str = "settle-api"
     access_token_ttl_seconds: int = 15 * 60
@@ -63,6 +68,30 @@ class Settings(BaseSettings):
     max_deliveries: int = 5
     verify_interval_seconds: float = 300.0
 
+    idempotency_retention_seconds: float = 24 * 3600
+
+    # Rate limits ("count/seconds" windows), enforced in Redis per key.
+    rate_limit_login_per_ip: str = "30/60"
+    rate_limit_login_per_account: str = "10/60"
+    rate_limit_register_per_ip: str = "20/3600"
+    rate_limit_money_per_user: str = "600/60"
+    # Lockout after this many consecutive failed logins (per account and client),
+    # doubling each time from lockout_base_seconds up to lockout_max_seconds.
+    lockout_threshold: int = 5
+    lockout_base_seconds: int = 30
+    lockout_max_seconds: int = 900
+
+    # Anomaly flags, recorded as audit events and counted in /metrics.
+    large_transfer_threshold: int = 10_000_000
+    daily_velocity_threshold: int = 200  # money requests per user per UTC day
+
+    # HTTP hardening.
+    cors_origins: list[str] = []
+    max_body_bytes: int = 64 * 1024
+    expose_docs: bool = True  # /docs, /redoc, /openapi.json
+    metrics_token: str = ""  # when set, /metrics needs "Authorization: Bearer <token>"
+    hsts: bool = False  # send Strict-Transport-Security (only behind TLS)
+
     @property
     def engine_limits(self) -> Limits:
         return Limits(
@@ -72,13 +101,20 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_development_secret(self) -> Settings:
-        if self.environment != "development" and self.jwt_secret == DEV_JWT_SECRET:
-            raise ValueError(
-                "SETTLE_JWT_SECRET must be set outside development "
-                f"(SETTLE_ENVIRONMENT={self.environment})"
-            )
-        if len(self.jwt_secret) < 32:
-            raise ValueError("SETTLE_JWT_SECRET must be at least 32 characters")
+        if not self.jwt_keys:
+            if self.environment != "development" and self.jwt_secret == DEV_JWT_SECRET:
+                raise ValueError(
+                    "SETTLE_JWT_SECRET must be set outside development "
+                    f"(SETTLE_ENVIRONMENT={self.environment})"
+                )
+            self.jwt_keys = {self.jwt_active_kid: self.jwt_secret}
+        if self.jwt_active_kid not in self.jwt_keys:
+            raise ValueError("SETTLE_JWT_ACTIVE_KID must name a key of SETTLE_JWT_KEYS")
+        for kid, secret in self.jwt_keys.items():
+            if len(secret) < 32:
+                raise ValueError(f"JWT key {kid!r} must be at least 32 characters")
+            if self.environment != "development" and secret == DEV_JWT_SECRET:
+                raise ValueError("the development JWT secret cannot be used here")
         self.currencies = [c.strip().upper() for c in self.currencies]
         return self
 

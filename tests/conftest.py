@@ -63,6 +63,12 @@ def pytest_configure(config: pytest.Config) -> None:
             "SETTLE_JWT_SECRET": secrets.token_urlsafe(48),
             "SETTLE_SWEEP_INTERVAL_SECONDS": "1",
             "SETTLE_SWEEP_STALE_AFTER_SECONDS": "1",
+            # The suite logs in and pays far faster than any person; the rate-limit
+            # tests build apps with their own tight limits.
+            "SETTLE_RATE_LIMIT_LOGIN_PER_IP": "1000000/60",
+            "SETTLE_RATE_LIMIT_LOGIN_PER_ACCOUNT": "1000000/60",
+            "SETTLE_RATE_LIMIT_REGISTER_PER_IP": "1000000/60",
+            "SETTLE_RATE_LIMIT_MONEY_PER_USER": "1000000/60",
         }
     )
     from domain.migrate import upgrade

@@ -16,7 +16,13 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from settle.broker import SWEEP_PENDING_TASK, TRANSFERS_QUEUE, VERIFY_LEDGER_TASK, celery_config
+from settle.broker import (
+    PURGE_IDEMPOTENCY_TASK,
+    SWEEP_PENDING_TASK,
+    TRANSFERS_QUEUE,
+    VERIFY_LEDGER_TASK,
+    celery_config,
+)
 from settle.config import get_settings
 
 TASK_SOFT_TIME_LIMIT_SECONDS = 120
@@ -38,6 +44,11 @@ app.conf.update(
             "task": SWEEP_PENDING_TASK,
             "schedule": settings.sweep_interval_seconds,
             "options": {"queue": TRANSFERS_QUEUE, "expires": settings.sweep_interval_seconds},
+        },
+        "purge-idempotency-keys": {
+            "task": PURGE_IDEMPOTENCY_TASK,
+            "schedule": 3600.0,
+            "options": {"queue": TRANSFERS_QUEUE, "expires": 3600},
         },
         "verify-ledger": {
             "task": VERIFY_LEDGER_TASK,

@@ -9,9 +9,10 @@ from celery import Task
 from sqlalchemy.exc import OperationalError
 
 from domain.db import transaction
-from domain.services import engine, sweeper, verify
+from domain.services import engine, sweeper, transfers, verify
 from settle.broker import (
     DRAIN_ACCOUNT_TASK,
+    PURGE_IDEMPOTENCY_TASK,
     SWEEP_PENDING_TASK,
     TRANSFERS_QUEUE,
     VERIFY_LEDGER_TASK,
@@ -96,6 +97,17 @@ def verify_and_record() -> verify.Report:
             report.as_dict()["problems"],
         )
     return report
+
+
+@app.task(name=PURGE_IDEMPOTENCY_TASK)
+def purge_idempotency_keys() -> int:
+    settings = get_settings()
+    with transaction(resources.session_factory()) as session:
+        purged = transfers.purge_idempotency_keys(
+            session=session, retention_seconds=settings.idempotency_retention_seconds
+        )
+    logger.info("purged %d idempotency key(s) past retention", purged)
+    return purged
 
 
 @app.task(name=VERIFY_LEDGER_TASK)

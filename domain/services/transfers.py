@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from domain.errors import IdempotencyKeyReused, InvalidRequest, NotFound, PermissionDenied
+from domain.errors import (
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+)
 from domain.models import Account, IdempotencyKey, Transfer, User
 from domain.money import check_amount, check_currency
 from domain.repositories import accounts as accounts_repo
 from domain.repositories import idempotency as idempotency_repo
 from domain.repositories import transfers as transfers_repo
+from domain.services import audit
 from domain.services.accounts import can_see_everything, get_owned_account, settlement_account
 
 
@@ -28,6 +35,7 @@ from domain.services.accounts import can_see_everything, get_owned_account, sett
 class MoneyLimits:
     currencies: list[str]
     max_amount: int
+    large_transfer_threshold: int | None = None  # flag (not refuse) amounts at or above
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +78,7 @@ class Accepted:
     response_status: int
     response_body: dict[str, Any]
     replayed: bool
+    anomalies: tuple[str, ...] = ()
 
 
 def transfer_snapshot(transfer: Transfer) -> dict[str, Any]:
@@ -96,8 +105,13 @@ def accept(
     cmd: MoneyCmd,
     idempotency: Idempotency,
     limits: MoneyLimits,
+    request_id: str | None = None,
 ) -> Accepted:
     """Record a pending transfer, or replay the one already accepted under this key."""
+    if not idempotency_repo.try_claim(session, user.id, idempotency.key):
+        raise IdempotencyKeyInFlight(
+            "a request with this Idempotency-Key is still being processed; retry shortly"
+        )
     previous = _replay(session, user, idempotency)
     if previous is not None:
         return previous
@@ -136,7 +150,59 @@ def accept(
         if replay is None:
             raise
         return replay
-    return Accepted(transfer=transfer, response_status=202, response_body=body, replayed=False)
+    anomalies = _record_acceptance(session, transfer, limits, request_id)
+    return Accepted(
+        transfer=transfer,
+        response_status=202,
+        response_body=body,
+        replayed=False,
+        anomalies=anomalies,
+    )
+
+
+def _record_acceptance(
+    session: Session, transfer: Transfer, limits: MoneyLimits, request_id: str | None
+) -> tuple[str, ...]:
+    """The money event, plus an anomaly flag for unusually large amounts."""
+    data = {
+        "kind": transfer.kind,
+        "amount": transfer.amount,
+        "currency": transfer.currency,
+        "source_account_id": str(transfer.source_account_id),
+        "destination_account_id": str(transfer.destination_account_id),
+    }
+    records = [
+        audit.AuditRecord(
+            event_type="transfer.accepted",
+            actor_id=transfer.initiated_by,
+            subject_type="transfer",
+            subject_id=str(transfer.id),
+            request_id=request_id,
+            data=data,
+        )
+    ]
+    anomalies: tuple[str, ...] = ()
+    threshold = limits.large_transfer_threshold
+    if threshold is not None and transfer.amount >= threshold:
+        anomalies = ("large_transfer",)
+        records.append(
+            audit.AuditRecord(
+                event_type="anomaly.large_transfer",
+                actor_id=transfer.initiated_by,
+                subject_type="transfer",
+                subject_id=str(transfer.id),
+                request_id=request_id,
+                data={**data, "threshold": threshold},
+            )
+        )
+    audit.append(session, records)
+    return anomalies
+
+
+def purge_idempotency_keys(*, session: Session, retention_seconds: float) -> int:
+    """Forget keys older than the retention window (at least 24 h by default)."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=retention_seconds)
+    return idempotency_repo.purge_older_than(session, cutoff)
 
 
 def _replay(session: Session, user: User, idempotency: Idempotency) -> Accepted | None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from domain import passwords
+from domain import password_policy, passwords
 from domain.errors import AuthenticationFailed, Conflict, InvalidRequest
 from domain.models import ROLES, User
 from domain.repositories import users as users_repo
@@ -28,26 +28,13 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
-def check_password_policy(password: str) -> None:
-    if len(password) < passwords.MIN_PASSWORD_LENGTH:
-        raise InvalidRequest(
-            f"password must be at least {passwords.MIN_PASSWORD_LENGTH} characters",
-            code="weak_password",
-        )
-    if len(password) > passwords.MAX_PASSWORD_LENGTH:
-        raise InvalidRequest(
-            f"password must be at most {passwords.MAX_PASSWORD_LENGTH} characters",
-            code="weak_password",
-        )
-
-
 def register(*, session: Session, cmd: RegisterUser) -> User:
     email = normalise_email(cmd.email)
     if len(email) > 320 or not _EMAIL.match(email):
         raise InvalidRequest("email is not a valid address", code="invalid_email")
     if cmd.role not in ROLES:
         raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", code="invalid_role")
-    check_password_policy(cmd.password)
+    password_policy.check(cmd.password, email=email)
     user = User(email=email, password_hash=passwords.hash_password(cmd.password), role=cmd.role)
     try:
         with session.begin_nested():
@@ -58,9 +45,15 @@ def register(*, session: Session, cmd: RegisterUser) -> User:
 
 
 def authenticate(*, session: Session, email: str, password: str) -> User:
-    """The same error, and the same work, for an unknown email and a wrong password."""
+    """The same error, and the same work, for an unknown email and a wrong password.
+
+    A correct password stored under an outdated scheme or parameters is rehashed.
+    """
     user = users_repo.get_by_email(session, normalise_email(email))
-    if not passwords.verify_password(password, user.password_hash if user else None):
+    matches, new_hash = passwords.verify_password(password, user.password_hash if user else None)
+    if not matches or user is None:
         raise AuthenticationFailed("invalid email or password", code="invalid_credentials")
-    assert user is not None
+    if new_hash is not None:
+        user.password_hash = new_hash
+        session.flush()
     return user

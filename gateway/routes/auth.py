@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Any
 
+from fastapi import APIRouter, Request, Response, status
+
+from domain.errors import AuthenticationFailed
 from domain.models import User
-from domain.services import sessions, users
-from gateway.deps import CurrentUser, SessionDep, SettingsDep
+from domain.services import audit, sessions, users
+from gateway import security_events
+from gateway.deps import CurrentUser, GuardsDep, SessionDep, SettingsDep
+from gateway.errors import PROBLEM_JSON, ApiError
+from gateway.metrics import ANOMALIES
 from gateway.schemas.auth import Credentials, RefreshRequest, TokenPair, UserOut
 from gateway.tokens import issue_access_token
 from settle.config import Settings
 
 router = APIRouter(tags=["auth"])
+
+_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {
+        "description": "Rate limited or temporarily locked; see Retry-After",
+        "content": {PROBLEM_JSON: {}},
+    }
+}
 
 
 def _user_out(user: User) -> UserOut:
@@ -30,11 +43,35 @@ def _token_pair(settings: Settings, user: User, refresh_token: str) -> TokenPair
     "/v1/auth/register",
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
+    responses=_LIMITED,
     summary="Create a customer user",
+    description="Passwords: 8-128 characters, not a common password, not only digits, "
+    "not similar to the email. Operators and admins are created with `settle create-user`.",
 )
-def register(body: Credentials, session: SessionDep) -> UserOut:
+def register(
+    body: Credentials,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    guards: GuardsDep,
+) -> UserOut:
+    guards.enforce(
+        "register-ip", security_events.client_address(request), settings.rate_limit_register_per_ip
+    )
     user = users.register(
         session=session, cmd=users.RegisterUser(email=body.email, password=body.password)
+    )
+    audit.append(
+        session,
+        [
+            security_events.security_record(
+                request,
+                "auth.registered",
+                actor_id=user.id,
+                subject_type="user",
+                subject_id=str(user.id),
+            )
+        ],
     )
     session.commit()
     return _user_out(user)
@@ -43,13 +80,57 @@ def register(body: Credentials, session: SessionDep) -> UserOut:
 @router.post(
     "/v1/auth/token",
     response_model=TokenPair,
+    responses=_LIMITED,
     summary="Exchange email and password for an access and a refresh token",
-    description="Wrong email and wrong password give the same 401 after the same work.",
+    description="Wrong email and wrong password give the same 401 after the same work. "
+    "Repeated failures lock the (account, client) pair for a growing, capped time (429).",
 )
-def token(body: Credentials, session: SessionDep, settings: SettingsDep) -> TokenPair:
-    user = users.authenticate(session=session, email=body.email, password=body.password)
+def token(
+    body: Credentials,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    guards: GuardsDep,
+) -> TokenPair:
+    client = security_events.client_address(request)
+    guards.enforce("login-ip", client, settings.rate_limit_login_per_ip)
+    guards.enforce("login-account", body.email, settings.rate_limit_login_per_account)
+    locked_for = guards.lockout.locked_for(body.email, client)
+    if locked_for:
+        security_events.record(request, "auth.login_locked", data={"email": body.email})
+        raise ApiError(
+            429,
+            "login_locked",
+            "too many failed logins; try again later",
+            {"Retry-After": str(locked_for)},
+        )
+    try:
+        user = users.authenticate(session=session, email=body.email, password=body.password)
+    except AuthenticationFailed:
+        session.rollback()
+        imposed = guards.lockout.record_failure(body.email, client)
+        security_events.record(request, "auth.login_failed", data={"email": body.email})
+        if imposed:
+            ANOMALIES.labels(kind="failed_login_burst").inc()
+            security_events.record(
+                request, "auth.lockout", data={"email": body.email, "seconds": imposed}
+            )
+        raise
+    guards.lockout.record_success(body.email, client)
     refresh = sessions.issue_refresh_token(
         session=session, user=user, ttl_seconds=settings.refresh_token_ttl_seconds
+    )
+    audit.append(
+        session,
+        [
+            security_events.security_record(
+                request,
+                "auth.login_succeeded",
+                actor_id=user.id,
+                subject_type="user",
+                subject_id=str(user.id),
+            )
+        ],
     )
     session.commit()
     return _token_pair(settings, user, refresh)
@@ -62,16 +143,24 @@ def token(body: Credentials, session: SessionDep, settings: SettingsDep) -> Toke
     description="Each refresh token works once. Presenting a spent one revokes every "
     "token of its family (401).",
 )
-def refresh(body: RefreshRequest, session: SessionDep, settings: SettingsDep) -> TokenPair:
+def refresh(
+    body: RefreshRequest, request: Request, session: SessionDep, settings: SettingsDep
+) -> TokenPair:
     try:
         user, new_refresh = sessions.rotate_refresh_token(
             session=session,
             token=body.refresh_token,
             ttl_seconds=settings.refresh_token_ttl_seconds,
         )
-    finally:
-        # Commit even on failure: a detected reuse must leave the family revoked.
-        session.commit()
+    except AuthenticationFailed as exc:
+        if exc.code == "token_reused":
+            # Keep the family revocation, and say so in the audit trail.
+            audit.append(
+                session, [security_events.security_record(request, "auth.refresh_token_reused")]
+            )
+            session.commit()
+        raise
+    session.commit()
     return _token_pair(settings, user, new_refresh)
 
 

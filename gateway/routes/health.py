@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 from fastapi import APIRouter, Request, Response
@@ -63,6 +64,16 @@ def _refresh_ledger_gauges(request: Request) -> None:
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
+    token = request.app.state.settings.metrics_token
+    if token and not hmac.compare_digest(
+        request.headers.get("authorization", ""), f"Bearer {token}"
+    ):
+        return problem(
+            401,
+            "not_authenticated",
+            "metrics need the metrics bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     try:
         _refresh_ledger_gauges(request)
     except Exception:

@@ -12,10 +12,19 @@ from pydantic import BaseModel
 
 from domain.models import User
 from domain.services import transfers
-from gateway.deps import CurrentUser, OperatorUser, SessionDep, SettingsDep, WakeupsDep
+from gateway import security_events
+from gateway.deps import (
+    CurrentUser,
+    GuardsDep,
+    OperatorUser,
+    SessionDep,
+    SettingsDep,
+    WakeupsDep,
+)
 from gateway.errors import PROBLEM_JSON
 from gateway.idempotency import require_key
-from gateway.metrics import TRANSFERS_ACCEPTED, WAKEUPS_FAILED
+from gateway.metrics import ANOMALIES, TRANSFERS_ACCEPTED, WAKEUPS_FAILED
+from gateway.middleware import request_id_var
 from gateway.schemas.transfers import DepositCreate, TransferCreate, TransferOut, WithdrawalCreate
 
 router = APIRouter(tags=["money movement"])
@@ -46,6 +55,7 @@ class MoneyAcceptor:
     session: SessionDep
     settings: SettingsDep
     wakeups: WakeupsDep
+    guards: GuardsDep
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -57,6 +67,7 @@ class MoneyAcceptor:
     ] = None
 
     def accept(self, user: User, cmd: transfers.MoneyCmd, body: BaseModel) -> JSONResponse:
+        self.guards.enforce("money-user", str(user.id), self.settings.rate_limit_money_per_user)
         idempotency = require_key(
             self.idempotency_key,
             method=self.request.method,
@@ -69,8 +80,11 @@ class MoneyAcceptor:
             cmd=cmd,
             idempotency=idempotency,
             limits=transfers.MoneyLimits(
-                currencies=self.settings.currencies, max_amount=self.settings.max_transfer_amount
+                currencies=self.settings.currencies,
+                max_amount=self.settings.max_transfer_amount,
+                large_transfer_threshold=self.settings.large_transfer_threshold,
             ),
+            request_id=request_id_var.get(),
         )
         self.session.commit()  # durable before the 202 goes out (money rule 9)
         headers = {"Location": f"/v1/transfers/{outcome.transfer.id}"}
@@ -78,11 +92,26 @@ class MoneyAcceptor:
             headers["Idempotent-Replayed"] = "true"
         else:
             TRANSFERS_ACCEPTED.labels(kind=outcome.transfer.kind).inc()
+            for anomaly in outcome.anomalies:
+                ANOMALIES.labels(kind=anomaly).inc()
+            self._flag_velocity(user)
             if not self.wakeups.wake(outcome.transfer.source_account_id):
                 WAKEUPS_FAILED.inc()
         return JSONResponse(
             outcome.response_body, status_code=outcome.response_status, headers=headers
         )
+
+    def _flag_velocity(self, user: User) -> None:
+        """Flag (once per day) a user whose money requests today pass the threshold."""
+        count, _ = self.guards.limiter.count("velocity", str(user.id), 24 * 3600)
+        if count == self.settings.daily_velocity_threshold + 1:
+            ANOMALIES.labels(kind="daily_velocity").inc()
+            security_events.record(
+                self.request,
+                "anomaly.daily_velocity",
+                actor_id=user.id,
+                data={"threshold": self.settings.daily_velocity_threshold},
+            )
 
 
 Acceptor = Annotated[MoneyAcceptor, Depends()]

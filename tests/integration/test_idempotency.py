@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import func, select
 
 from domain.models import Transfer
-from tests.factories import open_account, operator_headers, register_and_login
+from domain.repositories import idempotency as idempotency_repo
+from tests.factories import login, make_user, open_account, operator_headers, register_and_login
 
 
 def _count_for(session_factory, account_id):
@@ -61,15 +63,69 @@ def test_keys_are_scoped_per_user(client, session_factory):
     assert "Idempotent-Replayed" not in two.headers
 
 
-def test_concurrent_identical_requests_create_one_transfer(client, session_factory):
+def test_fifty_concurrent_identical_requests_create_one_transfer(client, session_factory):
     operator = operator_headers(client, session_factory)
     account = open_account(client, register_and_login(client))
     body = {"account_id": account["id"], "amount": 700, "currency": "USD"}
     headers = {**operator, "Idempotency-Key": "burst"}
-    with ThreadPoolExecutor(max_workers=10) as pool:
+    with ThreadPoolExecutor(max_workers=16) as pool:
         responses = list(
-            pool.map(lambda _: client.post("/v1/deposits", json=body, headers=headers), range(30))
+            pool.map(lambda _: client.post("/v1/deposits", json=body, headers=headers), range(50))
         )
-    assert {r.status_code for r in responses} == {202}
-    assert len({r.json()["id"] for r in responses}) == 1
+    assert {r.status_code for r in responses} <= {202, 409}
+    originals = [
+        r for r in responses if r.status_code == 202 and "Idempotent-Replayed" not in r.headers
+    ]
+    assert len(originals) == 1
+    accepted_ids = {r.json()["id"] for r in responses if r.status_code == 202}
+    assert accepted_ids == {originals[0].json()["id"]}
+    for conflict in (r for r in responses if r.status_code == 409):
+        assert conflict.json()["code"] == "idempotency_key_in_flight"
     assert _count_for(session_factory, account["id"]) == 1
+
+
+def test_key_in_flight_answers_409(client, session_factory):
+    """While another transaction holds the key's claim, a request with it gets 409."""
+    operator_user = make_user(session_factory, role="operator")
+    operator = login(client, operator_user.email)
+    account = open_account(client, register_and_login(client))
+    body = {"account_id": account["id"], "amount": 5, "currency": "USD"}
+    with session_factory() as first, first.begin():
+        assert idempotency_repo.try_claim(first, operator_user.id, "slow-key")
+        response = client.post(
+            "/v1/deposits", json=body, headers={**operator, "Idempotency-Key": "slow-key"}
+        )
+        assert response.status_code == 409
+        assert response.json()["code"] == "idempotency_key_in_flight"
+    # Once the first finishes, the key works normally.
+    retry = client.post(
+        "/v1/deposits", json=body, headers={**operator, "Idempotency-Key": "slow-key"}
+    )
+    assert retry.status_code == 202
+    assert _count_for(session_factory, account["id"]) == 1
+
+
+def test_keys_past_retention_are_purged(client, session_factory):
+    from datetime import UTC, datetime, timedelta
+
+    from domain.models import IdempotencyKey
+    from domain.services.transfers import purge_idempotency_keys
+
+    operator = operator_headers(client, session_factory)
+    account = open_account(client, register_and_login(client))
+    key = f"old-{uuid.uuid4()}"
+    body = {"account_id": account["id"], "amount": 5, "currency": "USD"}
+    assert (
+        client.post(
+            "/v1/deposits", json=body, headers={**operator, "Idempotency-Key": key}
+        ).status_code
+        == 202
+    )
+    with session_factory() as session, session.begin():
+        record = session.scalars(select(IdempotencyKey).where(IdempotencyKey.key == key)).one()
+        record.created_at = datetime.now(UTC) - timedelta(hours=25)
+    with session_factory() as session, session.begin():
+        assert purge_idempotency_keys(session=session, retention_seconds=24 * 3600) >= 1
+        assert (
+            session.scalars(select(IdempotencyKey).where(IdempotencyKey.key == key)).first() is None
+        )

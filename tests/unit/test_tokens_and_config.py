@@ -62,7 +62,7 @@ def test_forged_tokens_are_refused(settings, forge):
         payload = {
             k: (int(v.timestamp()) if isinstance(v, datetime) else v) for k, v in claims.items()
         }
-        token = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(payload)}."
+        token = f"{_b64({'alg': 'none', 'typ': 'JWT', 'kid': 'default'})}.{_b64(payload)}."
     elif forge == "wrong-secret":
         token = jwt.encode(claims, "x" * 48, algorithm="HS256")
     elif forge == "expired":
@@ -79,6 +79,23 @@ def test_forged_tokens_are_refused(settings, forge):
         token = jwt.encode(claims, SECRET, algorithm="HS512")
     with pytest.raises(jwt.InvalidTokenError):
         decode_access_token(settings, token)
+
+
+def test_keys_rotate_by_kid():
+    old = Settings(environment="test", jwt_keys={"k1": "a" * 40}, jwt_active_kid="k1")
+    token = issue_access_token(old, user_id=uuid.uuid4(), role="customer")
+    assert jwt.get_unverified_header(token)["kid"] == "k1"
+    both = Settings(
+        environment="test", jwt_keys={"k1": "a" * 40, "k2": "b" * 40}, jwt_active_kid="k2"
+    )
+    decode_access_token(both, token)  # old tokens still valid during the overlap
+    new = issue_access_token(both, user_id=uuid.uuid4(), role="customer")
+    assert jwt.get_unverified_header(new)["kid"] == "k2"
+    retired = Settings(environment="test", jwt_keys={"k2": "b" * 40}, jwt_active_kid="k2")
+    with pytest.raises(jwt.InvalidTokenError):
+        decode_access_token(retired, token)
+    with pytest.raises(ValidationError, match="must name a key"):
+        Settings(environment="test", jwt_keys={"k2": "b" * 40}, jwt_active_kid="k1")
 
 
 def test_development_secret_is_refused_outside_development():

@@ -1,0 +1,127 @@
+"""ASGI middleware: request ids, security headers, and a request body size limit.
+
+Pure ASGI (not BaseHTTPMiddleware) so streaming bodies are counted as they arrive
+and nothing is buffered twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from contextvars import ContextVar
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+request_id_var: ContextVar[str | None] = ContextVar("settle_request_id", default=None)
+
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (the client's X-Request-ID if sane, else a new one),
+    exposes it to logs and audit records, and adds security headers to every answer."""
+
+    def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
+        self.app, self.hsts = app, hsts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, b"x-request-id")
+        request_id = incoming if incoming and _CLIENT_REQUEST_ID.match(incoming) else None
+        request_id = request_id or uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        is_api = scope["path"].startswith("/v1/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"x-request-id", request_id.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"no-referrer"),
+                ]
+                if is_api:
+                    # Balances and tokens must never sit in a shared or browser cache.
+                    headers.append((b"cache-control", b"no-store"))
+                if self.hsts:
+                    headers.append(
+                        (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
+                    )
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            request_id_var.reset(token)
+
+
+class BodySizeLimitMiddleware:
+    """Answers 413 to bodies larger than `max_bytes`, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+            await _too_large(send, self.max_bytes)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLargeError
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except _BodyTooLargeError:
+            await _too_large(send, self.max_bytes)
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body: dict[str, Any] = {
+        "type": "urn:settle:problem:request-too-large",
+        "title": "Request too large",
+        "status": 413,
+        "detail": f"the request body exceeds {limit} bytes",
+        "code": "request_too_large",
+    }
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            decoded: str = value.decode("latin-1")
+            return decoded
+    return None
