@@ -214,6 +214,7 @@ def main() -> None:
             DATABASE_URL=database_url,
             SETTLE_ENVIRONMENT="test",
             SETTLE_JWT_SECRET=secrets.token_urlsafe(48),
+            SETTLE_WEBHOOK_ENCRYPTION_KEY=secrets.token_urlsafe(48),
             SETTLE_REDIS_PREFIX=f"settle-bench-{secrets.token_hex(3)}:",
             SETTLE_RATE_LIMIT_MONEY_PER_USER="100000000/60",
             SETTLE_RATE_LIMIT_LOGIN_PER_IP="100000/60",

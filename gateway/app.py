@@ -10,11 +10,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from domain.db import make_engine, make_session_factory
+from domain.secret_box import SecretBox
 from gateway import errors
 from gateway.guards import Guards
 from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, request_id_var
 from gateway.ratelimit import Lockout, RateLimiter
-from gateway.routes import accounts, admin, auth, health, money, transfers
+from gateway.routes import accounts, admin, auth, events, health, money, transfers, webhooks
 from gateway.wakeups import WakeupPublisher
 from settle.broker import redis_client
 from settle.config import Settings, get_settings
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.session_factory = make_session_factory(engine)
         app.state.wakeups = WakeupPublisher(settings)
         app.state.redis = redis_client(settings)
+        app.state.secret_box = SecretBox(settings.webhook_encryption_key)
         app.state.guards = Guards(
             limiter=RateLimiter(app.state.redis, prefix=settings.redis_prefix),
             lockout=Lockout(
@@ -83,7 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if docs else None,
     )
     errors.install(app)
-    for module in (auth, accounts, money, transfers, admin, health):
+    for module in (auth, accounts, money, transfers, webhooks, events, admin, health):
         app.include_router(module.router)
     # Added last = outermost: ids and headers apply even to 413s and CORS answers.
     if settings.cors_origins:

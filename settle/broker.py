@@ -18,6 +18,8 @@ DRAIN_ACCOUNT_TASK = "settle.drain_account"
 SWEEP_PENDING_TASK = "settle.sweep_pending"
 VERIFY_LEDGER_TASK = "settle.verify_ledger"
 PURGE_IDEMPOTENCY_TASK = "settle.purge_idempotency_keys"
+DELIVER_WEBHOOK_TASK = "settle.deliver_webhook"
+DISPATCH_WEBHOOKS_TASK = "settle.dispatch_due_webhooks"
 
 # Longer than any task can run (tasks are hard-limited far below this), so
 # Redis never hands an unacknowledged message to a second worker while the
@@ -45,7 +47,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "socket_timeout": 5,
         },
         "task_default_queue": TRANSFERS_QUEUE,
-        "task_routes": {DRAIN_ACCOUNT_TASK: {"queue": TRANSFERS_QUEUE}},
+        "task_routes": {
+            DRAIN_ACCOUNT_TASK: {"queue": TRANSFERS_QUEUE},
+            DELIVER_WEBHOOK_TASK: {"queue": WEBHOOKS_QUEUE},
+            DISPATCH_WEBHOOKS_TASK: {"queue": WEBHOOKS_QUEUE},
+        },
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,

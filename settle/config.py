@@ -13,8 +13,10 @@ from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.rules import Limits
+from domain.services.webhooks import WebhookPolicy
 
 RUN_ENV_FILE = "var/run.env"
+DEV_WEBHOOK_KEY = "settle-development-webhook-key-do-not-use-in-production"
 DEV_JWT_SECRET = "settle-development-secret-do-not-use-in-production"  # noqa: S105
 
 
@@ -85,6 +87,17 @@ class Settings(BaseSettings):
     large_transfer_threshold: int = 10_000_000
     daily_velocity_threshold: int = 200  # money requests per user per UTC day
 
+    # Webhooks. The encryption key protects endpoint secrets at rest; like the JWT
+    # secret it must be set outside development.
+    webhook_encryption_key: str = DEV_WEBHOOK_KEY
+    webhook_allow_private: bool = False  # UNSAFE outside development: lifts the SSRF guard
+    webhook_timeout_seconds: float = 10.0
+    # Seconds before attempt 1, 2, ...: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+    webhook_retry_schedule: list[float] = [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
+    webhook_disable_after_seconds: float = 5 * 24 * 3600
+    webhook_secret_grace_seconds: float = 24 * 3600
+    webhook_dispatch_interval_seconds: float = 1.0
+
     # HTTP hardening.
     cors_origins: list[str] = []
     max_body_bytes: int = 64 * 1024
@@ -97,6 +110,15 @@ class Settings(BaseSettings):
         return Limits(
             max_amount=self.max_transfer_amount,
             default_daily_outgoing=self.daily_outgoing_limit,
+        )
+
+    @property
+    def webhook_policy(self) -> WebhookPolicy:
+        return WebhookPolicy(
+            allow_private=self.webhook_allow_private,
+            retry_schedule=self.webhook_retry_schedule,
+            disable_after_seconds=self.webhook_disable_after_seconds,
+            secret_grace_seconds=self.webhook_secret_grace_seconds,
         )
 
     @model_validator(mode="after")
@@ -115,6 +137,10 @@ class Settings(BaseSettings):
                 raise ValueError(f"JWT key {kid!r} must be at least 32 characters")
             if self.environment != "development" and secret == DEV_JWT_SECRET:
                 raise ValueError("the development JWT secret cannot be used here")
+        if self.environment != "development" and self.webhook_encryption_key == DEV_WEBHOOK_KEY:
+            raise ValueError("SETTLE_WEBHOOK_ENCRYPTION_KEY must be set outside development")
+        if len(self.webhook_encryption_key) < 32:
+            raise ValueError("SETTLE_WEBHOOK_ENCRYPTION_KEY must be at least 32 characters")
         self.currencies = [c.strip().upper() for c in self.currencies]
         return self
 

@@ -61,6 +61,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "SETTLE_REDIS_PREFIX": f"settle-test-{run_id}:",
             "SETTLE_ENVIRONMENT": "test",
             "SETTLE_JWT_SECRET": secrets.token_urlsafe(48),
+            "SETTLE_WEBHOOK_ENCRYPTION_KEY": secrets.token_urlsafe(48),
             "SETTLE_SWEEP_INTERVAL_SECONDS": "1",
             "SETTLE_SWEEP_STALE_AFTER_SECONDS": "1",
             # The suite logs in and pays far faster than any person; the rate-limit

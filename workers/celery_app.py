@@ -17,10 +17,12 @@ from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
 
 from settle.broker import (
+    DISPATCH_WEBHOOKS_TASK,
     PURGE_IDEMPOTENCY_TASK,
     SWEEP_PENDING_TASK,
     TRANSFERS_QUEUE,
     VERIFY_LEDGER_TASK,
+    WEBHOOKS_QUEUE,
     celery_config,
 )
 from settle.config import get_settings
@@ -44,6 +46,14 @@ app.conf.update(
             "task": SWEEP_PENDING_TASK,
             "schedule": settings.sweep_interval_seconds,
             "options": {"queue": TRANSFERS_QUEUE, "expires": settings.sweep_interval_seconds},
+        },
+        "dispatch-due-webhooks": {
+            "task": DISPATCH_WEBHOOKS_TASK,
+            "schedule": settings.webhook_dispatch_interval_seconds,
+            "options": {
+                "queue": WEBHOOKS_QUEUE,
+                "expires": settings.webhook_dispatch_interval_seconds,
+            },
         },
         "purge-idempotency-keys": {
             "task": PURGE_IDEMPOTENCY_TASK,

@@ -7,6 +7,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain.db import make_engine, make_session_factory
+from domain.secret_box import SecretBox
 from settle.broker import redis_client
 from settle.config import get_settings
 from workers.delivery_guard import DeliveryGuard
@@ -36,6 +37,10 @@ def delivery_guard(*, ttl_seconds: int) -> DeliveryGuard:
         max_deliveries=settings.max_deliveries,
         ttl_seconds=ttl_seconds,
     )
+
+
+def secret_box() -> SecretBox:
+    return SecretBox(get_settings().webhook_encryption_key)
 
 
 def reset() -> None:

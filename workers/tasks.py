@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from celery import Task
 from sqlalchemy.exc import OperationalError
 
 from domain.db import transaction
-from domain.services import engine, sweeper, transfers, verify
+from domain.repositories import webhooks as webhooks_repo
+from domain.services import engine, sweeper, transfers, verify, webhooks
 from settle.broker import (
+    DELIVER_WEBHOOK_TASK,
+    DISPATCH_WEBHOOKS_TASK,
     DRAIN_ACCOUNT_TASK,
     PURGE_IDEMPOTENCY_TASK,
     SWEEP_PENDING_TASK,
     TRANSFERS_QUEUE,
     VERIFY_LEDGER_TASK,
     VISIBILITY_TIMEOUT_SECONDS,
+    WEBHOOKS_QUEUE,
 )
 from settle.config import get_settings
-from workers import resources
+from workers import resources, webhook_sender
 from workers.celery_app import app
 
 logger = logging.getLogger("settle.workers")
@@ -40,6 +45,8 @@ def drain(account_id: uuid.UUID) -> int:
                 limits=settings.engine_limits,
             )
         applied += result.applied
+        for delivery_id in result.deliveries:  # after commit: the rows exist now
+            deliver_webhook.apply_async(args=[str(delivery_id)], queue=WEBHOOKS_QUEUE)
         if not result.more:
             return applied
 
@@ -97,6 +104,54 @@ def verify_and_record() -> verify.Report:
             report.as_dict()["problems"],
         )
     return report
+
+
+def deliver(delivery_id: uuid.UUID) -> str | None:
+    """One attempt: plan (short read), send (no transaction open), record (short write)."""
+    settings = get_settings()
+    factory = resources.session_factory()
+    box = resources.secret_box()
+    with transaction(factory) as session:
+        plan = webhooks.plan_attempt(session=session, delivery_id=delivery_id, box=box)
+    if plan is None:
+        return None
+    outcome = webhook_sender.send(
+        plan,
+        allow_private=settings.webhook_allow_private,
+        timeout=settings.webhook_timeout_seconds,
+    )
+    with transaction(factory) as session:
+        delivery = webhooks.record_attempt(
+            session=session,
+            delivery_id=delivery_id,
+            status_code=outcome.status_code,
+            error=outcome.error,
+            duration_ms=outcome.duration_ms,
+            policy=settings.webhook_policy,
+        )
+    return delivery.status if delivery else None
+
+
+@app.task(name=DELIVER_WEBHOOK_TASK, ignore_result=True)
+def deliver_webhook(delivery_id: str) -> str | None:
+    try:
+        return deliver(uuid.UUID(delivery_id))
+    except ValueError:
+        logger.error("deliver_webhook: dropping malformed delivery id %r", delivery_id)
+        return None
+
+
+@app.task(name=DISPATCH_WEBHOOKS_TASK)
+def dispatch_due_webhooks() -> int:
+    """Sends deliveries that are due: retries, redeliveries, and lost immediate sends."""
+    settings = get_settings()
+    now = datetime.now(UTC)
+    lease = timedelta(seconds=2 * settings.webhook_timeout_seconds + 30)
+    with transaction(resources.session_factory()) as session:
+        due = webhooks_repo.claim_due(session, now=now, lease_until=now + lease, limit=500)
+    for delivery_id in due:
+        deliver_webhook.apply_async(args=[str(delivery_id)], queue=WEBHOOKS_QUEUE)
+    return len(due)
 
 
 @app.task(name=PURGE_IDEMPOTENCY_TASK)

@@ -22,13 +22,14 @@ from domain.repositories import accounts as accounts_repo
 from domain.repositories import ledger as ledger_repo
 from domain.repositories import transfers as transfers_repo
 from domain.rules import Limits, failure_for
-from domain.services import audit
+from domain.services import audit, events
 
 
 @dataclass
 class BatchResult:
     succeeded: list[uuid.UUID] = field(default_factory=list)
     failed: list[uuid.UUID] = field(default_factory=list)
+    deliveries: list[uuid.UUID] = field(default_factory=list)  # webhooks to send after commit
     more: bool = False  # pending transfers may remain; call again
 
     @property
@@ -58,6 +59,8 @@ def apply_next_batch(
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     sent_today = 0 if source.is_system else transfers_repo.sent_since(session, source.id, midnight)
     records: list[audit.AuditRecord] = []
+    applied: list[Transfer] = []
+    entries: list[LedgerEntry] = []
     for transfer in pending:
         destination = accounts.get(transfer.destination_account_id)
         if destination is None:
@@ -66,7 +69,8 @@ def apply_next_batch(
             result.more = True
             break
         failure = failure_for(transfer, source, destination, limits=limits, sent_today=sent_today)
-        _apply(session, transfer, source, destination, failure, now)
+        entries += _apply(session, transfer, source, destination, failure, now)
+        applied.append(transfer)
         if failure is None:
             sent_today += transfer.amount
             result.succeeded.append(transfer.id)
@@ -76,7 +80,10 @@ def apply_next_batch(
     else:
         result.more = len(pending) == batch_size
     session.flush()
-    audit.append(session, records)  # last: the chain-head lock is held only until commit
+    # Last, under the audit chain-head lock (held until commit): this is what makes
+    # event cursors increase in commit order.
+    audit.append(session, records)
+    result.deliveries = events.publish_outcomes(session, applied, entries, now=now)
     return result
 
 
@@ -87,20 +94,19 @@ def _apply(
     destination: Account,
     failure: str | None,
     now: datetime,
-) -> None:
+) -> list[LedgerEntry]:
     transfer.completed_at = now
     if failure is not None:
         transfer.status = "failed"
         transfer.failure_code = failure
-        return
-    ledger_repo.append(
-        session,
-        [
-            _post(transfer, source, -transfer.amount, now),
-            _post(transfer, destination, transfer.amount, now),
-        ],
-    )
+        return []
+    legs = [
+        _post(transfer, source, -transfer.amount, now),
+        _post(transfer, destination, transfer.amount, now),
+    ]
+    ledger_repo.append(session, legs)
     transfer.status = "succeeded"
+    return legs
 
 
 def _post(transfer: Transfer, account: Account, amount: int, now: datetime) -> LedgerEntry:

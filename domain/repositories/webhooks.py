@@ -1,0 +1,89 @@
+"""Webhook endpoints, deliveries and attempts."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from domain.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+
+
+def add(session: Session, endpoint: WebhookEndpoint) -> None:
+    session.add(endpoint)
+    session.flush()
+
+
+def get_endpoint(session: Session, endpoint_id: uuid.UUID) -> WebhookEndpoint | None:
+    endpoint = session.get(WebhookEndpoint, endpoint_id)
+    return endpoint if endpoint is not None and endpoint.deleted_at is None else None
+
+
+def endpoints_of(session: Session, user_id: uuid.UUID) -> list[WebhookEndpoint]:
+    query = select(WebhookEndpoint).where(
+        WebhookEndpoint.user_id == user_id, WebhookEndpoint.deleted_at.is_(None)
+    )
+    return list(session.scalars(query.order_by(WebhookEndpoint.created_at)))
+
+
+def active_endpoints_for(session: Session, user_ids: list[uuid.UUID]) -> list[WebhookEndpoint]:
+    query = select(WebhookEndpoint).where(
+        WebhookEndpoint.user_id.in_(user_ids),
+        WebhookEndpoint.status == "active",
+        WebhookEndpoint.deleted_at.is_(None),
+    )
+    return list(session.scalars(query))
+
+
+def add_deliveries(session: Session, deliveries: list[WebhookDelivery]) -> None:
+    session.add_all(deliveries)
+    session.flush()
+
+
+def get_delivery(
+    session: Session, delivery_id: uuid.UUID, *, lock: bool = False
+) -> WebhookDelivery | None:
+    query = select(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
+    if lock:
+        query = query.with_for_update()
+    return session.scalars(query).first()
+
+
+def deliveries_of(
+    session: Session, endpoint_id: uuid.UUID, *, before: datetime | None, limit: int
+) -> list[WebhookDelivery]:
+    query = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id)
+    if before is not None:
+        query = query.where(WebhookDelivery.created_at < before)
+    return list(session.scalars(query.order_by(WebhookDelivery.created_at.desc()).limit(limit)))
+
+
+def claim_due(
+    session: Session, *, now: datetime, lease_until: datetime, limit: int
+) -> list[uuid.UUID]:
+    """Due deliveries, leased so a second dispatcher does not send them again meanwhile."""
+    rows = list(
+        session.scalars(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+            .order_by(WebhookDelivery.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for delivery in rows:
+        delivery.next_attempt_at = lease_until
+    session.flush()
+    return [delivery.id for delivery in rows]
+
+
+def add_attempt(session: Session, attempt: WebhookAttempt) -> None:
+    session.add(attempt)
+    session.flush()
+
+
+def attempts_of(session: Session, delivery_ids: list[uuid.UUID]) -> list[WebhookAttempt]:
+    query = select(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(delivery_ids))
+    return list(session.scalars(query.order_by(WebhookAttempt.id)))

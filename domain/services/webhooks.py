@@ -1,0 +1,236 @@
+"""Webhook endpoints (create, list, delete, rotate secret) and the delivery state machine.
+
+Sending happens in workers; this module decides *what* to send (`plan_attempt`) and
+what an attempt's outcome means (`record_attempt`): success, a retry at the next step
+of the schedule (with jitter), a 410 that disables the endpoint, or an endpoint that
+has failed for too long and is disabled with an audit event.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from domain.errors import InvalidRequest, NotFound
+from domain.models import User, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from domain.repositories import events as events_repo
+from domain.repositories import webhooks as webhooks_repo
+from domain.secret_box import SecretBox
+from domain.services import audit
+from domain.services.events import EVENT_TYPES
+from domain.webhook_signing import new_secret
+from domain.webhook_urls import resolve
+
+MAX_ENDPOINTS_PER_USER = 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookPolicy:
+    allow_private: bool
+    retry_schedule: list[float]  # seconds before attempt 1, 2, 3... (first is usually 0)
+    disable_after_seconds: float
+    secret_grace_seconds: float
+
+
+@dataclass(frozen=True)
+class AttemptPlan:
+    delivery_id: uuid.UUID
+    url: str
+    msg_id: str
+    body: bytes
+    secrets: list[str]
+
+
+def create_endpoint(
+    *,
+    session: Session,
+    user: User,
+    url: str,
+    events: list[str],
+    box: SecretBox,
+    policy: WebhookPolicy,
+) -> tuple[WebhookEndpoint, str]:
+    """Returns the endpoint and its secret, which is shown this once and stored encrypted."""
+    unknown = sorted(set(events) - set(EVENT_TYPES))
+    if not events or unknown:
+        raise InvalidRequest(
+            f"events must be a non-empty subset of {', '.join(EVENT_TYPES)}",
+            code="invalid_event_types",
+        )
+    resolve(url, allow_private=policy.allow_private)
+    if len(webhooks_repo.endpoints_of(session, user.id)) >= MAX_ENDPOINTS_PER_USER:
+        raise InvalidRequest("too many webhook endpoints", code="too_many_endpoints")
+    secret = new_secret()
+    endpoint = WebhookEndpoint(
+        id=uuid.uuid4(),
+        user_id=user.id,
+        url=url,
+        events=sorted(set(events)),
+        secret_ciphertext=box.seal(secret),
+        status="active",
+    )
+    webhooks_repo.add(session, endpoint)
+    return endpoint, secret
+
+
+def get_owned(*, session: Session, user: User, endpoint_id: uuid.UUID) -> WebhookEndpoint:
+    endpoint = webhooks_repo.get_endpoint(session, endpoint_id)
+    if endpoint is None or endpoint.user_id != user.id:
+        raise NotFound("webhook endpoint not found")
+    return endpoint
+
+
+def list_endpoints(*, session: Session, user: User) -> list[WebhookEndpoint]:
+    return webhooks_repo.endpoints_of(session, user.id)
+
+
+def delete_endpoint(*, session: Session, user: User, endpoint_id: uuid.UUID) -> None:
+    endpoint = get_owned(session=session, user=user, endpoint_id=endpoint_id)
+    endpoint.deleted_at = datetime.now(UTC)
+    session.flush()
+
+
+def rotate_secret(
+    *,
+    session: Session,
+    user: User,
+    endpoint_id: uuid.UUID,
+    box: SecretBox,
+    policy: WebhookPolicy,
+) -> tuple[WebhookEndpoint, str]:
+    """New secret now; the old one keeps signing too until the grace period ends."""
+    endpoint = get_owned(session=session, user=user, endpoint_id=endpoint_id)
+    secret = new_secret()
+    endpoint.previous_secret_ciphertext = endpoint.secret_ciphertext
+    endpoint.previous_secret_expires_at = datetime.now(UTC) + timedelta(
+        seconds=policy.secret_grace_seconds
+    )
+    endpoint.secret_ciphertext = box.seal(secret)
+    session.flush()
+    return endpoint, secret
+
+
+def list_deliveries(
+    *, session: Session, user: User, endpoint_id: uuid.UUID, before: datetime | None, limit: int
+) -> tuple[list[WebhookDelivery], dict[uuid.UUID, list[WebhookAttempt]]]:
+    get_owned(session=session, user=user, endpoint_id=endpoint_id)
+    deliveries = webhooks_repo.deliveries_of(session, endpoint_id, before=before, limit=limit)
+    attempts: dict[uuid.UUID, list[WebhookAttempt]] = {d.id: [] for d in deliveries}
+    for attempt in webhooks_repo.attempts_of(session, list(attempts)):
+        attempts[attempt.delivery_id].append(attempt)
+    return deliveries, attempts
+
+
+def redeliver(*, session: Session, user: User, delivery_id: uuid.UUID) -> WebhookDelivery:
+    """Send again now (owner of the endpoint, or an operator). Re-enables a disabled endpoint's
+    single delivery, not the endpoint itself."""
+    delivery = webhooks_repo.get_delivery(session, delivery_id, lock=True)
+    endpoint = webhooks_repo.get_endpoint(session, delivery.endpoint_id) if delivery else None
+    operator = user.role in ("operator", "admin")
+    if delivery is None or endpoint is None or not (operator or endpoint.user_id == user.id):
+        raise NotFound("delivery not found")
+    delivery.status = "pending"
+    delivery.next_attempt_at = datetime.now(UTC)
+    delivery.completed_at = None
+    session.flush()
+    audit.append(
+        session,
+        [
+            audit.AuditRecord(
+                event_type="webhook.redelivery_requested",
+                actor_id=user.id,
+                subject_type="webhook_delivery",
+                subject_id=str(delivery.id),
+                data={},
+            )
+        ],
+    )
+    return delivery
+
+
+def plan_attempt(*, session: Session, delivery_id: uuid.UUID, box: SecretBox) -> AttemptPlan | None:
+    """What to send for `delivery_id`, or None if there is nothing to send any more."""
+    delivery = webhooks_repo.get_delivery(session, delivery_id)
+    if delivery is None or delivery.status != "pending":
+        return None
+    endpoint = webhooks_repo.get_endpoint(session, delivery.endpoint_id)
+    event = events_repo.get(session, delivery.event_seq)
+    if endpoint is None or endpoint.status != "active" or event is None:
+        return None
+    secrets = [box.open(endpoint.secret_ciphertext)]
+    expires = endpoint.previous_secret_expires_at
+    if endpoint.previous_secret_ciphertext and expires and expires > datetime.now(UTC):
+        secrets.append(box.open(endpoint.previous_secret_ciphertext))
+    body = json.dumps(event.payload, separators=(",", ":"), sort_keys=True).encode()
+    return AttemptPlan(
+        delivery_id=delivery.id, url=endpoint.url, msg_id=event.id, body=body, secrets=secrets
+    )
+
+
+def record_attempt(
+    *,
+    session: Session,
+    delivery_id: uuid.UUID,
+    status_code: int | None,
+    error: str | None,
+    duration_ms: int,
+    policy: WebhookPolicy,
+) -> WebhookDelivery | None:
+    delivery = webhooks_repo.get_delivery(session, delivery_id, lock=True)
+    if delivery is None:
+        return None
+    endpoint = webhooks_repo.get_endpoint(session, delivery.endpoint_id)
+    now = datetime.now(UTC)
+    webhooks_repo.add_attempt(
+        session,
+        WebhookAttempt(
+            delivery_id=delivery.id,
+            attempted_at=now,
+            status_code=status_code,
+            error=(error or "")[:500] or None,
+            duration_ms=duration_ms,
+        ),
+    )
+    delivery.attempts += 1
+    delivery.last_status_code, delivery.last_error = status_code, (error or "")[:500] or None
+    if status_code is not None and 200 <= status_code < 300:
+        delivery.status, delivery.completed_at, delivery.next_attempt_at = "succeeded", now, None
+        if endpoint is not None:
+            endpoint.failing_since = None
+        session.flush()
+        return delivery
+    if endpoint is not None:
+        endpoint.failing_since = endpoint.failing_since or now
+        if status_code == 410:
+            _disable(session, endpoint, "the endpoint answered 410 Gone")
+        elif (now - endpoint.failing_since).total_seconds() >= policy.disable_after_seconds:
+            _disable(session, endpoint, "failing for too long")
+    schedule = policy.retry_schedule
+    if endpoint is None or endpoint.status != "active" or delivery.attempts >= len(schedule):
+        delivery.status, delivery.completed_at, delivery.next_attempt_at = "failed", now, None
+    else:
+        delay = schedule[delivery.attempts] * random.uniform(0.9, 1.1)  # noqa: S311 - jitter
+        delivery.next_attempt_at = now + timedelta(seconds=delay)
+    session.flush()
+    return delivery
+
+
+def _disable(session: Session, endpoint: WebhookEndpoint, reason: str) -> None:
+    endpoint.status, endpoint.disabled_reason = "disabled", reason
+    audit.append(
+        session,
+        [
+            audit.AuditRecord(
+                event_type="webhook.endpoint_disabled",
+                actor_id=endpoint.user_id,
+                subject_type="webhook_endpoint",
+                subject_id=str(endpoint.id),
+                data={"reason": reason},
+            )
+        ],
+    )

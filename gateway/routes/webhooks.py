@@ -1,0 +1,188 @@
+"""Webhook endpoints of the current user, their deliveries, and manual redelivery."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+
+from domain.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from domain.repositories import events as events_repo
+from domain.secret_box import SecretBox
+from domain.services import webhooks
+from gateway.deps import CurrentUser, OperatorUser, SessionDep, SettingsDep
+from gateway.errors import ApiError
+from gateway.schemas.common import Page, decode_cursor, paginate
+from gateway.schemas.webhooks import (
+    AttemptOut,
+    DeliveryOut,
+    EndpointCreate,
+    EndpointOut,
+    EndpointWithSecret,
+)
+
+router = APIRouter(tags=["webhooks"])
+
+
+def _box(request: Request) -> SecretBox:
+    box: SecretBox = request.app.state.secret_box
+    return box
+
+
+def endpoint_out(endpoint: WebhookEndpoint) -> EndpointOut:
+    return EndpointOut.model_validate(endpoint, from_attributes=True)
+
+
+@router.post(
+    "/v1/webhook-endpoints",
+    status_code=status.HTTP_201_CREATED,
+    response_model=EndpointWithSecret,
+    summary="Register an endpoint; the response holds its secret, shown once",
+    description="Only http(s) URLs whose host resolves to public addresses.",
+)
+def create_endpoint(
+    body: EndpointCreate,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> EndpointWithSecret:
+    endpoint, secret = webhooks.create_endpoint(
+        session=session,
+        user=user,
+        url=body.url,
+        events=list(body.events),
+        box=_box(request),
+        policy=settings.webhook_policy,
+    )
+    session.commit()
+    return EndpointWithSecret(**endpoint_out(endpoint).model_dump(), secret=secret)
+
+
+@router.get(
+    "/v1/webhook-endpoints", response_model=Page[EndpointOut], summary="Your webhook endpoints"
+)
+def list_endpoints(user: CurrentUser, session: SessionDep) -> Page[EndpointOut]:
+    rows = webhooks.list_endpoints(session=session, user=user)
+    return Page(data=[endpoint_out(e) for e in rows], next_cursor=None)
+
+
+@router.get(
+    "/v1/webhook-endpoints/{endpoint_id}",
+    response_model=EndpointOut,
+    summary="One webhook endpoint",
+)
+def get_endpoint(endpoint_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> EndpointOut:
+    return endpoint_out(webhooks.get_owned(session=session, user=user, endpoint_id=endpoint_id))
+
+
+@router.delete(
+    "/v1/webhook-endpoints/{endpoint_id}",
+    status_code=204,
+    summary="Delete an endpoint (pending deliveries to it stop)",
+)
+def delete_endpoint(endpoint_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
+    webhooks.delete_endpoint(session=session, user=user, endpoint_id=endpoint_id)
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.post(
+    "/v1/webhook-endpoints/{endpoint_id}/rotate-secret",
+    response_model=EndpointWithSecret,
+    summary="New secret; the old one keeps signing too for a grace period",
+)
+def rotate_secret(
+    endpoint_id: uuid.UUID,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> EndpointWithSecret:
+    endpoint, secret = webhooks.rotate_secret(
+        session=session,
+        user=user,
+        endpoint_id=endpoint_id,
+        box=_box(request),
+        policy=settings.webhook_policy,
+    )
+    session.commit()
+    return EndpointWithSecret(**endpoint_out(endpoint).model_dump(), secret=secret)
+
+
+def _delivery_out(
+    session: SessionDep, delivery: WebhookDelivery, attempts: list[WebhookAttempt]
+) -> DeliveryOut:
+    event = events_repo.get(session, delivery.event_seq)
+    return DeliveryOut(
+        id=delivery.id,
+        event_id=event.id if event else "",
+        event_type=event.type if event else "",
+        status=delivery.status,
+        attempts=delivery.attempts,
+        next_attempt_at=delivery.next_attempt_at,
+        last_status_code=delivery.last_status_code,
+        created_at=delivery.created_at,
+        completed_at=delivery.completed_at,
+        attempt_log=[AttemptOut.model_validate(a, from_attributes=True) for a in attempts],
+    )
+
+
+@router.get(
+    "/v1/webhook-endpoints/{endpoint_id}/deliveries",
+    response_model=Page[DeliveryOut],
+    summary="Deliveries to an endpoint, newest first, with every attempt",
+)
+def list_deliveries(
+    endpoint_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: str | None = None,
+) -> Page[DeliveryOut]:
+    raw = decode_cursor(cursor)
+    try:
+        before = datetime.fromisoformat(raw) if raw else None
+    except ValueError as exc:
+        raise ApiError(400, "invalid_cursor", "the cursor is not valid") from exc
+    rows, attempts = webhooks.list_deliveries(
+        session=session, user=user, endpoint_id=endpoint_id, before=before, limit=limit + 1
+    )
+    return paginate(
+        rows,
+        limit=limit,
+        render=lambda d: _delivery_out(session, d, attempts[d.id]),
+        cursor_of=lambda d: d.created_at.isoformat(),
+    )
+
+
+@router.post(
+    "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/redeliver",
+    status_code=202,
+    summary="Send a delivery again now",
+)
+def redeliver(
+    endpoint_id: uuid.UUID, delivery_id: uuid.UUID, user: CurrentUser, session: SessionDep
+) -> dict[str, str]:
+    webhooks.get_owned(session=session, user=user, endpoint_id=endpoint_id)
+    delivery = webhooks.redeliver(session=session, user=user, delivery_id=delivery_id)
+    if delivery.endpoint_id != endpoint_id:
+        raise ApiError(404, "not_found", "delivery not found")
+    session.commit()
+    return {"status": "scheduled"}
+
+
+@router.post(
+    "/v1/admin/webhook-deliveries/{delivery_id}/redeliver",
+    status_code=202,
+    tags=["operators"],
+    summary="Send any delivery again now (operators)",
+)
+def operator_redeliver(
+    delivery_id: uuid.UUID, user: OperatorUser, session: SessionDep
+) -> dict[str, str]:
+    webhooks.redeliver(session=session, user=user, delivery_id=delivery_id)
+    session.commit()
+    return {"status": "scheduled"}

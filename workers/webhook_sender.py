@@ -1,0 +1,70 @@
+"""Sends one webhook attempt over HTTP, Standard Webhooks style, SSRF-safe.
+
+The URL is resolved and vetted again here, and the connection goes to exactly the
+vetted address (the Host header and TLS SNI keep the original name), so a DNS answer
+that changed since registration cannot point Settle at an internal service.
+Redirects are not followed: a 3xx is a failed attempt.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from domain.errors import InvalidRequest
+from domain.services.webhooks import AttemptPlan
+from domain.webhook_signing import signature_header
+from domain.webhook_urls import resolve
+
+USER_AGENT = "Settle-Webhooks/1.0"
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+def send(plan: AttemptPlan, *, allow_private: bool, timeout: float) -> AttemptOutcome:
+    started = time.monotonic()
+
+    def outcome(status: int | None, error: str | None) -> AttemptOutcome:
+        return AttemptOutcome(status, error, int((time.monotonic() - started) * 1000))
+
+    try:
+        target = resolve(plan.url, allow_private=allow_private)
+    except InvalidRequest as exc:
+        return outcome(None, exc.detail)
+    address = target.addresses[0]
+    parts = urlsplit(plan.url)
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    pinned = urlunsplit(
+        (parts.scheme, f"{literal}:{target.port}", parts.path or "/", parts.query, "")
+    )
+    default_port = 443 if parts.scheme == "https" else 80
+    host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
+    timestamp = int(time.time())
+    headers = {
+        "host": host_header,
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "webhook-id": plan.msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature_header(
+            plan.secrets, msg_id=plan.msg_id, timestamp=timestamp, body=plan.body
+        ),
+    }
+    extensions = {"sni_hostname": target.host} if parts.scheme == "https" else {}
+    try:
+        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+            response = client.post(
+                pinned, content=plan.body, headers=headers, extensions=extensions
+            )
+    except httpx.HTTPError as exc:
+        return outcome(None, f"{type(exc).__name__}: {exc}"[:500])
+    code = response.status_code
+    return outcome(code, None if 200 <= code < 300 else f"HTTP {code}")
