@@ -57,14 +57,16 @@ class Process:
             self.log_path.unlink(missing_ok=True)
 
 
-def worker_args(*, concurrency: int = 2, beat: bool = False) -> list[str]:
+def worker_args(
+    *, concurrency: int = 2, beat: bool = False, queues: str = "transfers,webhooks"
+) -> list[str]:
     args = [
         str(BIN / "celery"),
         "-A",
         "workers.celery_app",
         "worker",
         "-Q",
-        "transfers,webhooks",
+        queues,
         "--concurrency",
         str(concurrency),
         "--loglevel",
@@ -81,10 +83,16 @@ def worker_args(*, concurrency: int = 2, beat: bool = False) -> list[str]:
 
 @contextmanager
 def running_worker(
-    env: dict[str, str] | None = None, *, concurrency: int = 2, beat: bool = False
+    env: dict[str, str] | None = None,
+    *,
+    concurrency: int = 2,
+    beat: bool = False,
+    queues: str = "transfers,webhooks",
 ) -> Iterator[Process]:
     process = Process(
-        "worker", worker_args(concurrency=concurrency, beat=beat), env or dict(os.environ)
+        "worker",
+        worker_args(concurrency=concurrency, beat=beat, queues=queues),
+        env or dict(os.environ),
     )
     try:
         process.wait_for_log("ready.")

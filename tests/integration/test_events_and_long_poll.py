@@ -1,0 +1,109 @@
+"""The event stream under concurrent transfers, and long-polling latency."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+from sqlalchemy import select
+
+from domain.models import Event, Transfer
+from tests.factories import (
+    open_account,
+    operator_headers,
+    post_deposit,
+    post_transfer,
+    register_and_login,
+)
+from workers.tasks import drain
+
+
+def test_event_stream_pages_every_event_once_in_order_while_transfers_commit(
+    client, session_factory, drain_pending
+):
+    operator = operator_headers(client, session_factory)
+    alice = register_and_login(client)
+    sources = [open_account(client, alice) for _ in range(4)]
+    sink = open_account(client, register_and_login(client))
+    for account in sources:
+        post_deposit(client, operator, account["id"], 100_000)
+    drain_pending()
+    me = client.get("/v1/me", headers=alice).json()["id"]
+    with session_factory() as session:
+        start = max(
+            session.scalars(select(Event.seq).where(Event.user_id == uuid.UUID(me))).all() or [0]
+        )
+    ids = [
+        post_transfer(client, alice, s["id"], sink["number"], 10 + i).json()["id"]
+        for i in range(30)
+        for s in sources
+    ]
+
+    seen: list[dict] = []
+    done = threading.Event()
+
+    def poll():
+        cursor = str(start)
+        while True:
+            finished = done.is_set()
+            page = client.get(
+                "/v1/events", params={"after": cursor, "limit": 7}, headers=alice
+            ).json()
+            seen.extend(page["data"])
+            cursor = page["next_cursor"]
+            if finished and not page["data"]:
+                return
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    drains = [threading.Thread(target=drain, args=(uuid.UUID(s["id"]),)) for s in sources]
+    for thread in drains:
+        thread.start()
+    for thread in drains:
+        thread.join()
+    done.set()
+    poller.join(timeout=60)
+
+    event_ids = [e["id"] for e in seen]
+    assert len(event_ids) == len(set(event_ids)) == len(ids)  # exactly once, none missing
+    assert {e["data"]["transfer"]["id"] for e in seen} == set(ids)
+    with session_factory() as session:
+        seqs = {e.id: e.seq for e in session.scalars(select(Event).where(Event.id.in_(event_ids)))}
+    assert [seqs[i] for i in event_ids] == sorted(seqs[i] for i in event_ids)  # in order
+
+
+def test_events_cursor_validation_and_isolation(client):
+    alice, bob = register_and_login(client), register_and_login(client)
+    assert client.get("/v1/events", params={"after": "abc"}, headers=alice).status_code == 400
+    empty = client.get("/v1/events", headers=bob).json()
+    assert empty == {"data": [], "next_cursor": None}
+
+
+def test_long_poll_returns_within_100ms_of_the_transfer_becoming_terminal(
+    client, session_factory, drain_pending
+):
+    operator = operator_headers(client, session_factory)
+    account = open_account(client, register_and_login(client))
+    deposit = post_deposit(client, operator, account["id"], 500)
+    result: dict = {}
+
+    def wait():
+        response = client.get(
+            f"/v1/transfers/{deposit['id']}", params={"wait": 20}, headers=operator
+        )
+        result["body"], result["returned_at"] = response.json(), time.monotonic()
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.5)  # the request is parked, holding no database connection
+    assert "body" not in result
+    drain_pending()
+    committed_at = time.monotonic()
+    waiter.join(timeout=25)
+    latency = result["returned_at"] - committed_at
+    assert result["body"]["status"] == "succeeded"
+    assert latency < 0.25, f"long-poll answered {latency * 1000:.0f} ms after commit"
+    print(f"long-poll latency after commit: {latency * 1000:.0f} ms")
+    with session_factory() as session:
+        assert session.get(Transfer, uuid.UUID(deposit["id"])).status == "succeeded"

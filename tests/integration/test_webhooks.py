@@ -1,0 +1,241 @@
+"""Webhooks end to end against a real local HTTP receiver (sending runs in-process)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from domain.models import WebhookDelivery
+from domain.webhook_signing import verify
+from tests.factories import (
+    open_account,
+    operator_headers,
+    post_deposit,
+    post_transfer,
+    register_and_login,
+)
+from tests.receiver import Receiver, running_receiver
+
+
+@pytest.fixture
+def hooks_app(settings, redis_client, monkeypatch) -> Iterator[TestClient]:
+    """An app and in-process sender allowed to call 127.0.0.1, with a fast retry schedule."""
+    from gateway.app import create_app
+
+    overrides = {"webhook_allow_private": True, "webhook_retry_schedule": [0, 0.2, 0.2, 0.2]}
+    for name, value in overrides.items():
+        monkeypatch.setattr(settings, name, value)  # the in-process worker code reads these
+    prefix = f"{settings.redis_prefix}hooks-{secrets.token_hex(3)}:"
+    app_settings = settings.model_copy(update={**overrides, "redis_prefix": prefix})
+    with TestClient(create_app(app_settings), raise_server_exceptions=False) as client:
+        yield client
+    for key in redis_client.scan_iter(match=f"{prefix}*"):
+        redis_client.delete(key)
+
+
+def _endpoint(
+    client, headers, receiver: Receiver, events=("transfer.succeeded", "transfer.failed")
+) -> dict[str, Any]:
+    response = client.post(
+        "/v1/webhook-endpoints", headers=headers, json={"url": receiver.url, "events": list(events)}
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _deliveries(session_factory, endpoint_id) -> list[WebhookDelivery]:
+    with session_factory() as session:
+        return list(
+            session.scalars(
+                select(WebhookDelivery).where(WebhookDelivery.endpoint_id == uuid.UUID(endpoint_id))
+            )
+        )
+
+
+def _send_due(session_factory, endpoint_id, timeout=10.0) -> None:
+    """What the dispatcher + webhooks worker do, synchronously: send what is due."""
+    from workers.tasks import deliver
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pending = [d for d in _deliveries(session_factory, endpoint_id) if d.status == "pending"]
+        if not pending:
+            return
+        for delivery in pending:
+            if delivery.attempts == 0 or delivery.next_attempt_at.timestamp() <= time.time():
+                deliver(delivery.id)
+        time.sleep(0.05)
+
+
+def _funded_pair(client, session_factory, drain_pending):
+    operator = operator_headers(client, session_factory)
+    alice, bob = register_and_login(client), register_and_login(client)
+    a, b = open_account(client, alice), open_account(client, bob)
+    post_deposit(client, operator, a["id"], 10_000)
+    drain_pending()
+    return alice, bob, a, b
+
+
+def test_delivery_is_signed_with_the_endpoint_secret(hooks_app, session_factory, drain_pending):
+    client = hooks_app
+    alice, _, a, b = _funded_pair(client, session_factory, drain_pending)
+    with running_receiver() as receiver:
+        endpoint = _endpoint(client, alice, receiver)
+        assert endpoint["secret"].startswith("whsec_")
+        transfer = post_transfer(client, alice, a["id"], b["number"], 1_234).json()
+        drain_pending()
+        _send_due(session_factory, endpoint["id"])
+        [request] = receiver.wait_for(1)
+    headers = request.headers
+    assert verify(
+        endpoint["secret"],
+        msg_id=headers["webhook-id"],
+        timestamp=int(headers["webhook-timestamp"]),
+        body=request.body,
+        header=headers["webhook-signature"],
+    )
+    payload = json.loads(request.body)
+    assert payload["id"] == headers["webhook-id"] and payload["type"] == "transfer.succeeded"
+    assert payload["data"]["transfer"]["id"] == transfer["id"]
+    [entry] = payload["data"]["entries"]  # only Alice's own leg: Bob's balance stays private
+    assert entry["account_id"] == a["id"] and entry["amount"] == -1_234
+    assert entry["balance_before"] == 10_000 and entry["balance_after"] == 8_766
+    assert entry["sequence"] == 2
+    # The secret is never shown again.
+    listed = client.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=alice).json()
+    assert "secret" not in listed
+
+
+def test_failing_twice_then_succeeding_arrives_on_the_third_attempt(
+    hooks_app, session_factory, drain_pending
+):
+    client = hooks_app
+    alice, _, a, b = _funded_pair(client, session_factory, drain_pending)
+    with running_receiver() as receiver:
+        receiver.script = [500, 503, 200]
+        endpoint = _endpoint(client, alice, receiver)
+        post_transfer(client, alice, a["id"], b["number"], 1)
+        drain_pending()
+        _send_due(session_factory, endpoint["id"])
+        requests = receiver.wait_for(3)
+    assert len({r.headers["webhook-id"] for r in requests}) == 1  # the same message, retried
+    [delivery] = client.get(
+        f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=alice
+    ).json()["data"]
+    assert delivery["status"] == "succeeded" and delivery["attempts"] == 3
+    assert [a["status_code"] for a in delivery["attempt_log"]] == [500, 503, 200]
+
+
+def test_410_disables_the_endpoint(hooks_app, session_factory, drain_pending):
+    client = hooks_app
+    alice, _, a, b = _funded_pair(client, session_factory, drain_pending)
+    operator = operator_headers(client, session_factory)
+    with running_receiver() as receiver:
+        receiver.default_status = 410
+        endpoint = _endpoint(client, alice, receiver)
+        post_transfer(client, alice, a["id"], b["number"], 1)
+        drain_pending()
+        _send_due(session_factory, endpoint["id"])
+        receiver.wait_for(1)
+    after = client.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=alice).json()
+    assert after["status"] == "disabled" and "410" in after["disabled_reason"]
+    [delivery] = _deliveries(session_factory, endpoint["id"])
+    assert delivery.status == "failed" and delivery.attempts == 1
+    disabled = client.get(
+        "/v1/admin/audit-events",
+        headers=operator,
+        params={"event_type": "webhook.endpoint_disabled"},
+    ).json()["data"]
+    assert endpoint["id"] in {e["subject_id"] for e in disabled}
+
+
+def test_redirects_are_not_followed(hooks_app, session_factory, drain_pending):
+    client = hooks_app
+    alice, _, a, b = _funded_pair(client, session_factory, drain_pending)
+    with running_receiver() as target, running_receiver() as receiver:
+        receiver.default_status = 302
+        receiver.redirect_to = target.url
+        endpoint = _endpoint(client, alice, receiver)
+        post_transfer(client, alice, a["id"], b["number"], 1)
+        drain_pending()
+        _send_due(session_factory, endpoint["id"])
+        assert len(receiver.wait_for(4)) == 4  # every attempt of the schedule
+        assert target.requests == []
+    [delivery] = _deliveries(session_factory, endpoint["id"])
+    assert delivery.status == "failed" and delivery.last_status_code == 302
+
+
+def test_redelivery_and_secret_rotation(hooks_app, session_factory, drain_pending):
+    client = hooks_app
+    alice, _, a, b = _funded_pair(client, session_factory, drain_pending)
+    operator = operator_headers(client, session_factory)
+    with running_receiver() as receiver:
+        endpoint = _endpoint(client, alice, receiver)
+        post_transfer(client, alice, a["id"], b["number"], 1)
+        drain_pending()
+        _send_due(session_factory, endpoint["id"])
+        receiver.wait_for(1)
+        rotated = client.post(
+            f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret", headers=alice
+        ).json()
+        assert rotated["secret"] != endpoint["secret"]
+        [delivery] = _deliveries(session_factory, endpoint["id"])
+        url = f"/v1/webhook-endpoints/{endpoint['id']}/deliveries/{delivery.id}/redeliver"
+        assert client.post(url, headers=alice).status_code == 202
+        assert (
+            client.post(
+                f"/v1/admin/webhook-deliveries/{delivery.id}/redeliver", headers=operator
+            ).status_code
+            == 202
+        )
+        _send_due(session_factory, endpoint["id"])
+        first, second = receiver.wait_for(2)[:2]
+    # After rotation both secrets sign, so a receiver with either one verifies.
+    for secret in (endpoint["secret"], rotated["secret"]):
+        assert verify(
+            secret,
+            msg_id=second.headers["webhook-id"],
+            timestamp=int(second.headers["webhook-timestamp"]),
+            body=second.body,
+            header=second.headers["webhook-signature"],
+        )
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    # Someone else cannot redeliver or even see it.
+    other = register_and_login(client)
+    assert client.post(url, headers=other).status_code == 404
+    assert (
+        client.get(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=other).status_code
+        == 404
+    )
+
+
+def test_registration_refuses_private_urls_by_default(client):
+    headers = register_and_login(client)
+    for url in (
+        "http://127.0.0.1:9/x",
+        "http://localhost/x",
+        "http://169.254.169.254/",
+        "file:///etc/passwd",
+    ):
+        response = client.post(
+            "/v1/webhook-endpoints",
+            headers=headers,
+            json={"url": url, "events": ["transfer.succeeded"]},
+        )
+        assert response.status_code == 422, url
+        assert response.json()["code"] == "webhook_url_not_allowed"
+    bad_events = client.post(
+        "/v1/webhook-endpoints",
+        headers=headers,
+        json={"url": "https://93.184.216.34/x", "events": ["nope"]},
+    )
+    assert bad_events.status_code == 422
