@@ -4,13 +4,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast lint typecheck format migrate clean bench
+.PHONY: install run test test-fast lint typecheck format migrate clean bench security lock audit
 
-$(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required (set PYTHON=...)" if sys.version_info < (3, 11) else 0)'
+CHECK_PYTHON := $(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required (set PYTHON=...)" if sys.version_info < (3, 11) else 0)'
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(CHECK_PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install Settle with its dev tools
@@ -23,6 +25,9 @@ test: install ## the whole suite (embedded servers unless DATABASE_URL/REDIS_URL
 
 test-fast: install ## unit tests only (no services)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+security: install ## bandit: medium and high severity findings fail
+	$(BIN)/bandit -q -r domain gateway workers settle -ll
 
 lint: install ## ruff, mypy and the layering contracts
 	$(BIN)/ruff check .
@@ -42,3 +47,33 @@ clean:
 
 bench: install ## end-to-end throughput vs direct SQL on the same PostgreSQL (see bench/)
 	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
+
+# The header `make lock` writes at the top of constraints.txt.
+define LOCK_HEADER
+# constraints.txt: the lock file. Every distribution that `pip install -e '.[dev]'`
+# resolves to, pinned, so every machine and CI run installs the same versions.
+# `make install` installs with `-c constraints.txt`; pyproject.toml keeps the
+# loose ranges. Do not edit by hand: after changing dependencies in pyproject.toml
+# (or to take upgrades), run `make lock`, which resolves pyproject.toml afresh in a
+# throwaway virtualenv and rewrites this file, then `make install` and `make test`.
+# `make audit` checks these pins against known vulnerabilities (needs network).
+endef
+export LOCK_HEADER
+
+lock: ## re-resolve pyproject.toml in a throwaway venv and rewrite constraints.txt
+	@$(CHECK_PYTHON)
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install --quiet --upgrade pip; \
+	"$$tmp/venv/bin/python" -m pip install --quiet -e '.[dev]'; \
+	{ printf '%s\n' "$$LOCK_HEADER"; \
+	  "$$tmp/venv/bin/python" -m pip freeze --exclude-editable \
+	    | grep -v -i -E '^settle( |=|@)' | LC_ALL=C sort -f; } > "$$tmp/constraints.txt"; \
+	mv "$$tmp/constraints.txt" constraints.txt
+	@echo "constraints.txt rewritten; run 'make install' to apply it"
+
+# Not part of CI: it needs network access to the vulnerability database. --strict makes
+# a dependency that could not be looked up an error, not a silent skip.
+audit: install ## pip-audit the pinned dependencies (needs network access to the vulnerability database)
+	@test -x $(BIN)/pip-audit || $(BIN)/python -m pip install --quiet -c constraints.txt pip-audit
+	$(BIN)/pip-audit --strict -r constraints.txt

@@ -11,7 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from domain.db import make_engine, make_session_factory
 from domain.secret_box import SecretBox
-from gateway import errors
+from gateway import errors, openapi
 from gateway.guards import Guards
 from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, request_id_var
 from gateway.ratelimit import Lockout, RateLimiter
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if docs else None,
     )
     errors.install(app)
+    openapi.install(app)
     for module in (auth, accounts, money, transfers, webhooks, events, admin, health):
         app.include_router(module.router)
     # Added last = outermost: ids and headers apply even to 413s and CORS answers.

@@ -71,7 +71,7 @@ def change_limits(
 def audit_events(
     user: OperatorUser,
     session: SessionDep,
-    event_type: str | None = None,
+    event_type: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_.]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> Page[AuditEventOut]:

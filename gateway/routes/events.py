@@ -34,7 +34,7 @@ def list_events(
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Page[EventOut]:
-    if after is not None and not after.isdigit():
+    if after is not None and not (after.isascii() and after.isdigit() and len(after) <= 18):
         raise ApiError(400, "invalid_cursor", "the cursor is not valid")
     after_seq = int(after) if after else 0
     rows = events.list_events(session=session, user_id=user.id, after_seq=after_seq, limit=limit)

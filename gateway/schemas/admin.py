@@ -13,10 +13,10 @@ from gateway.schemas.common import StrictRequest
 
 class LimitsUpdate(StrictRequest):
     overdraft_limit: StrictInt | None = Field(
-        default=None, ge=0, description="Minor units the balance may go below zero"
+        default=None, ge=0, le=2**62, description="Minor units the balance may go below zero"
     )
     daily_outgoing_limit: StrictInt | None = Field(
-        default=None, ge=0, description="Minor units the account may send per UTC day"
+        default=None, ge=0, le=2**62, description="Minor units the account may send per UTC day"
     )
     reset_daily_outgoing_limit: StrictBool = Field(
         default=False, description="Go back to the configured default daily limit"

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from gateway.errors import ApiError
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_contains_nul(v) for v in value)
+    return False
+
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -20,6 +31,14 @@ class StrictRequest(BaseModel):
     # Strictness per field (StrictInt, StrictStr) rather than model-wide: FastAPI
     # validates decoded JSON in Python mode, where strict UUIDs would reject strings.
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, data: Any) -> Any:
+        """PostgreSQL text cannot hold NUL; refuse it here (422) rather than fail later."""
+        if _contains_nul(data):
+            raise ValueError("strings must not contain NUL characters")
+        return data
 
 
 class Page(BaseModel, Generic[T]):
@@ -57,6 +76,6 @@ def decode_int_cursor(cursor: str | None) -> int | None:
     raw = decode_cursor(cursor)
     if raw is None:
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ApiError(400, "invalid_cursor", "the cursor is not valid")
     return int(raw)

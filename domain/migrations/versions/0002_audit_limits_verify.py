@@ -64,7 +64,9 @@ def upgrade() -> None:
         sa.CheckConstraint("id = 1", name="audit_chain_head_single_row"),
     )
     op.execute(
-        f"INSERT INTO audit_chain_head (id, last_seq, last_hash) VALUES (1, 0, '{GENESIS_HASH}')"  # noqa: S608 - constant
+        sa.text(
+            "INSERT INTO audit_chain_head (id, last_seq, last_hash) VALUES (1, 0, :h)"
+        ).bindparams(h=GENESIS_HASH)
     )
     op.execute(
         """
