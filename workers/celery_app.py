@@ -29,6 +29,7 @@ from settle.config import get_settings
 
 TASK_SOFT_TIME_LIMIT_SECONDS = 120
 TASK_TIME_LIMIT_SECONDS = 180
+SWEEP_EXPIRES_SECONDS = 60
 
 settings = get_settings()
 
@@ -45,7 +46,10 @@ app.conf.update(
         "sweep-pending-transfers": {
             "task": SWEEP_PENDING_TASK,
             "schedule": settings.sweep_interval_seconds,
-            "options": {"queue": TRANSFERS_QUEUE, "expires": settings.sweep_interval_seconds},
+            # Not `expires=interval`: behind a backlog of drains every sweep would expire
+            # unrun, and stranded transfers would wait for the load to end. Sweeps are
+            # idempotent, so a late one is harmless; a dropped one is not.
+            "options": {"queue": TRANSFERS_QUEUE, "expires": SWEEP_EXPIRES_SECONDS},
         },
         "dispatch-due-webhooks": {
             "task": DISPATCH_WEBHOOKS_TASK,
