@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime, timedelta
 
 from celery import Task
 from sqlalchemy.exc import OperationalError
 
 from domain.db import transaction
-from domain.repositories import webhooks as webhooks_repo
 from domain.services import engine, sweeper, transfers, verify, webhooks
 from settle.broker import (
     DELIVER_WEBHOOK_TASK,
@@ -145,10 +143,10 @@ def deliver_webhook(delivery_id: str) -> str | None:
 def dispatch_due_webhooks() -> int:
     """Sends deliveries that are due: retries, redeliveries, and lost immediate sends."""
     settings = get_settings()
-    now = datetime.now(UTC)
-    lease = timedelta(seconds=2 * settings.webhook_timeout_seconds + 30)
     with transaction(resources.session_factory()) as session:
-        due = webhooks_repo.claim_due(session, now=now, lease_until=now + lease, limit=500)
+        due = webhooks.claim_due(
+            session=session, lease_seconds=2 * settings.webhook_timeout_seconds + 30
+        )
     for delivery_id in due:
         deliver_webhook.apply_async(args=[str(delivery_id)], queue=WEBHOOKS_QUEUE)
     return len(due)

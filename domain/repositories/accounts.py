@@ -19,10 +19,6 @@ def get_by_number(session: Session, number: str) -> Account | None:
     return session.scalars(select(Account).where(Account.number == number)).first()
 
 
-def number_exists(session: Session, number: str) -> bool:
-    return session.scalar(select(Account.id).where(Account.number == number)) is not None
-
-
 def system_account(session: Session, currency: str) -> Account | None:
     return session.scalars(
         select(Account).where(Account.kind == "system", Account.currency == currency)

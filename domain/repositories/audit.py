@@ -35,13 +35,6 @@ def page(
     return list(session.scalars(query.order_by(AuditEvent.chain_seq.desc()).limit(limit)))
 
 
-def for_subject(session: Session, subject_type: str, subject_id: str) -> list[AuditEvent]:
-    query = select(AuditEvent).where(
-        AuditEvent.subject_type == subject_type, AuditEvent.subject_id == subject_id
-    )
-    return list(session.scalars(query.order_by(AuditEvent.chain_seq)))
-
-
 def iterate_chain(session: Session, *, chunk: int = 5000) -> Iterator[AuditEvent]:
     """Every event in chain order, read in chunks so memory stays flat."""
     after = 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain.models import LedgerEntry
@@ -22,17 +22,3 @@ def for_account(
     if before_sequence is not None:
         query = query.where(LedgerEntry.sequence < before_sequence)
     return list(session.scalars(query.order_by(LedgerEntry.sequence.desc()).limit(limit)))
-
-
-def for_transfer(session: Session, transfer_id: uuid.UUID) -> list[LedgerEntry]:
-    query = select(LedgerEntry).where(LedgerEntry.transfer_id == transfer_id)
-    return list(session.scalars(query.order_by(LedgerEntry.id)))
-
-
-def sum_for_account(session: Session, account_id: uuid.UUID) -> int:
-    total = session.scalar(
-        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
-            LedgerEntry.account_id == account_id
-        )
-    )
-    return int(total or 0)

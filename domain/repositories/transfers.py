@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from domain.models import Account, IdempotencyKey, Transfer
@@ -103,5 +103,5 @@ def page(
     if status is not None:
         query = query.where(Transfer.status == status)
     if before_seq is not None:
-        query = query.where(and_(Transfer.seq < before_seq))
+        query = query.where(Transfer.seq < before_seq)
     return list(session.scalars(query.order_by(Transfer.seq.desc()).limit(limit)))

@@ -38,17 +38,13 @@ def set_status(*, session: Session, actor: User, account_id: uuid.UUID, status: 
     account.status = status
     session.flush()
     if previous != status:
-        audit.append(
+        audit.record(
             session,
-            [
-                audit.AuditRecord(
-                    event_type="account.frozen" if status == "frozen" else "account.unfrozen",
-                    actor_id=actor.id,
-                    subject_type="account",
-                    subject_id=str(account.id),
-                    data={"number": account.number, "previous_status": previous},
-                )
-            ],
+            "account.frozen" if status == "frozen" else "account.unfrozen",
+            actor_id=actor.id,
+            subject_type="account",
+            subject_id=str(account.id),
+            data={"number": account.number, "previous_status": previous},
         )
     return account
 
@@ -76,23 +72,17 @@ def change_limits(
     elif change.daily_outgoing_limit is not None:
         account.daily_outgoing_limit = change.daily_outgoing_limit
     session.flush()
-    audit.append(
+    after = {
+        "overdraft_limit": account.overdraft_limit,
+        "daily_outgoing_limit": account.daily_outgoing_limit,
+    }
+    audit.record(
         session,
-        [
-            audit.AuditRecord(
-                event_type="account.limits_changed",
-                actor_id=actor.id,
-                subject_type="account",
-                subject_id=str(account.id),
-                data={
-                    "before": before,
-                    "after": {
-                        "overdraft_limit": account.overdraft_limit,
-                        "daily_outgoing_limit": account.daily_outgoing_limit,
-                    },
-                },
-            )
-        ],
+        "account.limits_changed",
+        actor_id=actor.id,
+        subject_type="account",
+        subject_id=str(account.id),
+        data={"before": before, "after": after},
     )
     return account
 

@@ -54,6 +54,11 @@ def event_hash(event: AuditEvent) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def record(session: Session, event_type: str, **fields: Any) -> AuditEvent:
+    """Append one event; `fields` are those of AuditRecord."""
+    return append(session, [AuditRecord(event_type=event_type, **fields)])[0]
+
+
 def append(session: Session, records: Sequence[AuditRecord]) -> list[AuditEvent]:
     if not records:
         return []

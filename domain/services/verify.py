@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from domain.models import LedgerVerification
 from domain.repositories import audit as audit_repo
 from domain.repositories import verification as verification_repo
 from domain.services.audit import GENESIS_HASH, event_hash
@@ -65,6 +66,10 @@ def _check_audit_chain(session: Session, report: Report) -> list[dict[str, Any]]
     if head.last_seq != expected_seq - 1 or head.last_hash != expected_prev:
         return [{"chain_seq": head.last_seq, "error": "chain head does not match last event"}]
     return []
+
+
+def latest(*, session: Session) -> LedgerVerification | None:
+    return verification_repo.latest(session)
 
 
 def record(*, session: Session, report: Report) -> None:

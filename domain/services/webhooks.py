@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from domain.errors import InvalidRequest, NotFound
-from domain.models import User, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from domain.errors import Conflict, InvalidRequest, NotFound
+from domain.models import Event, User, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from domain.repositories import events as events_repo
 from domain.repositories import webhooks as webhooks_repo
 from domain.secret_box import SecretBox
@@ -115,6 +115,18 @@ def rotate_secret(
     return endpoint, secret
 
 
+def claim_due(*, session: Session, lease_seconds: float, limit: int = 500) -> list[uuid.UUID]:
+    """Due deliveries (retries, redeliveries, lost immediate sends), leased to the caller."""
+    now = datetime.now(UTC)
+    return webhooks_repo.claim_due(
+        session, now=now, lease_until=now + timedelta(seconds=lease_seconds), limit=limit
+    )
+
+
+def event_of(session: Session, delivery: WebhookDelivery) -> Event | None:
+    return events_repo.get(session, delivery.event_seq)
+
+
 def list_deliveries(
     *, session: Session, user: User, endpoint_id: uuid.UUID, before: datetime | None, limit: int
 ) -> tuple[list[WebhookDelivery], dict[uuid.UUID, list[WebhookAttempt]]]:
@@ -127,40 +139,48 @@ def list_deliveries(
 
 
 def redeliver(*, session: Session, user: User, delivery_id: uuid.UUID) -> WebhookDelivery:
-    """Send again now (owner of the endpoint, or an operator). Re-enables a disabled endpoint's
-    single delivery, not the endpoint itself."""
+    """Send again now (owner of the endpoint, or an operator). A disabled endpoint stays
+    disabled, so its deliveries cannot be redelivered (409)."""
     delivery = webhooks_repo.get_delivery(session, delivery_id, lock=True)
     endpoint = webhooks_repo.get_endpoint(session, delivery.endpoint_id) if delivery else None
     operator = user.role in ("operator", "admin")
     if delivery is None or endpoint is None or not (operator or endpoint.user_id == user.id):
         raise NotFound("delivery not found")
+    if endpoint.status != "active":
+        raise Conflict("the endpoint is disabled", code="endpoint_disabled")
     delivery.status = "pending"
     delivery.next_attempt_at = datetime.now(UTC)
     delivery.completed_at = None
     session.flush()
-    audit.append(
+    audit.record(
         session,
-        [
-            audit.AuditRecord(
-                event_type="webhook.redelivery_requested",
-                actor_id=user.id,
-                subject_type="webhook_delivery",
-                subject_id=str(delivery.id),
-                data={},
-            )
-        ],
+        "webhook.redelivery_requested",
+        actor_id=user.id,
+        subject_type="webhook_delivery",
+        subject_id=str(delivery.id),
     )
     return delivery
 
 
 def plan_attempt(*, session: Session, delivery_id: uuid.UUID, box: SecretBox) -> AttemptPlan | None:
-    """What to send for `delivery_id`, or None if there is nothing to send any more."""
-    delivery = webhooks_repo.get_delivery(session, delivery_id)
+    """What to send for `delivery_id`, or None if there is nothing to send any more.
+
+    A pending delivery whose endpoint was deleted or disabled is closed as failed here;
+    left pending, the dispatcher would claim it again at every lease expiry, forever.
+    """
+    delivery = webhooks_repo.get_delivery(session, delivery_id, lock=True)
     if delivery is None or delivery.status != "pending":
         return None
     endpoint = webhooks_repo.get_endpoint(session, delivery.endpoint_id)
     event = events_repo.get(session, delivery.event_seq)
     if endpoint is None or endpoint.status != "active" or event is None:
+        delivery.status, delivery.completed_at, delivery.next_attempt_at = (
+            "failed",
+            datetime.now(UTC),
+            None,
+        )
+        delivery.last_error = "endpoint deleted or disabled"
+        session.flush()
         return None
     secrets = [box.open(endpoint.secret_ciphertext)]
     expires = endpoint.previous_secret_expires_at
@@ -222,15 +242,11 @@ def record_attempt(
 
 def _disable(session: Session, endpoint: WebhookEndpoint, reason: str) -> None:
     endpoint.status, endpoint.disabled_reason = "disabled", reason
-    audit.append(
+    audit.record(
         session,
-        [
-            audit.AuditRecord(
-                event_type="webhook.endpoint_disabled",
-                actor_id=endpoint.user_id,
-                subject_type="webhook_endpoint",
-                subject_id=str(endpoint.id),
-                data={"reason": reason},
-            )
-        ],
+        "webhook.endpoint_disabled",
+        actor_id=endpoint.user_id,
+        subject_type="webhook_endpoint",
+        subject_id=str(endpoint.id),
+        data={"reason": reason},
     )

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from domain.repositories import verification as verification_repo
+from domain.services import verify
 from gateway.errors import problem
 from gateway.metrics import LEDGER_VERIFY_OK, LEDGER_VERIFY_PROBLEMS, LEDGER_VERIFY_TIMESTAMP
 
@@ -55,7 +55,7 @@ async def readyz(request: Request) -> Response:
 def _refresh_ledger_gauges(request: Request) -> None:
     """Verification runs in the workers (beat); its latest result lives in PostgreSQL."""
     with request.app.state.session_factory() as session:
-        latest = verification_repo.latest(session)
+        latest = verify.latest(session=session)
     if latest is not None:
         LEDGER_VERIFY_OK.set(1 if latest.ok else 0)
         LEDGER_VERIFY_PROBLEMS.set(latest.problems)

@@ -9,7 +9,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from domain.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from domain.repositories import events as events_repo
 from domain.secret_box import SecretBox
 from domain.services import webhooks
 from gateway.deps import CurrentUser, OperatorUser, SessionDep, SettingsDep
@@ -115,7 +114,7 @@ def rotate_secret(
 def _delivery_out(
     session: SessionDep, delivery: WebhookDelivery, attempts: list[WebhookAttempt]
 ) -> DeliveryOut:
-    event = events_repo.get(session, delivery.event_seq)
+    event = webhooks.event_of(session, delivery)
     return DeliveryOut(
         id=delivery.id,
         event_id=event.id if event else "",

@@ -239,3 +239,27 @@ def test_registration_refuses_private_urls_by_default(client):
         json={"url": "https://93.184.216.34/x", "events": ["nope"]},
     )
     assert bad_events.status_code == 422
+
+
+def test_deliveries_to_a_deleted_endpoint_are_closed_not_retried_forever(
+    hooks_app, session_factory, drain_pending
+):
+    from domain.db import transaction
+    from domain.services import webhooks
+    from workers.tasks import deliver
+
+    client = hooks_app
+    alice, _, a, b = _funded_pair(client, session_factory, drain_pending)
+    with running_receiver() as receiver:
+        endpoint = _endpoint(client, alice, receiver)
+        post_transfer(client, alice, a["id"], b["number"], 1)
+        drain_pending()
+        assert client.delete(f"/v1/webhook-endpoints/{endpoint['id']}",
+                             headers=alice).status_code == 204
+        [delivery] = _deliveries(session_factory, endpoint["id"])
+        assert deliver(delivery.id) is None
+        assert receiver.requests == []
+    [closed] = _deliveries(session_factory, endpoint["id"])
+    assert closed.status == "failed" and closed.next_attempt_at is None
+    with transaction(session_factory) as session:
+        assert delivery.id not in webhooks.claim_due(session=session, lease_seconds=1)
