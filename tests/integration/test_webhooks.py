@@ -254,8 +254,10 @@ def test_deliveries_to_a_deleted_endpoint_are_closed_not_retried_forever(
         endpoint = _endpoint(client, alice, receiver)
         post_transfer(client, alice, a["id"], b["number"], 1)
         drain_pending()
-        assert client.delete(f"/v1/webhook-endpoints/{endpoint['id']}",
-                             headers=alice).status_code == 204
+        assert (
+            client.delete(f"/v1/webhook-endpoints/{endpoint['id']}", headers=alice).status_code
+            == 204
+        )
         [delivery] = _deliveries(session_factory, endpoint["id"])
         assert deliver(delivery.id) is None
         assert receiver.requests == []
