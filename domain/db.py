@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -30,3 +30,9 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One session, one transaction: commit on success, roll back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    """The same database for asyncpg, which wants a plain postgresql:// URL."""
+    url = make_url(database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)

@@ -47,6 +47,17 @@ class AuthenticationFailed(DomainError):
     title = "Authentication failed"
 
 
+class BatchRejected(InvalidRequest):
+    """Some items of a batch were refused, so none was accepted; `errors` names them."""
+
+    code = "batch_rejected"
+    title = "Batch refused"
+
+    def __init__(self, detail: str, *, errors: list[dict[str, object]]) -> None:
+        super().__init__(detail)
+        self.errors = errors
+
+
 class IdempotencyKeyInFlight(Conflict):
     """Same Idempotency-Key while the first request with it is still being processed."""
 

@@ -7,13 +7,17 @@ triggers; these mappings mirror them for the ORM.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from collections.abc import Callable
+from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
+    Enum,
     ForeignKey,
     Identity,
     Integer,
@@ -24,11 +28,39 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import UserDefinedType
 
-ROLES = ("customer", "operator", "admin")
-TRANSFER_KINDS = ("transfer", "deposit", "withdrawal")
-TRANSFER_STATUSES = ("pending", "succeeded", "failed")
+from domain.enums import AccountKind, AccountStatus, Role, TransferKind, TransferStatus
+
+
+class XID8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id, as a Python int (the driver sends it as text)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_: Any) -> str:
+        return "xid8"
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any]:
+        return lambda value: None if value is None else str(value)
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any]:
+        return lambda value: None if value is None else int(value)
+
+
+def _named(enum: type[StrEnum]) -> Enum:
+    """Stored as the enum's string value in a VARCHAR (the migrations' check
+    constraints list the allowed values); loaded back as the enum member."""
+    return Enum(
+        enum,
+        native_enum=False,
+        create_constraint=False,
+        length=16,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
 
 
 class Base(DeclarativeBase):
@@ -41,7 +73,7 @@ class User(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     email: Mapped[str] = mapped_column(String(320), nullable=False)
     password_hash: Mapped[str] = mapped_column(Text, nullable=False)
-    role: Mapped[str] = mapped_column(String(16), nullable=False, default="customer")
+    role: Mapped[Role] = mapped_column(_named(Role), nullable=False, default=Role.CUSTOMER)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
@@ -57,22 +89,29 @@ class Account(Base):
     )
     # "customer" accounts belong to a user; one "system" (settlement) account per
     # currency is the other side of every deposit and withdrawal.
-    kind: Mapped[str] = mapped_column(String(16), nullable=False, default="customer")
+    kind: Mapped[AccountKind] = mapped_column(
+        _named(AccountKind), nullable=False, default=AccountKind.CUSTOMER
+    )
     currency: Mapped[str] = mapped_column(String(3), nullable=False)
     name: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="active")
+    status: Mapped[AccountStatus] = mapped_column(
+        _named(AccountStatus), nullable=False, default=AccountStatus.ACTIVE
+    )
     balance: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     overdraft_limit: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     last_sequence: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     # None: the configured default (SETTLE_DAILY_OUTGOING_LIMIT) applies.
     daily_outgoing_limit: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # What the account sent on `daily_sent_on` (UTC), kept by the engine under its lock.
+    daily_sent: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    daily_sent_on: Mapped[date | None] = mapped_column(Date, nullable=True)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
 
     @property
     def is_system(self) -> bool:
-        return self.kind == "system"
+        return self.kind == AccountKind.SYSTEM
 
 
 class Transfer(Base):
@@ -81,8 +120,10 @@ class Transfer(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     # Acceptance order. Transfers from one source account are applied in `seq` order.
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), nullable=False, unique=True)
-    kind: Mapped[str] = mapped_column(String(16), nullable=False)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    kind: Mapped[TransferKind] = mapped_column(_named(TransferKind), nullable=False)
+    status: Mapped[TransferStatus] = mapped_column(
+        _named(TransferStatus), nullable=False, default=TransferStatus.PENDING
+    )
     failure_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     source_account_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("accounts.id"), nullable=False
@@ -100,6 +141,24 @@ class Transfer(Base):
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The engine lane that applies it (domain/lanes.py).
+    lane: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("transfer_batches.id"), nullable=True
+    )
+    batch_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class TransferBatch(Base):
+    __tablename__ = "transfer_batches"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    atomic: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    initiated_by: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id"), nullable=False
+    )
+    item_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
 class LedgerEntry(Base):
@@ -131,11 +190,13 @@ class IdempotencyKey(Base):
     )
     key: Mapped[str] = mapped_column(String(255), nullable=False)
     fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
-    transfer_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("transfers.id"), nullable=False
+    # Exactly one of the two: a single money request or a batch.
+    transfer_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("transfers.id"), nullable=True
     )
-    response_status: Mapped[int] = mapped_column(Integer, nullable=False)
-    response_body: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("transfer_batches.id"), nullable=True
+    )
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
@@ -161,12 +222,15 @@ class RefreshToken(Base):
 
 
 class AuditEvent(Base):
-    """One link of the tamper-evident audit chain (see domain/services/audit.py)."""
+    """One link of the tamper-evident audit chain (see domain/services/audit.py).
+
+    Written unsealed; the sealer fills `chain_seq`, `prev_hash` and `hash` after commit.
+    """
 
     __tablename__ = "audit_events"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    chain_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, unique=True)
+    chain_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True, unique=True)
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     event_type: Mapped[str] = mapped_column(String(64), nullable=False)
     actor_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)
@@ -174,8 +238,11 @@ class AuditEvent(Base):
     subject_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
-    hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    xid: Mapped[int] = mapped_column(
+        XID8(), nullable=False, server_default=func.pg_current_xact_id()
+    )
 
 
 class AuditChainHead(Base):
@@ -199,11 +266,14 @@ class LedgerVerification(Base):
 
 
 class Event(Base):
-    """One event as one user sees it; `seq` is the polling cursor (commit order)."""
+    """One event as one user sees it; `(xid, seq)` is the polling order (commit-safe)."""
 
     __tablename__ = "events"
 
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    xid: Mapped[int] = mapped_column(
+        XID8(), nullable=False, server_default=func.pg_current_xact_id()
+    )
     id: Mapped[str] = mapped_column(String(40), nullable=False, unique=True)
     user_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("users.id"), nullable=False

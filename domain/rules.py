@@ -7,14 +7,20 @@ because accounts can be frozen and balances change between acceptance and execut
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from domain.models import Account, Transfer
+from domain.enums import AccountStatus
 
 INSUFFICIENT_FUNDS = "insufficient_funds"
 ACCOUNT_FROZEN = "account_frozen"
 CURRENCY_MISMATCH = "currency_mismatch"
 AMOUNT_OVER_LIMIT = "amount_over_limit"
 DAILY_LIMIT_EXCEEDED = "daily_limit_exceeded"
+# An atomic batch failed as a whole: this item was fine, another one was not.
+BATCH_FAILED = "batch_failed"
+# The engine gave up on a transfer that broke a database invariant every time it
+# was applied (see domain/services/engine.py, quarantine).
+INTERNAL_ERROR = "internal_error"
 
 FAILURE_CODES = (
     INSUFFICIENT_FUNDS,
@@ -22,7 +28,31 @@ FAILURE_CODES = (
     CURRENCY_MISMATCH,
     AMOUNT_OVER_LIMIT,
     DAILY_LIMIT_EXCEEDED,
+    BATCH_FAILED,
+    INTERNAL_ERROR,
 )
+
+
+class TransferFacts(Protocol):
+    @property
+    def amount(self) -> int: ...
+    @property
+    def currency(self) -> str: ...
+
+
+class AccountFacts(Protocol):
+    @property
+    def status(self) -> str: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def is_system(self) -> bool: ...
+    @property
+    def balance(self) -> int: ...
+    @property
+    def overdraft_limit(self) -> int: ...
+    @property
+    def daily_outgoing_limit(self) -> int | None: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,9 +62,9 @@ class Limits:
 
 
 def failure_for(
-    transfer: Transfer,
-    source: Account,
-    destination: Account,
+    transfer: TransferFacts,
+    source: AccountFacts,
+    destination: AccountFacts,
     *,
     limits: Limits,
     sent_today: int = 0,
@@ -43,7 +73,7 @@ def failure_for(
 
     `sent_today`: what `source` already sent since midnight UTC (succeeded transfers).
     """
-    if source.status != "active" or destination.status != "active":
+    if source.status != AccountStatus.ACTIVE or destination.status != AccountStatus.ACTIVE:
         return ACCOUNT_FROZEN
     if transfer.currency != source.currency or transfer.currency != destination.currency:
         return CURRENCY_MISMATCH

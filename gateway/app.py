@@ -6,19 +6,24 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from domain.db import make_engine, make_session_factory
+from domain.db import asyncpg_dsn, make_engine, make_session_factory
 from domain.secret_box import SecretBox
+from domain.services import acceptance, accounts
+from domain.uow import Ports, unit_of_work
 from gateway import errors, openapi
+from gateway.completions import Completions
 from gateway.guards import Guards
 from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, request_id_var
-from gateway.ratelimit import Lockout, RateLimiter
-from gateway.routes import accounts, admin, auth, events, health, money, transfers, webhooks
-from gateway.wakeups import WakeupPublisher
-from settle.broker import redis_client
+from gateway.ratelimit import AsyncRateLimiter, Lockout, RateLimiter
+from gateway.routes import accounts as accounts_routes
+from gateway.routes import admin, auth, events, health, money, transfers, webhooks
+from settle.broker import async_redis_client, redis_client
 from settle.config import Settings, get_settings
+from settle.wakeups import AsyncLaneWaker, LanePublisher, LaneWaker
 
 DESCRIPTION = """
 Settle accepts idempotency-keyed money movements and answers **202 Accepted** at once;
@@ -54,8 +59,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.settings = settings
         app.state.session_factory = make_session_factory(engine)
-        app.state.wakeups = WakeupPublisher(settings)
+        with unit_of_work(app.state.session_factory) as uow:
+            accounts.ensure_settlement_accounts(session=uow.session, currencies=settings.currencies)
         app.state.redis = redis_client(settings)
+        app.state.async_redis = async_redis_client(settings)
+        publisher = LanePublisher(settings)
+        app.state.ports = Ports(
+            waker=LaneWaker(app.state.redis, publisher, prefix=settings.redis_prefix)
+        )
+        app.state.async_waker = AsyncLaneWaker(
+            app.state.async_redis, publisher, prefix=settings.redis_prefix
+        )
+        app.state.async_limiter = AsyncRateLimiter(
+            app.state.async_redis, prefix=settings.redis_prefix
+        )
+        app.state.money_limits = acceptance.MoneyLimits(
+            currencies=settings.currencies,
+            max_amount=settings.max_transfer_amount,
+            large_transfer_threshold=settings.large_transfer_threshold,
+        )
+        dsn = asyncpg_dsn(settings.database_url)
+        app.state.db_pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=settings.db_pool_size
+        )
+        app.state.completions = Completions(dsn, max_waits_per_user=settings.max_waits_per_user)
+        await app.state.completions.start()
         app.state.secret_box = SecretBox(settings.webhook_encryption_key)
         app.state.guards = Guards(
             limiter=RateLimiter(app.state.redis, prefix=settings.redis_prefix),
@@ -70,8 +98,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            app.state.wakeups.close()
+            await app.state.completions.stop()
+            await app.state.db_pool.close()
+            publisher.close()
             app.state.redis.close()
+            await app.state.async_redis.aclose()
             engine.dispose()
 
     docs = settings.expose_docs
@@ -86,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     openapi.install(app)
-    for module in (auth, accounts, money, transfers, webhooks, events, admin, health):
+    for module in (auth, accounts_routes, money, transfers, webhooks, events, admin, health):
         app.include_router(module.router)
     # Added last = outermost: ids and headers apply even to 413s and CORS answers.
     if settings.cors_origins:

@@ -1,4 +1,10 @@
-"""FastAPI dependencies: settings, database session, current user, role gates."""
+"""FastAPI dependencies: settings, the request's unit of work, the caller, role gates.
+
+Every request that touches the database gets one unit of work (`UowDep`), opened
+before the route runs and ended right after it returns, before the response is
+sent: committed (then its after-commit effects run) if the route succeeded,
+rolled back if it raised. Routes never commit.
+"""
 
 from __future__ import annotations
 
@@ -12,36 +18,35 @@ from sqlalchemy.orm import Session
 
 from domain.models import User
 from domain.repositories import users as users_repo
+from domain.uow import UnitOfWork, unit_of_work
 from gateway import security_events
 from gateway.errors import ApiError
 from gateway.guards import Guards, guards
-from gateway.tokens import decode_access_token
-from gateway.wakeups import WakeupPublisher
+from gateway.tokens import AccessClaims, decode_access_token
 from settle.config import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """One session per request. Routes commit explicitly, before they answer."""
-    session: Session = request.app.state.session_factory()
-    try:
-        yield session
-    finally:
-        session.close()
+def get_uow(request: Request) -> Iterator[UnitOfWork]:
+    with unit_of_work(request.app.state.session_factory, request.app.state.ports) as uow:
+        yield uow
 
 
-def get_wakeups(request: Request) -> WakeupPublisher:
-    publisher: WakeupPublisher = request.app.state.wakeups
-    return publisher
+# scope="function": the unit ends when the route returns, before the response
+# goes out, so a 2xx is only ever sent for committed work (money rule 9).
+UowDep = Annotated[UnitOfWork, Depends(get_uow, scope="function")]
+
+
+def get_session(uow: UowDep) -> Session:
+    return uow.session
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[Session, Depends(get_session)]
-WakeupsDep = Annotated[WakeupPublisher, Depends(get_wakeups)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 GuardsDep = Annotated[Guards, Depends(guards)]
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from POST /v1/auth/token")
@@ -49,39 +54,51 @@ _bearer = HTTPBearer(auto_error=False, description="Access token from POST /v1/a
 _UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
 
 
-def _authenticate(
-    settings: Settings, session: Session, credentials: HTTPAuthorizationCredentials | None
-) -> User:
+def _invalid_token() -> ApiError:
+    return ApiError(
+        401, "invalid_token", "the access token is invalid or expired", _UNAUTHENTICATED
+    )
+
+
+def _claims(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> AccessClaims:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ApiError(
             401, "not_authenticated", "a bearer access token is required", _UNAUTHENTICATED
         )
     try:
-        claims = decode_access_token(settings, credentials.credentials)
+        return decode_access_token(settings, credentials.credentials)
     except jwt.InvalidTokenError as exc:
-        raise ApiError(
-            401, "invalid_token", "the access token is invalid or expired", _UNAUTHENTICATED
-        ) from exc
-    user = users_repo.get(session, claims.user_id)
+        raise _invalid_token() from exc
+
+
+def _authenticate(
+    settings: Settings, session: Session, credentials: HTTPAuthorizationCredentials | None
+) -> User:
+    user = users_repo.get(session, _claims(settings, credentials).user_id)
     if user is None:
-        raise ApiError(
-            401, "invalid_token", "the access token is invalid or expired", _UNAUTHENTICATED
-        )
+        raise _invalid_token()
     return user
 
 
-def current_user(
-    settings: SettingsDep,
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def current_user(settings: SettingsDep, session: SessionDep, credentials: Credentials) -> User:
     return _authenticate(settings, session, credentials)
 
 
+async def token_caller(settings: SettingsDep, credentials: Credentials) -> AccessClaims:
+    """The caller as its access token says, with no database read.
+
+    For the money routes: `settle_accept` checks in the same statement that the
+    user still exists (and, for deposits, the role), so a lookup here would only
+    add a round trip.
+    """
+    return _claims(settings, credentials)
+
+
 def current_user_detached(
-    request: Request,
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request, settings: SettingsDep, credentials: Credentials
 ) -> User:
     """Like `current_user`, but returns the connection to the pool at once.
 
@@ -92,11 +109,12 @@ def current_user_detached(
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+TokenCaller = Annotated[AccessClaims, Depends(token_caller)]
 DetachedUser = Annotated[User, Depends(current_user_detached)]
 
 
 def operator_user(user: CurrentUser, request: Request) -> User:
-    if user.role not in ("operator", "admin"):
+    if not user.role.sees_everything:
         security_events.record(
             request, "auth.permission_denied", actor_id=user.id, data={"method": request.method}
         )

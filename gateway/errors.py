@@ -74,21 +74,29 @@ def problem(
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Only location, message and type: never echo input back (it may hold a password).
-    return [
-        {
-            "loc": [str(part) for part in err.get("loc", ())],
-            "msg": err.get("msg", ""),
-            "type": err.get("type", ""),
-        }
-        for err in exc.errors()
-    ]
+    return [_validation_error(err) for err in exc.errors()]
+
+
+def _validation_error(err: Any) -> dict[str, Any]:
+    loc = list(err.get("loc", ()))
+    found: dict[str, Any] = {
+        "loc": [str(part) for part in loc],
+        "msg": err.get("msg", ""),
+        "type": err.get("type", ""),
+    }
+    # An item of a batch: name it by index, as refusals found later are named.
+    if loc[:2] == ["body", "transfers"] and len(loc) > 2 and isinstance(loc[2], int):
+        field = ".".join(str(part) for part in loc[3:]) or "item"
+        found.update(index=loc[2], code="validation_error", detail=f"{field}: {found['msg']}")
+    return found
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(errors.DomainError)
     async def domain_error(_: Request, exc: errors.DomainError) -> JSONResponse:
         status = next((code for cls, code in STATUS_FOR.items() if isinstance(exc, cls)), 400)
-        return problem(status, exc.code, exc.detail, title=exc.title)
+        extra = {"errors": exc.errors} if isinstance(exc, errors.BatchRejected) else None
+        return problem(status, exc.code, exc.detail, title=exc.title, extra=extra)
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:

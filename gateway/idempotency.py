@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from domain.services.transfers import Idempotency
+from domain.services.acceptance import Idempotency
 from gateway.errors import ApiError
 
 MAX_KEY_LENGTH = 255

@@ -28,13 +28,17 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "code": {"type": "string"},
         "errors": {
             "type": "array",
-            "description": "Validation errors (422 only): location, message, type.",
+            "description": "422 only. Validation errors (loc, msg, type) and refused batch "
+            "items (index, code, detail; a validation error in a batch item has both).",
             "items": {
                 "type": "object",
                 "properties": {
                     "loc": {"type": "array", "items": {"type": "string"}},
                     "msg": {"type": "string"},
                     "type": {"type": "string"},
+                    "index": {"type": "integer", "description": "0-based item of a batch"},
+                    "code": {"type": "string"},
+                    "detail": {"type": "string"},
                 },
             },
         },

@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass
 
 import redis
+import redis.asyncio as aioredis
 
 logger = logging.getLogger("settle.gateway.ratelimit")
 
@@ -136,3 +137,25 @@ class Lockout:
             self._client.delete(fails, level)
         except redis.RedisError:
             logger.warning("lockout store unavailable", exc_info=True)
+
+
+class AsyncRateLimiter:
+    """The same fixed windows on the event loop, several counters in one round trip."""
+
+    def __init__(self, client: aioredis.Redis[bytes], *, prefix: str) -> None:
+        self._client = client
+        self._prefix = f"{prefix}rl:"
+        self._hit = client.register_script(_HIT)
+
+    async def count_many(self, hits: list[tuple[str, str, int]]) -> list[tuple[int, int]]:
+        """(bucket, subject, window seconds) each → (hits so far, ms left); zeros if down."""
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for bucket, subject, window in hits:
+                    key = f"{self._prefix}{bucket}:{_digest(subject)}"
+                    await self._hit(keys=[key], args=[window * 1000], client=pipe)
+                results = await pipe.execute()
+        except (redis.RedisError, OSError):
+            logger.warning("rate limiter unavailable; allowing", exc_info=True)
+            return [(0, 0)] * len(hits)
+        return [(int(count), int(ttl)) for count, ttl in results]

@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
 from settle.config import Settings
 
 TRANSFERS_QUEUE = "transfers"
 WEBHOOKS_QUEUE = "webhooks"
-DRAIN_ACCOUNT_TASK = "settle.drain_account"
+DRAIN_LANE_TASK = "settle.drain_lane"
 SWEEP_PENDING_TASK = "settle.sweep_pending"
 VERIFY_LEDGER_TASK = "settle.verify_ledger"
 PURGE_IDEMPOTENCY_TASK = "settle.purge_idempotency_keys"
@@ -48,7 +49,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         },
         "task_default_queue": TRANSFERS_QUEUE,
         "task_routes": {
-            DRAIN_ACCOUNT_TASK: {"queue": TRANSFERS_QUEUE},
+            DRAIN_LANE_TASK: {"queue": TRANSFERS_QUEUE},
             DELIVER_WEBHOOK_TASK: {"queue": WEBHOOKS_QUEUE},
             DISPATCH_WEBHOOKS_TASK: {"queue": WEBHOOKS_QUEUE},
         },
@@ -61,3 +62,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def redis_client(settings: Settings) -> redis.Redis[bytes]:
     return redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+
+
+def async_redis_client(settings: Settings) -> aioredis.Redis[bytes]:
+    return aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)

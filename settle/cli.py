@@ -8,9 +8,9 @@ import json
 import sys
 
 from domain.db import make_engine, make_session_factory, transaction
+from domain.enums import Role
 from domain.errors import DomainError
 from domain.migrate import upgrade
-from domain.models import ROLES
 from domain.services import users, verify
 from settle.config import get_settings
 
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     create = sub.add_parser("create-user", help="create a user with any role")
     create.add_argument("--email", required=True)
     create.add_argument("--password", help="prompted for when omitted (keeps it out of history)")
-    create.add_argument("--role", choices=ROLES, default="customer")
+    create.add_argument("--role", choices=[r.value for r in Role], default="customer")
     create.set_defaults(func=cmd_create_user)
     check = sub.add_parser(
         "verify",

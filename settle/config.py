@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     verify_interval_seconds: float = 300.0
 
     idempotency_retention_seconds: float = 24 * 3600
+    # Concurrent ?wait= long-polls one user may hold open (per gateway process); 429 past it.
+    max_waits_per_user: int = 20
 
     # Rate limits ("count/seconds" windows), enforced in Redis per key.
     rate_limit_login_per_ip: str = "30/60"

@@ -11,9 +11,9 @@ import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain.db import transaction
 from domain.models import User
 from domain.services import users
+from domain.uow import unit_of_work
 
 PASSWORD = "correct horse battery staple"
 
@@ -29,7 +29,8 @@ def idem() -> dict[str, str]:
 
 
 def make_user(factory: sessionmaker[Session], *, role: str = "customer") -> User:
-    with transaction(factory) as session:
+    with unit_of_work(factory) as uow:
+        session = uow.session
         return users.register(
             session=session,
             cmd=users.RegisterUser(email=random_email(role), password=PASSWORD, role=role),

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+
 import redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain.db import make_engine, make_session_factory
 from domain.secret_box import SecretBox
-from settle.broker import redis_client
+from domain.uow import Ports
+from settle.broker import DELIVER_WEBHOOK_TASK, WEBHOOKS_QUEUE, redis_client
 from settle.config import get_settings
+from settle.wakeups import LanePublisher, LaneWaker
 from workers.delivery_guard import DeliveryGuard
 
 _engine: Engine | None = None
@@ -26,13 +31,42 @@ def session_factory() -> sessionmaker[Session]:
     return _factory
 
 
-def delivery_guard(*, ttl_seconds: int) -> DeliveryGuard:
+def _redis_client() -> redis.Redis[bytes]:
     global _redis
-    settings = get_settings()
     if _redis is None:
-        _redis = redis_client(settings)
+        _redis = redis_client(get_settings())
+    return _redis
+
+
+class _CeleryDeliveries:
+    """Queues webhook deliveries on the webhooks queue (domain.uow.DeliverySender)."""
+
+    def send(self, delivery_ids: Sequence[uuid.UUID]) -> None:
+        from workers.celery_app import app
+
+        for delivery_id in delivery_ids:
+            app.send_task(DELIVER_WEBHOOK_TASK, args=[str(delivery_id)], queue=WEBHOOKS_QUEUE)
+
+
+def lane_publisher() -> LanePublisher:
+    from workers.celery_app import app
+
+    return LanePublisher(get_settings(), app)
+
+
+def lane_waker() -> LaneWaker:
+    return LaneWaker(_redis_client(), lane_publisher(), prefix=get_settings().redis_prefix)
+
+
+def ports() -> Ports:
+    """What units of work in tasks may do after commit: wake lanes, send webhooks."""
+    return Ports(waker=lane_waker(), deliveries=_CeleryDeliveries())
+
+
+def delivery_guard(*, ttl_seconds: int) -> DeliveryGuard:
+    settings = get_settings()
     return DeliveryGuard(
-        _redis,
+        _redis_client(),
         prefix=settings.redis_prefix,
         max_deliveries=settings.max_deliveries,
         ttl_seconds=ttl_seconds,

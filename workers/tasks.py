@@ -1,25 +1,25 @@
-"""Thin Celery tasks: parse ids, open the transaction, call the domain, retry transient errors."""
+"""Thin Celery tasks: parse arguments, open units of work, call the domain, retry on transients."""
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 from celery import Task
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from domain.db import transaction
-from domain.services import engine, sweeper, transfers, verify, webhooks
+from domain.rules import INTERNAL_ERROR
+from domain.services import audit, engine, sweeper, transfers, verify, webhooks
+from domain.uow import unit_of_work
 from settle.broker import (
     DELIVER_WEBHOOK_TASK,
     DISPATCH_WEBHOOKS_TASK,
-    DRAIN_ACCOUNT_TASK,
+    DRAIN_LANE_TASK,
     PURGE_IDEMPOTENCY_TASK,
     SWEEP_PENDING_TASK,
-    TRANSFERS_QUEUE,
     VERIFY_LEDGER_TASK,
     VISIBILITY_TIMEOUT_SECONDS,
-    WEBHOOKS_QUEUE,
 )
 from settle.config import get_settings
 from workers import resources, webhook_sender
@@ -28,73 +28,129 @@ from workers.celery_app import app
 logger = logging.getLogger("settle.workers")
 
 MAX_DRAIN_RETRIES = 10
+# A drain hands its lane on (a new message, marker kept) after this long, so one
+# busy lane cannot hold a worker process while other lanes wait.
+DRAIN_SLICE_SECONDS = 2.0
+SEAL_EVERY_SECONDS = 0.5
+# Times a single transfer may break a database invariant before it is quarantined.
+QUARANTINE_AFTER_ATTEMPTS = 3
 
 
-def drain(account_id: uuid.UUID) -> int:
-    """Apply every pending transfer of `account_id`, one batch per transaction."""
+def _apply(lane: int, *, batch_size: int, fail_with: str | None = None) -> engine.BatchResult:
     settings = get_settings()
-    applied = 0
-    while True:
-        with transaction(resources.session_factory()) as session:
-            result = engine.apply_next_batch(
-                session=session,
-                source_account_id=account_id,
-                batch_size=settings.drain_batch_size,
-                limits=settings.engine_limits,
-            )
-        applied += result.applied
-        for delivery_id in result.deliveries:  # after commit: the rows exist now
-            deliver_webhook.apply_async(args=[str(delivery_id)], queue=WEBHOOKS_QUEUE)
-        if not result.more:
-            return applied
+    with unit_of_work(resources.session_factory(), resources.ports()) as uow:
+        return engine.apply_next_batch(
+            uow=uow,
+            lane=lane,
+            batch_size=batch_size,
+            limits=settings.engine_limits,
+            fail_with=fail_with,
+        )
 
 
-@app.task(name=DRAIN_ACCOUNT_TASK, bind=True, max_retries=MAX_DRAIN_RETRIES)
-def drain_account(self: Task, account_id: str) -> int:
+def _apply_or_quarantine(lane: int, batch_size: int) -> engine.BatchResult:
+    """A batch; if it breaks a database invariant, find the transfer that does.
+
+    The batch rolled back as a whole. Retrying one transfer at a time isolates
+    the culprit: after QUARANTINE_AFTER_ATTEMPTS failures it is failed with
+    `internal_error` (audited), so the rest of the lane goes on instead of the
+    sweeper re-running a batch that can never succeed.
+    """
     try:
-        parsed = uuid.UUID(account_id)
-    except ValueError:
-        logger.error("drain_account: dropping malformed account id %r", account_id)
+        return _apply(lane, batch_size=batch_size)
+    except IntegrityError:
+        logger.warning("a batch of lane %s broke a database invariant; isolating it", lane)
+    for _ in range(QUARANTINE_AFTER_ATTEMPTS):
+        try:
+            return _apply(lane, batch_size=1)
+        except IntegrityError:
+            logger.warning("a transfer of lane %s broke a database invariant again", lane)
+    result = _apply(lane, batch_size=1, fail_with=INTERNAL_ERROR)
+    logger.error("quarantined transfer(s) %s of lane %s as internal_error", result.failed, lane)
+    return result
+
+
+def drain(lane: int) -> int:
+    """Apply the lane's pending transfers, one batch per unit of work, then let go of it."""
+    settings = get_settings()
+    waker = resources.lane_waker()
+    applied = 0
+    started = last_seal = time.monotonic()
+    while True:
+        result = _apply_or_quarantine(lane, settings.drain_batch_size)
+        applied += result.applied
+        if time.monotonic() - last_seal > SEAL_EVERY_SECONDS:
+            seal_audit()
+            last_seal = time.monotonic()
+        if result.more:
+            if time.monotonic() - started < DRAIN_SLICE_SECONDS:
+                waker.refresh(lane)
+                continue
+            resources.lane_publisher().publish([lane])  # hand on; the marker stays ours
+            break
+        waker.release(lane)
+        if result.waiting and not result.applied:
+            break  # held back by another lane's atomic batch; that drain wakes us
+        # A transfer committed before the release is visible now; one after it
+        # found no marker and published its own wake-up.
+        with unit_of_work(resources.session_factory()) as uow:
+            again = sweeper.lane_has_pending(session=uow.session, lane=lane)
+        if not (again and waker.claim(lane)):
+            break
+    seal_audit()
+    return applied
+
+
+def seal_audit() -> int:
+    with unit_of_work(resources.session_factory()) as uow:
+        return audit.seal(uow.session)
+
+
+@app.task(name=DRAIN_LANE_TASK, bind=True, max_retries=MAX_DRAIN_RETRIES)
+def drain_lane(self: Task, lane: int) -> int:
+    if not isinstance(lane, int) or isinstance(lane, bool) or not 0 <= lane < 65536:
+        logger.error("drain_lane: dropping malformed lane %r", lane)
         return 0
     task_id = self.request.id or ""
     guard = resources.delivery_guard(ttl_seconds=2 * VISIBILITY_TIMEOUT_SECONDS)
     if task_id and not guard.admit(task_id):
-        return 0  # poison message: acknowledged and dropped; the sweeper re-wakes the account
+        return 0  # poison message: acknowledged and dropped; the sweeper re-wakes the lane
     try:
-        applied = drain(parsed)
+        applied = drain(lane)
     except OperationalError as exc:
         # Connection lost, PostgreSQL restarting, lock timeout: the failed batch
         # rolled back as a whole, so trying again later is safe.
-        logger.warning("drain of %s hit %s; retrying", account_id, type(exc).__name__)
+        logger.warning("drain of lane %s hit %s; retrying", lane, type(exc).__name__)
         raise self.retry(exc=exc, countdown=min(2**self.request.retries, 30)) from exc
     guard.forget(task_id)
     return applied
 
 
-def wake_stale_accounts() -> int:
+def wake_stale_lanes() -> int:
     settings = get_settings()
-    with transaction(resources.session_factory()) as session:
-        stale = sweeper.accounts_needing_drain(
-            session=session, stale_after_seconds=settings.sweep_stale_after_seconds
+    with unit_of_work(resources.session_factory()) as uow:
+        stale = sweeper.lanes_needing_drain(
+            session=uow.session, stale_after_seconds=settings.sweep_stale_after_seconds
         )
-    for account_id in stale:
-        drain_account.apply_async(args=[str(account_id)], queue=TRANSFERS_QUEUE)
     if stale:
-        logger.info("sweeper woke %d account(s) with stale pending transfers", len(stale))
+        resources.lane_waker().force(stale)
+        logger.info("sweeper woke %d lane(s) with stale pending transfers", len(stale))
     return len(stale)
 
 
 @app.task(name=SWEEP_PENDING_TASK)
 def sweep_pending() -> int:
-    return wake_stale_accounts()
+    woken = wake_stale_lanes()
+    seal_audit()
+    return woken
 
 
 def verify_and_record() -> verify.Report:
     factory = resources.session_factory()
-    with transaction(factory) as session:
-        report = verify.verify(session=session)
-    with transaction(factory) as session:
-        verify.record(session=session, report=report)
+    with unit_of_work(factory) as uow:
+        report = verify.verify(session=uow.session)
+    with unit_of_work(factory) as uow:
+        verify.record(session=uow.session, report=report)
     if not report.ok:
         logger.error(
             "ledger verification found %d problem(s): %s",
@@ -109,8 +165,8 @@ def deliver(delivery_id: uuid.UUID) -> str | None:
     settings = get_settings()
     factory = resources.session_factory()
     box = resources.secret_box()
-    with transaction(factory) as session:
-        plan = webhooks.plan_attempt(session=session, delivery_id=delivery_id, box=box)
+    with unit_of_work(factory) as uow:
+        plan = webhooks.plan_attempt(session=uow.session, delivery_id=delivery_id, box=box)
     if plan is None:
         return None
     outcome = webhook_sender.send(
@@ -118,9 +174,9 @@ def deliver(delivery_id: uuid.UUID) -> str | None:
         allow_private=settings.webhook_allow_private,
         timeout=settings.webhook_timeout_seconds,
     )
-    with transaction(factory) as session:
+    with unit_of_work(factory) as uow:
         delivery = webhooks.record_attempt(
-            session=session,
+            session=uow.session,
             delivery_id=delivery_id,
             status_code=outcome.status_code,
             error=outcome.error,
@@ -143,21 +199,20 @@ def deliver_webhook(delivery_id: str) -> str | None:
 def dispatch_due_webhooks() -> int:
     """Sends deliveries that are due: retries, redeliveries, and lost immediate sends."""
     settings = get_settings()
-    with transaction(resources.session_factory()) as session:
+    with unit_of_work(resources.session_factory(), resources.ports()) as uow:
         due = webhooks.claim_due(
-            session=session, lease_seconds=2 * settings.webhook_timeout_seconds + 30
+            session=uow.session, lease_seconds=2 * settings.webhook_timeout_seconds + 30
         )
-    for delivery_id in due:
-        deliver_webhook.apply_async(args=[str(delivery_id)], queue=WEBHOOKS_QUEUE)
+        uow.send_deliveries(due)
     return len(due)
 
 
 @app.task(name=PURGE_IDEMPOTENCY_TASK)
 def purge_idempotency_keys() -> int:
     settings = get_settings()
-    with transaction(resources.session_factory()) as session:
+    with unit_of_work(resources.session_factory()) as uow:
         purged = transfers.purge_idempotency_keys(
-            session=session, retention_seconds=settings.idempotency_retention_seconds
+            session=uow.session, retention_seconds=settings.idempotency_retention_seconds
         )
     logger.info("purged %d idempotency key(s) past retention", purged)
     return purged

@@ -1,38 +1,56 @@
-"""Events (the outbox) and the users interested in a transfer."""
+"""Events (the outbox): bulk insert, and each user's stream in commit-safe order."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
-from domain.models import Account, Event
+from domain.models import Event
 
 
-def add_all(session: Session, events: list[Event]) -> None:
-    session.add_all(events)
-    session.flush()
+class Written(NamedTuple):
+    seq: int
+    user_id: uuid.UUID
+    type: str
 
 
-def owners_of(session: Session, account_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
-    rows = session.execute(
-        select(Account.id, Account.owner_id).where(
-            Account.id.in_(list(account_ids)), Account.owner_id.is_not(None)
+class Cursor(Protocol):
+    @property
+    def xid(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
+
+
+def insert_many(session: Session, rows: Sequence[dict[str, Any]]) -> list[Written]:
+    if not rows:
+        return []
+    result = session.execute(
+        insert(Event).returning(Event.seq, Event.user_id, Event.type, sort_by_parameter_order=True),
+        list(rows),
+    )
+    return [Written(seq, user_id, type_) for seq, user_id, type_ in result]
+
+
+# Only transactions below the oldest still-running one are final: their rows can
+# be returned without ever letting a later commit slip in before the cursor.
+_FINISHED = text("pg_snapshot_xmin(pg_current_snapshot())")
+
+
+def for_user(
+    session: Session, user_id: uuid.UUID, *, after: Cursor | None, limit: int
+) -> list[Event]:
+    query = select(Event).where(Event.user_id == user_id, Event.xid < _FINISHED)
+    if after is not None:
+        query = query.where(
+            text("(events.xid, events.seq) > (CAST(:after_xid AS xid8), :after_seq)").bindparams(
+                after_xid=str(after.xid), after_seq=after.seq
+            )
         )
-    )
-    return {account_id: owner_id for account_id, owner_id in rows if owner_id is not None}
-
-
-def for_user(session: Session, user_id: uuid.UUID, *, after_seq: int, limit: int) -> list[Event]:
-    query = (
-        select(Event)
-        .where(Event.user_id == user_id, Event.seq > after_seq)
-        .order_by(Event.seq)
-        .limit(limit)
-    )
-    return list(session.scalars(query))
+    return list(session.scalars(query.order_by(Event.xid, Event.seq).limit(limit)))
 
 
 def get(session: Session, seq: int) -> Event | None:

@@ -5,64 +5,40 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
-from domain.models import Account, IdempotencyKey, Transfer
+from domain.enums import TransferStatus
+from domain.models import Account, Transfer, TransferBatch
 
 
 def get(session: Session, transfer_id: uuid.UUID) -> Transfer | None:
     return session.get(Transfer, transfer_id)
 
 
-def add(session: Session, transfer: Transfer) -> Transfer:
-    session.add(transfer)
-    session.flush()
-    return transfer
-
-
-def add_with_idempotency_key(session: Session, transfer: Transfer, key: IdempotencyKey) -> None:
-    """The transfer, then the key that points at it (no ORM relationship orders them)."""
-    session.add(transfer)
-    session.flush()
-    session.add(key)
-    session.flush()
-
-
-def pending_for_source(
-    session: Session, source_account_id: uuid.UUID, *, limit: int, lock: bool = False
-) -> list[Transfer]:
-    """The oldest pending transfers of one source account, in acceptance order."""
+def stale_pending_lanes(session: Session, *, older_than: datetime) -> list[int]:
+    """Lanes holding a pending transfer accepted before `older_than`."""
     query = (
-        select(Transfer)
-        .where(Transfer.source_account_id == source_account_id, Transfer.status == "pending")
-        .order_by(Transfer.seq)
-        .limit(limit)
-    )
-    if lock:
-        query = query.with_for_update(key_share=True).execution_options(populate_existing=True)
-    return list(session.scalars(query))
-
-
-def sent_since(session: Session, source_account_id: uuid.UUID, since: datetime) -> int:
-    """Total of `source_account_id`'s succeeded outgoing transfers completed since `since`."""
-    total = session.scalar(
-        select(func.coalesce(func.sum(Transfer.amount), 0)).where(
-            Transfer.source_account_id == source_account_id,
-            Transfer.status == "succeeded",
-            Transfer.completed_at >= since,
-        )
-    )
-    return int(total or 0)
-
-
-def stale_pending_sources(session: Session, *, older_than: datetime) -> list[uuid.UUID]:
-    """Source accounts whose oldest pending transfer was accepted before `older_than`."""
-    query = (
-        select(Transfer.source_account_id)
-        .where(Transfer.status == "pending", Transfer.created_at < older_than)
+        select(Transfer.lane)
+        .where(Transfer.status == TransferStatus.PENDING, Transfer.created_at < older_than)
         .distinct()
     )
+    return [int(lane) for lane in session.scalars(query)]
+
+
+def lane_has_pending(session: Session, lane: int) -> bool:
+    query = select(Transfer.seq).where(
+        Transfer.lane == lane, Transfer.status == TransferStatus.PENDING
+    )
+    return session.scalars(query.limit(1)).first() is not None
+
+
+def get_batch(session: Session, batch_id: uuid.UUID) -> TransferBatch | None:
+    return session.get(TransferBatch, batch_id)
+
+
+def of_batch(session: Session, batch_id: uuid.UUID) -> list[Transfer]:
+    query = select(Transfer).where(Transfer.batch_id == batch_id).order_by(Transfer.batch_index)
     return list(session.scalars(query))
 
 
@@ -88,7 +64,7 @@ def page(
     query: Select[Transfer],
     *,
     account_id: uuid.UUID | None,
-    status: str | None,
+    status: TransferStatus | None,
     before_seq: int | None,
     limit: int,
 ) -> list[Transfer]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from domain.enums import Role
 from domain.models import User
 
 
@@ -22,3 +24,11 @@ def add(session: Session, user: User) -> User:
     session.add(user)
     session.flush()
     return user
+
+
+def roles_of(session: Session, user_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Role]:
+    ids = list(user_ids)
+    if not ids:
+        return {}
+    rows = session.execute(select(User.id, User.role).where(User.id.in_(ids)))
+    return {user_id: Role(role) for user_id, role in rows}

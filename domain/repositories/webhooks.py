@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from domain.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -37,9 +38,24 @@ def active_endpoints_for(session: Session, user_ids: list[uuid.UUID]) -> list[We
     return list(session.scalars(query))
 
 
-def add_deliveries(session: Session, deliveries: list[WebhookDelivery]) -> None:
-    session.add_all(deliveries)
-    session.flush()
+def insert_deliveries(session: Session, deliveries: list[dict[str, Any]]) -> None:
+    """Pending deliveries {id, endpoint_id, event_seq, due}, in one statement."""
+    if not deliveries:
+        return
+    session.execute(
+        insert(WebhookDelivery),
+        [
+            {
+                "id": d["id"],
+                "endpoint_id": d["endpoint_id"],
+                "event_seq": d["event_seq"],
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": d["due"],
+            }
+            for d in deliveries
+        ],
+    )
 
 
 def get_delivery(

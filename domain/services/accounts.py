@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from domain.enums import AccountKind, AccountStatus
 from domain.errors import NotFound
 from domain.models import Account, LedgerEntry, User
 from domain.money import check_currency, new_account_number
@@ -31,13 +33,14 @@ def open_account(*, session: Session, cmd: OpenAccount, currencies: list[str]) -
         account = Account(
             number=new_account_number(),
             owner_id=cmd.owner.id,
-            kind="customer",
+            kind=AccountKind.CUSTOMER,
             currency=cmd.currency,
             name=cmd.name,
-            status="active",
+            status=AccountStatus.ACTIVE,
             balance=0,
             overdraft_limit=0,
             last_sequence=0,
+            created_at=datetime.now(UTC),
         )
         try:
             with session.begin_nested():
@@ -49,14 +52,10 @@ def open_account(*, session: Session, cmd: OpenAccount, currencies: list[str]) -
     raise AssertionError("unreachable")
 
 
-def can_see_everything(user: User) -> bool:
-    return user.role in ("operator", "admin")
-
-
 def get_visible_account(*, session: Session, user: User, account_id: uuid.UUID) -> Account:
     """The account if `user` may see it; otherwise NotFound, never a hint that it exists."""
     account = accounts_repo.get(session, account_id)
-    if account is None or not (account.owner_id == user.id or can_see_everything(user)):
+    if account is None or not (account.owner_id == user.id or user.role.sees_everything):
         raise NotFound("account not found")
     return account
 
@@ -104,16 +103,25 @@ def settlement_account(*, session: Session, currency: str) -> Account:
             id=uuid.uuid4(),
             number=new_account_number(),
             owner_id=None,
-            kind="system",
+            kind=AccountKind.SYSTEM,
             currency=currency,
             name=f"Settlement {currency}",
-            status="active",
+            status=AccountStatus.ACTIVE,
             balance=0,
             overdraft_limit=0,
             last_sequence=0,
         )
-        .on_conflict_do_nothing(index_elements=["currency"], index_where=Account.kind == "system")
+        .on_conflict_do_nothing(
+            index_elements=["currency"], index_where=Account.kind == AccountKind.SYSTEM
+        )
     )
     account = accounts_repo.system_account(session, currency)
     assert account is not None
     return account
+
+
+def ensure_settlement_accounts(*, session: Session, currencies: list[str]) -> None:
+    """One settlement account per supported currency, before money requests arrive
+    (acceptance refers to them and never creates them)."""
+    for currency in currencies:
+        settlement_account(session=session, currency=currency)

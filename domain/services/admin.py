@@ -11,11 +11,14 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from domain.enums import AccountKind, AccountStatus
 from domain.errors import Conflict, InvalidRequest, NotFound
+from domain.lanes import lane_of
 from domain.models import Account, AuditEvent, User
 from domain.repositories import accounts as accounts_repo
 from domain.repositories import audit as audit_repo
 from domain.services import audit
+from domain.uow import UnitOfWork
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,12 +30,17 @@ class LimitsChange:
 
 def _locked_customer_account(session: Session, account_id: uuid.UUID) -> Account:
     account = accounts_repo.lock_accounts(session, [account_id]).get(account_id)
-    if account is None or account.kind != "customer":
+    if account is None or account.kind != AccountKind.CUSTOMER:
         raise NotFound("account not found")
     return account
 
 
-def set_status(*, session: Session, actor: User, account_id: uuid.UUID, status: str) -> Account:
+def set_status(
+    *, uow: UnitOfWork, actor: User, account_id: uuid.UUID, status: AccountStatus
+) -> Account:
+    """Freezing also wakes the account's lane, so its pending transfers fail now
+    (account_frozen) rather than at the next sweep."""
+    session = uow.session
     account = _locked_customer_account(session, account_id)
     previous = account.status
     account.status = status
@@ -40,12 +48,14 @@ def set_status(*, session: Session, actor: User, account_id: uuid.UUID, status: 
     if previous != status:
         audit.record(
             session,
-            "account.frozen" if status == "frozen" else "account.unfrozen",
+            "account.frozen" if status == AccountStatus.FROZEN else "account.unfrozen",
             actor_id=actor.id,
             subject_type="account",
             subject_id=str(account.id),
             data={"number": account.number, "previous_status": previous},
         )
+    if status == AccountStatus.FROZEN:
+        uow.wake_lanes({lane_of(account.id)})
     return account
 
 
@@ -88,6 +98,6 @@ def change_limits(
 
 
 def list_audit_events(
-    *, session: Session, event_type: str | None, before_seq: int | None, limit: int
+    *, session: Session, event_type: str | None, before_id: int | None, limit: int
 ) -> list[AuditEvent]:
-    return audit_repo.page(session, event_type=event_type, before_seq=before_seq, limit=limit)
+    return audit_repo.page(session, event_type=event_type, before_id=before_id, limit=limit)

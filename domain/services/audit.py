@@ -1,10 +1,15 @@
-"""The append-only, hash-chained audit trail.
+"""The append-only, hash-chained audit trail, sealed after commit.
 
-Each event's hash covers its own content and the previous event's hash, so
-changing, removing or reordering any row breaks every hash after it;
-`settle verify` recomputes the chain and names the first broken row. Appends
-serialise on the single chain-head row; callers append last in their
-transaction so that lock is held only until commit.
+Writers only insert rows (unsealed): no lock, so audit adds no serialisation
+point to the money path. One sealer at a time (`seal`, run by workers after each
+drain and by the periodic sweep) takes the rows whose transactions can no longer
+commit, in `(xid, id)` order, and chains them: each row gets the next `chain_seq`,
+the previous row's hash, and a hash over its own content and that previous hash.
+Changing, removing or reordering any sealed row breaks every hash after it;
+`settle verify` recomputes the chain and names the first broken row.
+
+A row is only tamper-evident once sealed; the sealer runs within seconds, and
+`settle verify` reports rows that stay unsealed for long.
 """
 
 from __future__ import annotations
@@ -19,10 +24,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from domain.models import AuditEvent
 from domain.repositories import audit as audit_repo
 
 GENESIS_HASH = "0" * 64
+SEAL_BATCH = 5000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,11 +40,11 @@ class AuditRecord:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def event_hash(event: AuditEvent) -> str:
+def event_hash(event: audit_repo.Sealable, *, chain_seq: int, prev_hash: str) -> str:
     canonical = json.dumps(
         {
-            "seq": event.chain_seq,
-            "prev": event.prev_hash,
+            "seq": chain_seq,
+            "prev": prev_hash,
             "at": event.occurred_at.astimezone(UTC).isoformat(),
             "type": event.event_type,
             "actor": str(event.actor_id) if event.actor_id else None,
@@ -54,33 +59,44 @@ def event_hash(event: AuditEvent) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def record(session: Session, event_type: str, **fields: Any) -> AuditEvent:
+def record(session: Session, event_type: str, **fields: Any) -> None:
     """Append one event; `fields` are those of AuditRecord."""
-    return append(session, [AuditRecord(event_type=event_type, **fields)])[0]
+    append(session, [AuditRecord(event_type=event_type, **fields)])
 
 
-def append(session: Session, records: Sequence[AuditRecord]) -> list[AuditEvent]:
+def append(session: Session, records: Sequence[AuditRecord]) -> None:
     if not records:
-        return []
-    head = audit_repo.lock_head(session)
-    # Round-trip through JSON now so the hashed data equals what JSONB gives back.
+        return
     now = datetime.now(UTC)
-    events = []
-    for record in records:
-        event = AuditEvent(
-            chain_seq=head.last_seq + 1,
-            occurred_at=now,
-            event_type=record.event_type,
-            actor_id=record.actor_id,
-            subject_type=record.subject_type,
-            subject_id=record.subject_id,
-            request_id=record.request_id,
-            data=json.loads(json.dumps(record.data, default=str)),
-            prev_hash=head.last_hash,
-        )
-        event.hash = event_hash(event)
-        head.last_seq, head.last_hash = event.chain_seq, event.hash
-        events.append(event)
-    audit_repo.add_all(session, events)
-    session.flush()
-    return events
+    audit_repo.insert_unsealed(
+        session,
+        [
+            {
+                "occurred_at": now,
+                "event_type": r.event_type,
+                "actor_id": r.actor_id,
+                "subject_type": r.subject_type,
+                "subject_id": r.subject_id,
+                "request_id": r.request_id,
+                "data": json.loads(json.dumps(r.data, default=str)),
+            }
+            for r in records
+        ],
+    )
+
+
+def seal(session: Session, *, limit: int = SEAL_BATCH) -> int:
+    """Chains up to `limit` final unsealed rows; 0 if another sealer is at work."""
+    head = audit_repo.claim_head(session)
+    if head is None:
+        return 0
+    last_seq, last_hash = head
+    rows = audit_repo.unsealed_final(session, limit=limit)
+    seals = []
+    for row in rows:
+        last_seq += 1
+        digest = event_hash(row, chain_seq=last_seq, prev_hash=last_hash)
+        seals.append((row.id, last_seq, last_hash, digest))
+        last_hash = digest
+    audit_repo.write_seals(session, seals, head=(last_seq, last_hash))
+    return len(seals)

@@ -1,36 +1,103 @@
-"""The transfer engine: drains one source account's pending transfers in acceptance order.
+"""The transfer engine: drains one lane's pending transfers in acceptance order.
 
-A worker calls `apply_next_batch` repeatedly, one transaction per call, until its
-result says nothing more is pending. Each batch locks the source account and every
-destination in id order (so concurrent drains never deadlock), re-reads the pending
-transfers under those locks (so a duplicate wake-up or a redelivered message finds
-nothing left to do), applies them one by one as double-entry ledger entries, and
-appends one audit event per outcome. Nothing here commits: the caller's
-transaction makes a batch all-or-nothing.
+A worker calls `apply_next_batch` repeatedly, one unit of work per call, until the
+result says the lane is empty. Each batch
+- peeks at the lane's oldest pending transfers (unlocked) to learn which accounts
+  they touch, then locks all of those accounts in id order (so concurrent drains
+  never deadlock) and re-reads the pending transfers under the locks (so a
+  duplicate wake-up or a redelivered message finds nothing left to do);
+- applies them in acceptance order against in-memory account states, with the
+  pure rules of `domain/rules.py`: per source account strictly first in, first out;
+- writes the whole batch set-based (entries, transfer outcomes, balances, audit
+  rows, events, webhook deliveries: one statement each) in the unit's transaction.
+
+Atomic batches are applied whole, in one transaction: if any item fails, every
+item fails (the culprits with their own code, the rest with `batch_failed`) and
+no entry is written. Nothing here commits; the caller's unit of work does.
 """
 
 from __future__ import annotations
 
+import copy
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Row
 
-from domain.models import Account, LedgerEntry, Transfer
-from domain.repositories import accounts as accounts_repo
-from domain.repositories import ledger as ledger_repo
-from domain.repositories import transfers as transfers_repo
-from domain.rules import Limits, failure_for
+from domain.enums import AccountKind, TransferStatus
+from domain.lanes import lane_of
+from domain.repositories import engine as engine_repo
+from domain.rules import BATCH_FAILED, Limits, failure_for
 from domain.services import audit, events
+from domain.uow import UnitOfWork
+
+
+@dataclass
+class AccountState:
+    """An account row under the engine's lock, changed in memory and written back once."""
+
+    id: uuid.UUID
+    kind: str
+    status: str
+    currency: str
+    owner_id: uuid.UUID | None
+    balance: int
+    overdraft_limit: int
+    last_sequence: int
+    daily_outgoing_limit: int | None
+    daily_sent: int
+    daily_sent_on: date | None
+    changed: bool = False
+
+    @property
+    def is_system(self) -> bool:
+        return self.kind == AccountKind.SYSTEM
+
+    def sent_on(self, day: date) -> int:
+        return self.daily_sent if self.daily_sent_on == day else 0
+
+    def post(self, transfer: Row[Any], amount: int, now: datetime) -> dict[str, Any]:
+        """One leg: move the balance and sequence on; returns the entry to write."""
+        before = self.balance
+        self.balance += amount
+        self.last_sequence += 1
+        if amount < 0 and not self.is_system:
+            day = now.date()
+            self.daily_sent = self.sent_on(day) - amount
+            self.daily_sent_on = day
+        self.changed = True
+        return {
+            "transfer_id": transfer.id,
+            "account_id": self.id,
+            "amount": amount,
+            "currency": transfer.currency,
+            "balance_before": before,
+            "balance_after": self.balance,
+            "sequence": self.last_sequence,
+            "created_at": now,
+        }
+
+
+@dataclass
+class Outcome:
+    transfer: Row[Any]
+    failure_code: str | None
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def status(self) -> TransferStatus:
+        return TransferStatus.FAILED if self.failure_code else TransferStatus.SUCCEEDED
 
 
 @dataclass
 class BatchResult:
     succeeded: list[uuid.UUID] = field(default_factory=list)
     failed: list[uuid.UUID] = field(default_factory=list)
-    deliveries: list[uuid.UUID] = field(default_factory=list)  # webhooks to send after commit
-    more: bool = False  # pending transfers may remain; call again
+    more: bool = False  # pending transfers remain that this call could take; call again
+    # Transfers that must wait for an older transfer of their source in another lane.
+    waiting: int = 0
 
     @property
     def applied(self) -> int:
@@ -38,97 +105,196 @@ class BatchResult:
 
 
 def apply_next_batch(
-    *, session: Session, source_account_id: uuid.UUID, batch_size: int, limits: Limits
+    *,
+    uow: UnitOfWork,
+    lane: int,
+    batch_size: int,
+    limits: Limits,
+    fail_with: str | None = None,
 ) -> BatchResult:
+    """One batch of the lane. `fail_with`: fail what would be applied with this code
+    instead (quarantine of a transfer that keeps breaking a database invariant)."""
+    session = uow.session
     result = BatchResult()
-    # Unlocked peek, only to learn which accounts this batch will touch.
-    peek = transfers_repo.pending_for_source(session, source_account_id, limit=batch_size)
+    peek = _with_whole_atomic_batches(
+        uow, engine_repo.pending_in_lane(session, lane, limit=batch_size), lock=False
+    )
     if not peek:
         return result
-    involved = {source_account_id} | {t.destination_account_id for t in peek}
-    accounts = accounts_repo.lock_accounts(session, involved)
-    # Under the source lock, nobody else can be applying this account's transfers:
-    # what is still pending now is exactly what is ours to apply.
-    pending = transfers_repo.pending_for_source(
-        session, source_account_id, limit=batch_size, lock=True
+    involved = {t.source_account_id for t in peek} | {t.destination_account_id for t in peek}
+    accounts = {
+        row.id: AccountState(**row._mapping) for row in engine_repo.lock_accounts(session, involved)
+    }
+    # Under the source locks nobody else applies these transfers: what is still
+    # pending now is exactly what is ours to apply.
+    pending = _with_whole_atomic_batches(
+        uow, engine_repo.pending_in_lane(session, lane, limit=batch_size, lock=True), lock=True
     )
     if not pending:
         return result
+    elsewhere = engine_repo.oldest_pending_elsewhere(
+        session, lane, {t.source_account_id for t in pending}
+    )
     now = datetime.now(UTC)
-    source = accounts[source_account_id]
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    sent_today = 0 if source.is_system else transfers_repo.sent_since(session, source.id, midnight)
-    records: list[audit.AuditRecord] = []
-    applied: list[Transfer] = []
-    entries: list[LedgerEntry] = []
-    for transfer in pending:
-        destination = accounts.get(transfer.destination_account_id)
-        if destination is None:
-            # A transfer accepted after the peek, to an account we did not lock.
-            # Stop here to keep acceptance order; the next batch will lock it.
+    outcomes: list[Outcome] = []
+    held: set[uuid.UUID] = set()  # sources whose next transfer must wait (FIFO)
+    for unit in _units(pending):
+        if any(
+            t.source_account_id not in accounts or t.destination_account_id not in accounts
+            for t in unit
+        ):
+            # Accepted after the peek, touching an account we did not lock: the next
+            # batch will lock it. Its sources wait, to keep their order.
+            held.update(t.source_account_id for t in unit)
             result.more = True
+            continue
+        if any(
+            t.source_account_id in held or elsewhere.get(t.source_account_id, t.seq) < t.seq
+            for t in unit
+        ):
+            held.update(t.source_account_id for t in unit)
+            result.waiting += len(unit)
+            continue
+        if fail_with is not None:
+            outcomes += [Outcome(transfer=t, failure_code=fail_with) for t in unit]
             break
-        failure = failure_for(transfer, source, destination, limits=limits, sent_today=sent_today)
-        entries += _apply(session, transfer, source, destination, failure, now)
-        applied.append(transfer)
-        if failure is None:
-            sent_today += transfer.amount
-            result.succeeded.append(transfer.id)
-        else:
-            result.failed.append(transfer.id)
-        records.append(_audit_record(transfer))
-    else:
-        result.more = len(pending) == batch_size
-    session.flush()
-    # Last, under the audit chain-head lock (held until commit): this is what makes
-    # event cursors increase in commit order.
-    audit.append(session, records)
-    result.deliveries = events.publish_outcomes(session, applied, entries, now=now)
+        outcomes += _apply_unit(unit, accounts, limits, now)
+    if len(pending) >= batch_size:
+        result.more = True
+    _write(uow, outcomes, accounts, now)
+    for outcome in outcomes:
+        (result.failed if outcome.failure_code else result.succeeded).append(outcome.transfer.id)
+    # An applied atomic batch may have been holding back transfers in other lanes.
+    uow.wake_lanes(
+        {lane_of(o.transfer.source_account_id) for o in outcomes if o.transfer.atomic} - {lane}
+    )
     return result
 
 
-def _apply(
-    session: Session,
-    transfer: Transfer,
-    source: Account,
-    destination: Account,
-    failure: str | None,
-    now: datetime,
-) -> list[LedgerEntry]:
-    transfer.completed_at = now
-    if failure is not None:
-        transfer.status = "failed"
-        transfer.failure_code = failure
-        return []
-    legs = [
-        _post(transfer, source, -transfer.amount, now),
-        _post(transfer, destination, transfer.amount, now),
+def _with_whole_atomic_batches(
+    uow: UnitOfWork, rows: list[Row[Any]] | Any, *, lock: bool
+) -> list[Row[Any]]:
+    """`rows`, plus the rest of every atomic batch they include, in acceptance order."""
+    rows = list(rows)
+    atomic = {t.batch_id for t in rows if t.atomic}
+    if not atomic:
+        return rows
+    seen = {t.id for t in rows}
+    extra = [
+        t
+        for t in engine_repo.pending_of_batches(uow.session, atomic, lock=lock)
+        if t.id not in seen
     ]
-    ledger_repo.append(session, legs)
-    transfer.status = "succeeded"
-    return legs
+    return sorted(rows + extra, key=lambda t: t.seq)
 
 
-def _post(transfer: Transfer, account: Account, amount: int, now: datetime) -> LedgerEntry:
-    """One leg: move the account's balance and sequence on, and record the entry."""
-    before = account.balance
-    account.balance = before + amount
-    account.last_sequence += 1
-    return LedgerEntry(
-        transfer_id=transfer.id,
-        account_id=account.id,
-        amount=amount,
-        currency=transfer.currency,
-        balance_before=before,
-        balance_after=account.balance,
-        sequence=account.last_sequence,
-        created_at=now,
+def _units(pending: list[Row[Any]]) -> list[list[Row[Any]]]:
+    """Single transfers, and atomic batches as one unit at their first item's place."""
+    units: list[list[Row[Any]]] = []
+    batches: dict[uuid.UUID, list[Row[Any]]] = {}
+    for transfer in pending:
+        if not transfer.atomic:
+            units.append([transfer])
+        elif transfer.batch_id in batches:
+            batches[transfer.batch_id].append(transfer)
+        else:
+            batches[transfer.batch_id] = [transfer]
+            units.append(batches[transfer.batch_id])
+    return units
+
+
+def _apply_unit(
+    unit: list[Row[Any]], accounts: dict[uuid.UUID, AccountState], limits: Limits, now: datetime
+) -> list[Outcome]:
+    if len(unit) == 1 and not unit[0].atomic:
+        return [_apply_one(unit[0], accounts, limits, now)]
+    # All or nothing: apply on copies, keep them only if every item succeeded.
+    touched = {t.source_account_id for t in unit} | {t.destination_account_id for t in unit}
+    scratch = {a: copy.copy(accounts[a]) for a in touched}
+    outcomes = [_apply_one(t, scratch, limits, now) for t in unit]
+    if all(o.failure_code is None for o in outcomes):
+        accounts.update(scratch)
+        return outcomes
+    return [
+        Outcome(transfer=o.transfer, failure_code=o.failure_code or BATCH_FAILED) for o in outcomes
+    ]
+
+
+def _apply_one(
+    transfer: Row[Any], accounts: dict[uuid.UUID, AccountState], limits: Limits, now: datetime
+) -> Outcome:
+    source = accounts[transfer.source_account_id]
+    destination = accounts[transfer.destination_account_id]
+    failure = failure_for(
+        transfer, source, destination, limits=limits, sent_today=source.sent_on(now.date())
+    )
+    if failure is not None:
+        return Outcome(transfer=transfer, failure_code=failure)
+    return Outcome(
+        transfer=transfer,
+        failure_code=None,
+        entries=[
+            source.post(transfer, -transfer.amount, now),
+            destination.post(transfer, transfer.amount, now),
+        ],
     )
 
 
-def _audit_record(transfer: Transfer) -> audit.AuditRecord:
+def _write(
+    uow: UnitOfWork,
+    outcomes: list[Outcome],
+    accounts: dict[uuid.UUID, AccountState],
+    now: datetime,
+) -> None:
+    if not outcomes:
+        return
+    session = uow.session
+    entries = [entry for outcome in outcomes for entry in outcome.entries]
+    for entry, entry_id in zip(entries, engine_repo.insert_entries(session, entries), strict=True):
+        entry["id"] = entry_id
+    engine_repo.finish_transfers(
+        session, [(o.transfer.id, o.status.value, o.failure_code) for o in outcomes], now
+    )
+    engine_repo.update_accounts(
+        session,
+        [
+            {
+                "id": a.id,
+                "balance": a.balance,
+                "last_sequence": a.last_sequence,
+                "daily_sent": a.daily_sent,
+                "daily_sent_on": a.daily_sent_on,
+            }
+            for a in accounts.values()
+            if a.changed
+        ],
+    )
+    audit.append(session, [_audit_record(o) for o in outcomes])
+    engine_repo.notify_finished(
+        session,
+        [o.transfer.id for o in outcomes]
+        + [o.transfer.batch_id for o in outcomes if o.transfer.batch_id],
+    )
+    owners = {a.id: a.owner_id for a in accounts.values() if a.owner_id is not None}
+    finished = [
+        events.Finished(
+            transfer={
+                **o.transfer._mapping,
+                "status": o.status,
+                "failure_code": o.failure_code,
+                "completed_at": now,
+            },
+            entries=o.entries,
+        )
+        for o in outcomes
+    ]
+    uow.send_deliveries(events.publish_outcomes(session, finished, owners=owners, now=now))
+
+
+def _audit_record(outcome: Outcome) -> audit.AuditRecord:
+    transfer = outcome.transfer
     return audit.AuditRecord(
-        event_type=f"transfer.{transfer.status}",
+        event_type=f"transfer.{outcome.status}",
         actor_id=transfer.initiated_by,
         subject_type="transfer",
         subject_id=str(transfer.id),
@@ -138,6 +304,6 @@ def _audit_record(transfer: Transfer) -> audit.AuditRecord:
             "currency": transfer.currency,
             "source_account_id": str(transfer.source_account_id),
             "destination_account_id": str(transfer.destination_account_id),
-            "failure_code": transfer.failure_code,
+            "failure_code": outcome.failure_code,
         },
     )

@@ -1,123 +1,152 @@
-"""Turning transfer outcomes into events and webhook deliveries, in the engine's transaction.
+"""Transfer outcomes as events and webhook deliveries, in the engine's transaction; reading them.
 
 One event row per interested user (the initiator and the owners of both accounts),
-each carrying only the ledger entries that user may see. A delivery row is created
+each carrying only the ledger entries that user may see. A delivery row is written
 for every active endpoint of that user subscribed to the event type, due now: the
-transactional outbox. Nothing is sent here; `workers/` does that after commit.
+transactional outbox. Nothing is sent here: the unit of work queues the sends
+after commit.
+
+Order without a lock: each event row records the transaction that wrote it
+(`xid`), and readers only see rows of transactions that can no longer commit,
+ordered by `(xid, seq)`. So a cursor never skips an event that commits late, and
+no writer has to hold a global lock until commit for that.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from domain.models import Event, LedgerEntry, Transfer, WebhookDelivery
+from domain.enums import EventType
+from domain.errors import InvalidRequest
+from domain.models import Event
 from domain.repositories import events as events_repo
 from domain.repositories import users as users_repo
 from domain.repositories import webhooks as webhooks_repo
-from domain.services.transfers import transfer_snapshot
+from domain.resources import EntryResource, EventResource, TransferEventData, TransferResource
 
-EVENT_TYPES = ("transfer.succeeded", "transfer.failed")
+EVENT_TYPES = tuple(EventType)
 IMMEDIATE_SEND_LEASE_SECONDS = 30
 
 
-def entry_snapshot(entry: LedgerEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "transfer_id": str(entry.transfer_id),
-        "account_id": str(entry.account_id),
-        "amount": entry.amount,
-        "currency": entry.currency,
-        "balance_before": entry.balance_before,
-        "balance_after": entry.balance_after,
-        "sequence": entry.sequence,
-        "created_at": entry.created_at.isoformat(),
-    }
+@dataclass(frozen=True)
+class Finished:
+    """A transfer that just reached a terminal state, with the entries it wrote."""
+
+    transfer: Mapping[str, Any]
+    entries: Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True, order=True)
+class EventCursor:
+    """A position in one user's event stream: after the event (xid, seq)."""
+
+    xid: int
+    seq: int
+
+    def encode(self) -> str:
+        return f"{self.xid}.{self.seq}"
+
+    @classmethod
+    def decode(cls, text: str) -> EventCursor:
+        """Accepts `xid.seq`, and a bare `seq` (cursors handed out before xids existed)."""
+        xid, dot, seq = text.partition(".")
+        parts = (xid, seq) if dot else ("1", xid)
+        if not all(p.isascii() and p.isdigit() and 0 < len(p) <= 19 for p in parts):
+            raise InvalidRequest("the cursor is not valid", code="invalid_cursor")
+        return cls(int(parts[0]), int(parts[1]))
 
 
 def publish_outcomes(
     session: Session,
-    transfers: Iterable[Transfer],
-    entries: Iterable[LedgerEntry],
+    finished: Sequence[Finished],
     *,
+    owners: Mapping[uuid.UUID, uuid.UUID],
     now: datetime,
 ) -> list[uuid.UUID]:
-    """Write events and due deliveries for terminal `transfers`; returns delivery ids."""
-    transfers = list(transfers)
-    if not transfers:
+    """Writes events and due deliveries for `finished`; returns the delivery ids."""
+    if not finished:
         return []
-    legs: dict[uuid.UUID, list[LedgerEntry]] = {}
-    for entry in entries:
-        legs.setdefault(entry.transfer_id, []).append(entry)
-    owners = events_repo.owners_of(
-        session,
-        {t.source_account_id for t in transfers} | {t.destination_account_id for t in transfers},
-    )
-    sees_all: dict[uuid.UUID, bool] = {}
-    events: list[Event] = []
-    for transfer in transfers:
-        recipients = dict.fromkeys(
-            [transfer.initiated_by]
-            + [
-                owners[a]
-                for a in (transfer.source_account_id, transfer.destination_account_id)
-                if a in owners
-            ]
-        )
-        for user_id in recipients:
-            if user_id not in sees_all:
-                user = users_repo.get(session, user_id)
-                sees_all[user_id] = user is not None and user.role in ("operator", "admin")
-            visible = [
-                entry_snapshot(e)
-                for e in legs.get(transfer.id, [])
-                if sees_all[user_id] or owners.get(e.account_id) == user_id
-            ]
-            event_id = f"evt_{uuid.uuid4().hex}"
-            event_type = f"transfer.{transfer.status}"
-            events.append(
-                Event(
-                    id=event_id,
-                    user_id=user_id,
-                    type=event_type,
-                    created_at=now,
-                    payload={
-                        "id": event_id,
-                        "type": event_type,
-                        "created_at": now.isoformat(),
-                        "data": {"transfer": transfer_snapshot(transfer), "entries": visible},
-                    },
-                )
+    recipients_of = {
+        f.transfer["id"]: list(
+            dict.fromkeys(
+                [f.transfer["initiated_by"]]
+                + [
+                    owners[a]
+                    for a in (f.transfer["source_account_id"], f.transfer["destination_account_id"])
+                    if a in owners
+                ]
             )
-    events_repo.add_all(session, events)
-    return _deliveries_for(session, events, now)
-
-
-def _deliveries_for(session: Session, events: list[Event], now: datetime) -> list[uuid.UUID]:
-    endpoints = webhooks_repo.active_endpoints_for(session, list({e.user_id for e in events}))
-    deliveries = [
-        # The worker sends right after commit; the dispatcher only picks a delivery up
-        # if that send did not happen (lost message) once this lease runs out.
-        WebhookDelivery(
-            id=uuid.uuid4(),
-            endpoint_id=endpoint.id,
-            event_seq=event.seq,
-            status="pending",
-            attempts=0,
-            next_attempt_at=now + timedelta(seconds=IMMEDIATE_SEND_LEASE_SECONDS),
         )
-        for event in events
+        for f in finished
+    }
+    everyone = {user for users in recipients_of.values() for user in users}
+    sees_all = {
+        user
+        for user, role in users_repo.roles_of(session, everyone).items()
+        if role.sees_everything
+    }
+    rows: list[dict[str, Any]] = []
+    for f in finished:
+        transfer = TransferResource.model_validate(f.transfer)
+        event_type = EventType.for_outcome(transfer.status)
+        entries = [EntryResource.model_validate(e) for e in f.entries]
+        for user_id in recipients_of[f.transfer["id"]]:
+            visible = [
+                e for e in entries if user_id in sees_all or owners.get(e.account_id) == user_id
+            ]
+            event = EventResource(
+                id=f"evt_{uuid.uuid4().hex}",
+                type=event_type,
+                created_at=now,
+                data=TransferEventData(transfer=transfer, entries=visible),
+            )
+            rows.append(
+                {
+                    "id": event.id,
+                    "user_id": user_id,
+                    "type": event.type.value,
+                    "created_at": now,
+                    "payload": event.model_dump(mode="json"),
+                }
+            )
+    written = events_repo.insert_many(session, rows)
+    return _deliveries_for(session, written, now)
+
+
+def _deliveries_for(
+    session: Session, written: Sequence[events_repo.Written], now: datetime
+) -> list[uuid.UUID]:
+    endpoints = webhooks_repo.active_endpoints_for(session, list({e.user_id for e in written}))
+    if not endpoints:
+        return []
+    # The worker sends right after commit; the dispatcher only picks a delivery up
+    # if that send did not happen (lost message) once this lease runs out.
+    due = now + timedelta(seconds=IMMEDIATE_SEND_LEASE_SECONDS)
+    deliveries = [
+        {"id": uuid.uuid4(), "endpoint_id": endpoint.id, "event_seq": event.seq, "due": due}
+        for event in written
         for endpoint in endpoints
         if endpoint.user_id == event.user_id and event.type in endpoint.events
     ]
-    if deliveries:
-        webhooks_repo.add_deliveries(session, deliveries)
-    return [d.id for d in deliveries]
+    webhooks_repo.insert_deliveries(session, deliveries)
+    return [uuid.UUID(str(d["id"])) for d in deliveries]
 
 
-def list_events(*, session: Session, user_id: uuid.UUID, after_seq: int, limit: int) -> list[Event]:
-    return events_repo.for_user(session, user_id, after_seq=after_seq, limit=limit)
+def list_events(
+    *, session: Session, user_id: uuid.UUID, after: EventCursor | None, limit: int
+) -> list[Event]:
+    return events_repo.for_user(session, user_id, after=after, limit=limit)
+
+
+def cursor_of(event: Event) -> EventCursor:
+    return EventCursor(event.xid, event.seq)
+
+
+def render(event: Event) -> EventResource:
+    return EventResource.model_validate(event.payload)

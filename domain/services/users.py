@@ -9,8 +9,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from domain import password_policy, passwords
+from domain.enums import Role
 from domain.errors import AuthenticationFailed, Conflict, InvalidRequest
-from domain.models import ROLES, User
+from domain.models import User
 from domain.repositories import users as users_repo
 
 # Deliberately simple: one "@", something on both sides, a dot in the domain.
@@ -32,8 +33,8 @@ def register(*, session: Session, cmd: RegisterUser) -> User:
     email = normalise_email(cmd.email)
     if len(email) > 320 or not _EMAIL.match(email):
         raise InvalidRequest("email is not a valid address", code="invalid_email")
-    if cmd.role not in ROLES:
-        raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", code="invalid_role")
+    if cmd.role not in tuple(Role):
+        raise InvalidRequest(f"role must be one of {', '.join(Role)}", code="invalid_role")
     password_policy.check(cmd.password, email=email)
     user = User(email=email, password_hash=passwords.hash_password(cmd.password), role=cmd.role)
     try:

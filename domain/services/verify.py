@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -11,6 +12,8 @@ from domain.models import LedgerVerification
 from domain.repositories import audit as audit_repo
 from domain.repositories import verification as verification_repo
 from domain.services.audit import GENESIS_HASH, event_hash
+
+UNSEALED_GRACE_SECONDS = 600
 
 
 @dataclass
@@ -59,13 +62,19 @@ def _check_audit_chain(session: Session, report: Report) -> list[dict[str, Any]]
             return [{"chain_seq": event.chain_seq, "error": f"expected seq {expected_seq}"}]
         if event.prev_hash != expected_prev:
             return [{"chain_seq": event.chain_seq, "error": "prev_hash does not link"}]
-        if event_hash(event) != event.hash:
+        if event_hash(event, chain_seq=expected_seq, prev_hash=expected_prev) != event.hash:
             return [{"chain_seq": event.chain_seq, "error": "hash does not match contents"}]
         expected_prev, expected_seq = event.hash, expected_seq + 1
     head = audit_repo.head(session)
     if head.last_seq != expected_seq - 1 or head.last_hash != expected_prev:
         return [{"chain_seq": head.last_seq, "error": "chain head does not match last event"}]
-    return []
+    # Unsealed rows are not tamper-evident yet; the sealer runs every few seconds,
+    # so a row left unsealed for long means the sealer is not running.
+    cutoff = datetime.now(UTC) - timedelta(seconds=UNSEALED_GRACE_SECONDS)
+    return [
+        {"audit_event": row["id"], "error": "left unsealed (is the sealer running?)"}
+        for row in audit_repo.unsealed_older_than(session, cutoff)
+    ]
 
 
 def latest(*, session: Session) -> LedgerVerification | None:

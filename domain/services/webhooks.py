@@ -138,13 +138,24 @@ def list_deliveries(
     return deliveries, attempts
 
 
-def redeliver(*, session: Session, user: User, delivery_id: uuid.UUID) -> WebhookDelivery:
+def redeliver(
+    *,
+    session: Session,
+    user: User,
+    delivery_id: uuid.UUID,
+    endpoint_id: uuid.UUID | None = None,
+) -> WebhookDelivery:
     """Send again now (owner of the endpoint, or an operator). A disabled endpoint stays
-    disabled, so its deliveries cannot be redelivered (409)."""
+    disabled, so its deliveries cannot be redelivered (409). With `endpoint_id`, the
+    delivery must belong to that endpoint. Every check comes before any change."""
     delivery = webhooks_repo.get_delivery(session, delivery_id, lock=True)
     endpoint = webhooks_repo.get_endpoint(session, delivery.endpoint_id) if delivery else None
-    operator = user.role in ("operator", "admin")
-    if delivery is None or endpoint is None or not (operator or endpoint.user_id == user.id):
+    if (
+        delivery is None
+        or endpoint is None
+        or not (user.role.sees_everything or endpoint.user_id == user.id)
+        or (endpoint_id is not None and delivery.endpoint_id != endpoint_id)
+    ):
         raise NotFound("delivery not found")
     if endpoint.status != "active":
         raise Conflict("the endpoint is disabled", code="endpoint_disabled")

@@ -8,10 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from domain.models import Account, LedgerEntry
+from domain.resources import AccountResource, EntryResource
 from domain.services import accounts
 from gateway.deps import CurrentUser, SessionDep, SettingsDep
 from gateway.errors import ApiError
-from gateway.schemas.accounts import AccountCreate, AccountOut, EntryOut
+from gateway.schemas.accounts import AccountCreate
 from gateway.schemas.common import Page, decode_cursor, decode_int_cursor, paginate
 
 router = APIRouter(tags=["accounts"])
@@ -19,53 +20,35 @@ router = APIRouter(tags=["accounts"])
 Limit = Annotated[int, Query(ge=1, le=200)]
 
 
-def account_out(account: Account) -> AccountOut:
-    return AccountOut(
-        id=account.id,
-        number=account.number,
-        currency=account.currency,
-        name=account.name,
-        balance=account.balance,
-        status=account.status,
-        created_at=account.created_at,
-    )
+def account_out(account: Account) -> AccountResource:
+    return AccountResource.model_validate(account)
 
 
-def entry_out(entry: LedgerEntry) -> EntryOut:
-    return EntryOut(
-        id=entry.id,
-        transfer_id=entry.transfer_id,
-        amount=entry.amount,
-        balance_before=entry.balance_before,
-        balance_after=entry.balance_after,
-        sequence=entry.sequence,
-        created_at=entry.created_at,
-    )
+def entry_out(entry: LedgerEntry) -> EntryResource:
+    return EntryResource.model_validate(entry)
 
 
 @router.post(
     "/v1/accounts",
     status_code=status.HTTP_201_CREATED,
-    response_model=AccountOut,
+    response_model=AccountResource,
     summary="Open an account in one currency",
 )
 def create_account(
     body: AccountCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep
-) -> AccountOut:
+) -> AccountResource:
     account = accounts.open_account(
         session=session,
         cmd=accounts.OpenAccount(owner=user, currency=body.currency, name=body.name),
         currencies=settings.currencies,
     )
-    session.commit()
-    session.refresh(account)
     return account_out(account)
 
 
-@router.get("/v1/accounts", response_model=Page[AccountOut], summary="Your accounts")
+@router.get("/v1/accounts", response_model=Page[AccountResource], summary="Your accounts")
 def list_accounts(
     user: CurrentUser, session: SessionDep, limit: Limit = 50, cursor: str | None = None
-) -> Page[AccountOut]:
+) -> Page[AccountResource]:
     raw = decode_cursor(cursor)
     try:
         after = uuid.UUID(raw) if raw else None
@@ -75,8 +58,8 @@ def list_accounts(
     return paginate(rows, limit=limit, render=account_out, cursor_of=lambda a: str(a.id))
 
 
-@router.get("/v1/accounts/{account_id}", response_model=AccountOut, summary="One account")
-def get_account(account_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> AccountOut:
+@router.get("/v1/accounts/{account_id}", response_model=AccountResource, summary="One account")
+def get_account(account_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> AccountResource:
     return account_out(
         accounts.get_visible_account(session=session, user=user, account_id=account_id)
     )
@@ -84,7 +67,7 @@ def get_account(account_id: uuid.UUID, user: CurrentUser, session: SessionDep) -
 
 @router.get(
     "/v1/accounts/{account_id}/entries",
-    response_model=Page[EntryOut],
+    response_model=Page[EntryResource],
     summary="Ledger entries of an account, newest first",
 )
 def list_entries(
@@ -93,7 +76,7 @@ def list_entries(
     session: SessionDep,
     limit: Limit = 50,
     cursor: str | None = None,
-) -> Page[EntryOut]:
+) -> Page[EntryResource]:
     rows = accounts.list_entries(
         session=session,
         user=user,

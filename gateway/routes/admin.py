@@ -7,9 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from domain.enums import AccountStatus
 from domain.models import Account, AuditEvent
 from domain.services import admin
-from gateway.deps import OperatorUser, SessionDep, WakeupsDep
+from gateway.deps import OperatorUser, SessionDep, UowDep
 from gateway.schemas.admin import AdminAccountOut, AuditEventOut, LimitsUpdate
 from gateway.schemas.common import Page, decode_int_cursor, paginate
 
@@ -29,19 +30,18 @@ def audit_event_out(event: AuditEvent) -> AuditEventOut:
     response_model=AdminAccountOut,
     summary="Freeze an account: its pending and future transfers fail with account_frozen",
 )
-def freeze(
-    account_id: uuid.UUID, user: OperatorUser, session: SessionDep, wakeups: WakeupsDep
-) -> AdminAccountOut:
-    account = admin.set_status(session=session, actor=user, account_id=account_id, status="frozen")
-    session.commit()
-    wakeups.wake(account.id)  # settle its pending transfers now rather than at the next sweep
+def freeze(account_id: uuid.UUID, user: OperatorUser, uow: UowDep) -> AdminAccountOut:
+    account = admin.set_status(
+        uow=uow, actor=user, account_id=account_id, status=AccountStatus.FROZEN
+    )
     return admin_account_out(account)
 
 
 @router.post("/accounts/{account_id}/unfreeze", response_model=AdminAccountOut, summary="Unfreeze")
-def unfreeze(account_id: uuid.UUID, user: OperatorUser, session: SessionDep) -> AdminAccountOut:
-    account = admin.set_status(session=session, actor=user, account_id=account_id, status="active")
-    session.commit()
+def unfreeze(account_id: uuid.UUID, user: OperatorUser, uow: UowDep) -> AdminAccountOut:
+    account = admin.set_status(
+        uow=uow, actor=user, account_id=account_id, status=AccountStatus.ACTIVE
+    )
     return admin_account_out(account)
 
 
@@ -59,14 +59,13 @@ def change_limits(
         account_id=account_id,
         change=admin.LimitsChange(**body.model_dump()),
     )
-    session.commit()
     return admin_account_out(account)
 
 
 @router.get(
     "/audit-events",
     response_model=Page[AuditEventOut],
-    summary="The hash-chained audit trail, newest first",
+    summary="The hash-chained audit trail, newest first (the newest may not be sealed yet)",
 )
 def audit_events(
     user: OperatorUser,
@@ -78,7 +77,7 @@ def audit_events(
     rows = admin.list_audit_events(
         session=session,
         event_type=event_type,
-        before_seq=decode_int_cursor(cursor),
+        before_id=decode_int_cursor(cursor),
         limit=limit + 1,
     )
-    return paginate(rows, limit=limit, render=audit_event_out, cursor_of=lambda e: e.chain_seq)
+    return paginate(rows, limit=limit, render=audit_event_out, cursor_of=lambda e: e.id)

@@ -10,7 +10,7 @@ from domain.errors import AuthenticationFailed
 from domain.models import User
 from domain.services import audit, sessions, users
 from gateway import security_events
-from gateway.deps import CurrentUser, GuardsDep, SessionDep, SettingsDep
+from gateway.deps import CurrentUser, GuardsDep, SessionDep, SettingsDep, UowDep
 from gateway.errors import PROBLEM_JSON, ApiError
 from gateway.metrics import ANOMALIES
 from gateway.schemas.auth import Credentials, RefreshRequest, TokenPair, UserOut
@@ -28,7 +28,7 @@ _LIMITED: dict[int | str, dict[str, Any]] = {
 
 
 def _user_out(user: User) -> UserOut:
-    return UserOut.model_validate({"id": user.id, "email": user.email, "role": user.role})
+    return UserOut.model_validate(user, from_attributes=True)
 
 
 def _token_pair(settings: Settings, user: User, refresh_token: str) -> TokenPair:
@@ -73,7 +73,6 @@ def register(
             )
         ],
     )
-    session.commit()
     return _user_out(user)
 
 
@@ -107,7 +106,6 @@ def token(
     try:
         user = users.authenticate(session=session, email=body.email, password=body.password)
     except AuthenticationFailed:
-        session.rollback()
         imposed = guards.lockout.record_failure(body.email, client)
         security_events.record(request, "auth.login_failed", data={"email": body.email})
         if imposed:
@@ -132,7 +130,6 @@ def token(
             )
         ],
     )
-    session.commit()
     return _token_pair(settings, user, refresh)
 
 
@@ -144,11 +141,11 @@ def token(
     "token of its family (401).",
 )
 def refresh(
-    body: RefreshRequest, request: Request, session: SessionDep, settings: SettingsDep
+    body: RefreshRequest, request: Request, uow: UowDep, settings: SettingsDep
 ) -> TokenPair:
     try:
         user, new_refresh = sessions.rotate_refresh_token(
-            session=session,
+            session=uow.session,
             token=body.refresh_token,
             ttl_seconds=settings.refresh_token_ttl_seconds,
         )
@@ -156,11 +153,11 @@ def refresh(
         if exc.code == "token_reused":
             # Keep the family revocation, and say so in the audit trail.
             audit.append(
-                session, [security_events.security_record(request, "auth.refresh_token_reused")]
+                uow.session,
+                [security_events.security_record(request, "auth.refresh_token_reused")],
             )
-            session.commit()
+            uow.keep_on_refusal()
         raise
-    session.commit()
     return _token_pair(settings, user, new_refresh)
 
 
@@ -171,7 +168,6 @@ def refresh(
 )
 def logout(body: RefreshRequest, session: SessionDep) -> Response:
     sessions.revoke_refresh_token(session=session, token=body.refresh_token)
-    session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

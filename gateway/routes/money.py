@@ -1,38 +1,48 @@
-"""POST /v1/transfers, /v1/deposits, /v1/withdrawals: accept, commit, wake the engine, 202."""
+"""POST /v1/transfers, /v1/deposits, /v1/withdrawals and /v1/transfer-batches: accept, 202.
+
+The hot path of the whole system, kept lean on purpose: async all the way (no
+thread hops), the caller taken from the token alone, the rate limit and the
+daily-velocity counter in one Redis round trip, and the request recorded by one
+SQL statement (`settle_accept`) that has committed when it returns, so the 202
+always describes something durable. The engine is woken after that, through a
+coalescing lane marker (settle/wakeups.py).
+"""
 
 # No `from __future__ import annotations` here: FastAPI must resolve the
-# dataclass dependency's field annotations at runtime.
-from collections.abc import Callable
+# dependency's annotations at runtime.
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
-from domain.models import User
-from domain.services import transfers
+from domain import anomalies
+from domain.enums import TransferKind
+from domain.resources import BatchResource, TransferResource
+from domain.services import acceptance
+from domain.uow import async_unit_of_work
 from gateway import security_events
-from gateway.deps import (
-    CurrentUser,
-    GuardsDep,
-    OperatorUser,
-    SessionDep,
-    SettingsDep,
-    WakeupsDep,
-)
-from gateway.errors import PROBLEM_JSON
+from gateway.deps import OperatorUser, SettingsDep, TokenCaller
+from gateway.errors import PROBLEM_JSON, ApiError
 from gateway.idempotency import require_key
-from gateway.metrics import ANOMALIES, TRANSFERS_ACCEPTED, WAKEUPS_FAILED
+from gateway.metrics import ANOMALIES, RATE_LIMITED, TRANSFERS_ACCEPTED, WAKEUPS_FAILED
 from gateway.middleware import request_id_var
-from gateway.schemas.transfers import DepositCreate, TransferCreate, TransferOut, WithdrawalCreate
+from gateway.ratelimit import Rule
+from gateway.schemas.transfers import (
+    AccountMoneyCreate,
+    TransferBatchCreate,
+    TransferCreate,
+)
 
 router = APIRouter(tags=["money movement"])
-Endpoint = TypeVar("Endpoint", bound=Callable[..., JSONResponse])
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Awaitable[Response]])
 
 _ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {
-        "description": "Accepted: the transfer is durable and pending; poll its Location.",
+        "description": "Accepted: durable and pending; poll its Location.",
         "headers": {
             "Location": {"schema": {"type": "string"}},
             "Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}},
@@ -40,102 +50,159 @@ _ACCEPTED: dict[int | str, dict[str, Any]] = {
     },
     400: {"description": "Missing or malformed Idempotency-Key", "content": {PROBLEM_JSON: {}}},
     404: {"description": "Account not found (or not yours)", "content": {PROBLEM_JSON: {}}},
+    409: {
+        "description": "The same Idempotency-Key is still in flight",
+        "content": {PROBLEM_JSON: {}},
+    },
     422: {
         "description": "Invalid amount, currency, account, or key reused with another body",
         "content": {PROBLEM_JSON: {}},
     },
+    429: {"description": "Rate limited; see Retry-After", "content": {PROBLEM_JSON: {}}},
 }
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Required. Unique per logical request, at most 255 characters. "
+        "Retrying with the same key and body replays the first answer "
+        "(Idempotent-Replayed: true); the same key with a different body is refused (422).",
+    ),
+]
 
 
 @dataclass
-class MoneyAcceptor:
-    """Everything a money route needs besides its body: one dependency instead of six."""
+class MoneyDesk:
+    """Everything a money route needs besides its body and caller."""
 
     request: Request
-    session: SessionDep
     settings: SettingsDep
-    wakeups: WakeupsDep
-    guards: GuardsDep
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Required. Unique per logical request, at most 255 characters. "
-            "Retrying with the same key and body replays the first answer "
-            "(Idempotent-Replayed: true); the same key with a different body is refused (422).",
-        ),
-    ] = None
+    idempotency_key: str | None
 
-    def accept(self, user: User, cmd: transfers.MoneyCmd, body: BaseModel) -> JSONResponse:
-        self.guards.enforce("money-user", str(user.id), self.settings.rate_limit_money_per_user)
+    async def accept(
+        self,
+        user_id: uuid.UUID,
+        items: Sequence[acceptance.MoneyItem],
+        body: BaseModel,
+        *,
+        batch: bool = False,
+        atomic: bool = False,
+    ) -> acceptance.Accepted:
+        state = self.request.app.state
         idempotency = require_key(
             self.idempotency_key,
             method=self.request.method,
             path=self.request.url.path,
             body=body.model_dump(mode="json"),
         )
-        outcome = transfers.accept(
-            session=self.session,
-            user=user,
-            cmd=cmd,
-            idempotency=idempotency,
-            limits=transfers.MoneyLimits(
-                currencies=self.settings.currencies,
-                max_amount=self.settings.max_transfer_amount,
-                large_transfer_threshold=self.settings.large_transfer_threshold,
-            ),
-            request_id=request_id_var.get(),
+        rule = Rule.parse(self.settings.rate_limit_money_per_user)
+        (money, money_ttl_ms), (today, _) = await state.async_limiter.count_many(
+            [("money-user", str(user_id), rule.window_seconds), ("velocity", str(user_id), 86400)]
         )
-        self.session.commit()  # durable before the 202 goes out (money rule 9)
-        headers = {"Location": f"/v1/transfers/{outcome.transfer.id}"}
-        if outcome.replayed:
-            headers["Idempotent-Replayed"] = "true"
-        else:
-            TRANSFERS_ACCEPTED.labels(kind=outcome.transfer.kind).inc()
+        if money > rule.limit:
+            RATE_LIMITED.labels(bucket="money-user").inc()
+            raise ApiError(
+                429,
+                "rate_limited",
+                "too many requests; retry after the time given in Retry-After",
+                {"Retry-After": str(max(1, -(-money_ttl_ms // 1000)))},
+            )
+        async with async_unit_of_work(state.db_pool, state.async_waker) as uow:
+            outcome = await acceptance.accept(
+                uow=uow,
+                user_id=user_id,
+                items=items,
+                idempotency=idempotency,
+                limits=state.money_limits,
+                batch=batch,
+                atomic=atomic,
+                request_id=request_id_var.get(),
+            )
+        if uow.wake_failed:
+            WAKEUPS_FAILED.inc()
+        if not outcome.replayed:
+            for transfer in outcome.transfers:
+                TRANSFERS_ACCEPTED.labels(kind=transfer.kind.value).inc()
             for anomaly in outcome.anomalies:
                 ANOMALIES.labels(kind=anomaly).inc()
-            self._flag_velocity(user)
-            if not self.wakeups.wake(outcome.transfer.source_account_id):
-                WAKEUPS_FAILED.inc()
-        return JSONResponse(
-            outcome.response_body, status_code=outcome.response_status, headers=headers
-        )
-
-    def _flag_velocity(self, user: User) -> None:
-        """Flag (once per day) a user whose money requests today pass the threshold."""
-        count, _ = self.guards.limiter.count("velocity", str(user.id), 24 * 3600)
-        if count == self.settings.daily_velocity_threshold + 1:
-            ANOMALIES.labels(kind="daily_velocity").inc()
-            security_events.record(
-                self.request,
-                "anomaly.daily_velocity",
-                actor_id=user.id,
-                data={"threshold": self.settings.daily_velocity_threshold},
-            )
+            threshold = self.settings.daily_velocity_threshold
+            if anomalies.crosses_daily_velocity(today, threshold):
+                ANOMALIES.labels(kind=anomalies.DAILY_VELOCITY).inc()
+                await run_in_threadpool(
+                    security_events.record,
+                    self.request,
+                    f"anomaly.{anomalies.DAILY_VELOCITY}",
+                    actor_id=user_id,
+                    data={"threshold": threshold},
+                )
+        return outcome
 
 
-Acceptor = Annotated[MoneyAcceptor, Depends()]
+async def money_desk(
+    request: Request, settings: SettingsDep, idempotency_key: IdempotencyKeyHeader = None
+) -> MoneyDesk:
+    return MoneyDesk(request=request, settings=settings, idempotency_key=idempotency_key)
 
 
-def _route(path: str, summary: str) -> Callable[[Endpoint], Endpoint]:
+Desk = Annotated[MoneyDesk, Depends(money_desk)]
+
+
+def _answer(resource: BaseModel, location: str, replayed: bool) -> Response:
+    headers = {"Location": location}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(
+        resource.model_dump_json(), status_code=202, headers=headers, media_type="application/json"
+    )
+
+
+def _single(outcome: acceptance.Accepted) -> Response:
+    transfer = outcome.transfers[0]
+    return _answer(transfer, f"/v1/transfers/{transfer.id}", outcome.replayed)
+
+
+def _route(
+    path: str, summary: str, model: type[BaseModel] = TransferResource
+) -> Callable[[Endpoint], Endpoint]:
     return router.post(
-        path, status_code=202, response_model=TransferOut, responses=_ACCEPTED, summary=summary
+        path, status_code=202, response_model=model, responses=_ACCEPTED, summary=summary
     )
 
 
 @_route("/v1/transfers", "Move money from one of your accounts to another account")
-def create_transfer(body: TransferCreate, user: CurrentUser, acceptor: Acceptor) -> JSONResponse:
-    cmd = transfers.TransferCmd(**body.model_dump())
-    return acceptor.accept(user, cmd, body)
+async def create_transfer(body: TransferCreate, caller: TokenCaller, desk: Desk) -> Response:
+    item = acceptance.MoneyItem(kind=TransferKind.TRANSFER, **body.item_fields())
+    return _single(await desk.accept(caller.user_id, [item], body))
 
 
 @_route("/v1/deposits", "Credit an account from outside Settle (operators only)")
-def create_deposit(body: DepositCreate, user: OperatorUser, acceptor: Acceptor) -> JSONResponse:
-    return acceptor.accept(user, transfers.DepositCmd(**body.model_dump()), body)
+async def create_deposit(body: AccountMoneyCreate, user: OperatorUser, desk: Desk) -> Response:
+    item = acceptance.MoneyItem(kind=TransferKind.DEPOSIT, **body.item_fields())
+    return _single(await desk.accept(user.id, [item], body))
 
 
 @_route("/v1/withdrawals", "Pay money out of one of your accounts")
-def create_withdrawal(
-    body: WithdrawalCreate, user: CurrentUser, acceptor: Acceptor
-) -> JSONResponse:
-    return acceptor.accept(user, transfers.WithdrawalCmd(**body.model_dump()), body)
+async def create_withdrawal(body: AccountMoneyCreate, caller: TokenCaller, desk: Desk) -> Response:
+    item = acceptance.MoneyItem(kind=TransferKind.WITHDRAWAL, **body.item_fields())
+    return _single(await desk.accept(caller.user_id, [item], body))
+
+
+@_route(
+    "/v1/transfer-batches",
+    "Submit up to 1,000 transfers under one Idempotency-Key",
+    BatchResource,
+)
+async def create_batch(body: TransferBatchCreate, caller: TokenCaller, desk: Desk) -> Response:
+    """Every item is checked before anything is written: one invalid item refuses the
+    whole batch (422, `errors` naming each bad item's `index`). With `atomic: true`
+    the transfers are applied in one transaction, all or nothing: if one fails, it
+    carries its own failure code and the others `batch_failed`."""
+    items = [
+        acceptance.MoneyItem(kind=TransferKind.TRANSFER, **item.item_fields())
+        for item in body.transfers
+    ]
+    outcome = await desk.accept(caller.user_id, items, body, batch=True, atomic=body.atomic)
+    assert outcome.batch_id is not None
+    batch = BatchResource.of(outcome.batch_id, body.atomic, outcome.transfers)
+    return _answer(batch, f"/v1/transfer-batches/{batch.id}", outcome.replayed)

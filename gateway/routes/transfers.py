@@ -1,73 +1,116 @@
-"""Reading transfers: one (optionally long-polled) or a filtered, paginated list."""
+"""Reading transfers and batches: one (optionally long-polled) or a filtered, paginated list."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, sessionmaker
 
+from domain.enums import TransferStatus
 from domain.models import Transfer, User
+from domain.resources import BatchResource, TransferResource
 from domain.services import transfers
+from gateway.completions import Completions, TooManyWaits
 from gateway.deps import CurrentUser, DetachedUser, SessionDep
+from gateway.errors import ApiError
 from gateway.schemas.common import Page, decode_int_cursor, paginate
-from gateway.schemas.transfers import TransferOut
 
 router = APIRouter(tags=["money movement"])
 
-POLL_INTERVAL_SECONDS = 0.05
+Wait = Annotated[
+    int,
+    Query(
+        ge=0,
+        le=30,
+        description="Seconds to hold the request until the result is terminal (0: answer now)",
+    ),
+]
+T = TypeVar("T")
 
 
-def transfer_out(transfer: Transfer) -> TransferOut:
-    return TransferOut.model_validate(transfers.transfer_snapshot(transfer))
+def transfer_out(transfer: Transfer) -> TransferResource:
+    return TransferResource.model_validate(transfer)
 
 
-def _read(factory: sessionmaker[Session], user: User, transfer_id: uuid.UUID) -> Transfer:
-    with factory() as session:
-        return transfers.get_visible_transfer(session=session, user=user, transfer_id=transfer_id)
+def batch_out(view: transfers.BatchView) -> BatchResource:
+    return BatchResource.of(
+        view.batch.id, view.batch.atomic, [transfer_out(t) for t in view.transfers]
+    )
+
+
+async def _long_poll(
+    request: Request,
+    user: User,
+    ids: list[uuid.UUID],
+    wait: int,
+    read: Callable[[Session], T],
+    done: Callable[[T], bool],
+) -> T:
+    """Read; while not `done` and time is left, sleep until a completion is announced.
+
+    No database connection or thread is held while waiting, and nothing polls.
+    """
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    completions: Completions = request.app.state.completions
+
+    def fresh() -> T:
+        with factory() as session:
+            return read(session)
+
+    deadline = time.monotonic() + wait
+    try:
+        async with completions.waiting(user.id, ids) as finished:
+            while True:
+                result = await run_in_threadpool(fresh)
+                left = deadline - time.monotonic()
+                if done(result) or left <= 0:
+                    return result
+                await completions.sleep(finished, left)
+    except TooManyWaits as exc:
+        raise ApiError(
+            429,
+            "too_many_waits",
+            "too many concurrent ?wait= requests; wait for one to finish, or poll without wait",
+            {"Retry-After": "1"},
+        ) from exc
 
 
 @router.get(
     "/v1/transfers/{transfer_id}",
-    response_model=TransferOut,
+    response_model=TransferResource,
     summary="One transfer; with ?wait=N, held until it is terminal or N seconds pass",
 )
 async def get_transfer(
-    transfer_id: uuid.UUID,
-    request: Request,
-    user: DetachedUser,
-    wait: Annotated[
-        int, Query(ge=0, le=30, description="Seconds to wait for a terminal state")
-    ] = 0,
-) -> TransferOut:
-    # A short poll on the event loop: no database connection or thread is held
-    # between reads, so many waiting clients cost almost nothing.
-    factory: sessionmaker[Session] = request.app.state.session_factory
-    deadline = time.monotonic() + wait
-    while True:
-        transfer = await run_in_threadpool(_read, factory, user, transfer_id)
-        if transfer.status != "pending" or time.monotonic() >= deadline:
-            return transfer_out(transfer)
-        await asyncio.sleep(POLL_INTERVAL_SECONDS)
+    transfer_id: uuid.UUID, request: Request, user: DetachedUser, wait: Wait = 0
+) -> TransferResource:
+    def read(session: Session) -> TransferResource:
+        return transfer_out(
+            transfers.get_visible_transfer(session=session, user=user, transfer_id=transfer_id)
+        )
+
+    return await _long_poll(
+        request, user, [transfer_id], wait, read, lambda t: t.status.is_terminal
+    )
 
 
 @router.get(
     "/v1/transfers",
-    response_model=Page[TransferOut],
+    response_model=Page[TransferResource],
     summary="Transfers you initiated or that touch your accounts, newest first",
 )
 def list_transfers(
     user: CurrentUser,
     session: SessionDep,
     account_id: uuid.UUID | None = None,
-    status: Literal["pending", "succeeded", "failed"] | None = None,
+    status: TransferStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
-) -> Page[TransferOut]:
+) -> Page[TransferResource]:
     rows = transfers.list_visible_transfers(
         session=session,
         user=user,
@@ -77,3 +120,19 @@ def list_transfers(
         limit=limit + 1,
     )
     return paginate(rows, limit=limit, render=transfer_out, cursor_of=lambda t: t.seq)
+
+
+@router.get(
+    "/v1/transfer-batches/{batch_id}",
+    response_model=BatchResource,
+    summary="One batch with its transfers; with ?wait=N, held until every one is terminal",
+)
+async def get_batch(
+    batch_id: uuid.UUID, request: Request, user: DetachedUser, wait: Wait = 0
+) -> BatchResource:
+    def read(session: Session) -> BatchResource:
+        return batch_out(transfers.get_visible_batch(session=session, user=user, batch_id=batch_id))
+
+    return await _long_poll(
+        request, user, [batch_id], wait, read, lambda b: b.status == "completed"
+    )

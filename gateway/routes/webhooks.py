@@ -56,7 +56,6 @@ def create_endpoint(
         box=_box(request),
         policy=settings.webhook_policy,
     )
-    session.commit()
     return EndpointWithSecret(**endpoint_out(endpoint).model_dump(), secret=secret)
 
 
@@ -84,7 +83,6 @@ def get_endpoint(endpoint_id: uuid.UUID, user: CurrentUser, session: SessionDep)
 )
 def delete_endpoint(endpoint_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
     webhooks.delete_endpoint(session=session, user=user, endpoint_id=endpoint_id)
-    session.commit()
     return Response(status_code=204)
 
 
@@ -107,7 +105,6 @@ def rotate_secret(
         box=_box(request),
         policy=settings.webhook_policy,
     )
-    session.commit()
     return EndpointWithSecret(**endpoint_out(endpoint).model_dump(), secret=secret)
 
 
@@ -166,10 +163,7 @@ def redeliver(
     endpoint_id: uuid.UUID, delivery_id: uuid.UUID, user: CurrentUser, session: SessionDep
 ) -> dict[str, str]:
     webhooks.get_owned(session=session, user=user, endpoint_id=endpoint_id)
-    delivery = webhooks.redeliver(session=session, user=user, delivery_id=delivery_id)
-    if delivery.endpoint_id != endpoint_id:
-        raise ApiError(404, "not_found", "delivery not found")
-    session.commit()
+    webhooks.redeliver(session=session, user=user, delivery_id=delivery_id, endpoint_id=endpoint_id)
     return {"status": "scheduled"}
 
 
@@ -183,5 +177,4 @@ def operator_redeliver(
     delivery_id: uuid.UUID, user: OperatorUser, session: SessionDep
 ) -> dict[str, str]:
     webhooks.redeliver(session=session, user=user, delivery_id=delivery_id)
-    session.commit()
     return {"status": "scheduled"}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field, StrictBool, StrictInt
 
+from domain.enums import AccountKind
+from domain.resources import AccountResource
 from gateway.schemas.common import StrictRequest
 
 
@@ -23,22 +25,18 @@ class LimitsUpdate(StrictRequest):
     )
 
 
-class AdminAccountOut(BaseModel):
-    id: uuid.UUID
-    number: str
+class AdminAccountOut(AccountResource):
+    """The account resource, plus what operators manage."""
+
     owner_id: uuid.UUID | None
-    kind: Literal["customer", "system"]
-    currency: str
-    name: str | None
-    balance: int
-    status: Literal["active", "frozen"]
+    kind: AccountKind
     overdraft_limit: int
     daily_outgoing_limit: int | None = Field(description="null: the configured default applies")
-    created_at: datetime
 
 
 class AuditEventOut(BaseModel):
-    chain_seq: int
+    id: int
+    chain_seq: int | None = Field(description="null until the sealer has chained the event")
     occurred_at: datetime
     event_type: str
     actor_id: uuid.UUID | None
@@ -46,5 +44,5 @@ class AuditEventOut(BaseModel):
     subject_id: str | None
     request_id: str | None
     data: dict[str, Any]
-    prev_hash: str
-    hash: str
+    prev_hash: str | None
+    hash: str | None

@@ -1,16 +1,19 @@
-"""Bodies of /v1/transfers, /v1/deposits and /v1/withdrawals."""
+"""Request bodies of the money routes. The transfer resource itself is domain.resources."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Literal
+from typing import Any
 
-from pydantic import BaseModel, Field, StrictInt, StrictStr
+from pydantic import Field, StrictBool, StrictInt, StrictStr
 
 from gateway.schemas.common import StrictRequest
 
-Amount = Field(gt=0, description="Integer minor units (cents); floats and strings are rejected")
+Amount = Field(
+    gt=0,
+    description="Integer minor units (cents): 12.50 USD is 1250. Floats and strings are rejected",
+    examples=[1250],
+)
 Currency = Field(pattern=r"^[A-Z]{3}$", examples=["USD"])
 Description = Field(default=None, max_length=500)
 
@@ -22,30 +25,30 @@ class TransferCreate(StrictRequest):
     currency: StrictStr = Currency
     description: StrictStr | None = Description
 
+    def item_fields(self) -> dict[str, Any]:
+        return {
+            "account_id": self.source_account_id,
+            "destination_account_number": self.destination_account_number,
+            "amount": self.amount,
+            "currency": self.currency,
+            "description": self.description,
+        }
 
-class DepositCreate(StrictRequest):
+
+class AccountMoneyCreate(StrictRequest):
+    """A deposit into, or a withdrawal from, one account."""
+
     account_id: uuid.UUID
     amount: StrictInt = Amount
     currency: StrictStr = Currency
     description: StrictStr | None = Description
 
-
-class WithdrawalCreate(StrictRequest):
-    account_id: uuid.UUID
-    amount: StrictInt = Amount
-    currency: StrictStr = Currency
-    description: StrictStr | None = Description
+    def item_fields(self) -> dict[str, Any]:
+        return self.model_dump()
 
 
-class TransferOut(BaseModel):
-    id: uuid.UUID
-    kind: Literal["transfer", "deposit", "withdrawal"]
-    status: Literal["pending", "succeeded", "failed"]
-    failure_code: str | None
-    source_account_id: uuid.UUID
-    destination_account_id: uuid.UUID
-    amount: int
-    currency: str
-    description: str | None
-    created_at: datetime
-    completed_at: datetime | None
+class TransferBatchCreate(StrictRequest):
+    transfers: list[TransferCreate] = Field(min_length=1, max_length=1000)
+    atomic: StrictBool = Field(
+        default=False, description="true: all transfers succeed or none does (one transaction)"
+    )

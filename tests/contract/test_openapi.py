@@ -134,6 +134,7 @@ def no_dns() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def contract(settings: Any, session_factory: sessionmaker[Session]) -> Contract:
+    from domain.lanes import lane_of
     from workers.tasks import drain
 
     app = quiet_app(settings)
@@ -174,7 +175,7 @@ def contract(settings: Any, session_factory: sessionmaker[Session]) -> Contract:
     _real.transfer_id = deposit["id"]
     # Settled now (a deposit leaves the settlement account), so that
     # `GET /v1/transfers/{id}?wait=N` on it answers at once.
-    drain(uuid.UUID(deposit["source_account_id"]))
+    drain(lane_of(uuid.UUID(deposit["source_account_id"])))
     response = call(
         app,
         "/v1/transfers/{transfer_id}",

@@ -12,8 +12,9 @@ from celery import Celery
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from domain.lanes import lane_of
 from domain.models import LedgerEntry, Transfer
-from settle.broker import DRAIN_ACCOUNT_TASK, TRANSFERS_QUEUE, celery_config
+from settle.broker import DRAIN_LANE_TASK, TRANSFERS_QUEUE, celery_config
 from tests.factories import (
     open_account,
     operator_headers,
@@ -47,7 +48,7 @@ def test_same_message_delivered_twice_concurrently_has_one_effect(
         alice, bob = register_and_login(client), register_and_login(client)
         a, b = open_account(client, alice), open_account(client, bob)
         deposit = post_deposit(client, operator, a["id"], 20_000)
-        drain(uuid.UUID(deposit["source_account_id"]))  # fund it; not the drain under test
+        drain(lane_of(uuid.UUID(deposit["source_account_id"])))  # fund it; not the drain under test
         ids = [
             post_transfer(client, alice, a["id"], b["number"], 100).json()["id"] for _ in range(250)
         ]  # 200 fit, 50 must fail
@@ -58,7 +59,10 @@ def test_same_message_delivered_twice_concurrently_has_one_effect(
     task_id = str(uuid.uuid4())
     for _ in range(2):  # byte-for-byte the same message, twice
         publisher.send_task(
-            DRAIN_ACCOUNT_TASK, args=[a["id"]], task_id=task_id, queue=TRANSFERS_QUEUE
+            DRAIN_LANE_TASK,
+            args=[lane_of(uuid.UUID(a["id"]))],
+            task_id=task_id,
+            queue=TRANSFERS_QUEUE,
         )
     publisher.close()
     assert redis_client.llen(f"{isolated.redis_prefix}{TRANSFERS_QUEUE}") == 2
@@ -82,7 +86,7 @@ def test_same_message_delivered_twice_concurrently_has_one_effect(
             assert time.monotonic() < deadline
             time.sleep(0.2)
         received = sum(
-            log.count(f"Task {DRAIN_ACCOUNT_TASK}[{task_id}] received")
+            log.count(f"Task {DRAIN_LANE_TASK}[{task_id}] received")
             for log in (first.log(), second.log())
         )
     assert received == 2, "both copies were delivered"

@@ -49,7 +49,7 @@ def test_deleted_wakeup_message_is_recovered_by_the_sweeper(
             with running_worker(env, concurrency=1, beat=True) as worker:
                 done = wait_terminal(client, operator, deposit["id"], timeout=30)
                 assert done["status"] == "succeeded"
-                assert "sweeper woke 1 account" in worker.log()
+                assert "sweeper woke 1 lane" in worker.log()
         finally:
             for key in redis_client.scan_iter(match=f"{prefix}*"):
                 redis_client.delete(key)

@@ -30,21 +30,19 @@ def client(settings: Any) -> Iterator[TestClient]:
 
 @pytest.fixture
 def drain_pending(session_factory: sessionmaker[Session]) -> Any:
-    """Apply every pending transfer, account by account, as the worker would."""
+    """Apply every pending transfer, lane by lane, as the worker would."""
     from workers.tasks import drain
 
     def run() -> int:
         total = 0
         while True:
             with session_factory() as session:
-                sources = set(
-                    session.scalars(
-                        select(Transfer.source_account_id).where(Transfer.status == "pending")
-                    )
+                lanes = set(
+                    session.scalars(select(Transfer.lane).where(Transfer.status == "pending"))
                 )
-            if not sources:
+            if not lanes:
                 return total
-            for source in sources:
-                total += drain(source)
+            for lane in sorted(lanes):
+                total += drain(lane)
 
     return run

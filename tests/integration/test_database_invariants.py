@@ -51,9 +51,9 @@ def test_customer_balance_never_below_overdraft_limit(session_factory, funded):
 def _new_transfer_sql():
     return """
         INSERT INTO transfers (id, kind, status, source_account_id, destination_account_id,
-                               amount, currency, initiated_by, completed_at)
+                               amount, currency, initiated_by, completed_at, lane)
         SELECT :new, kind, 'succeeded', source_account_id, destination_account_id, 5,
-               currency, initiated_by, now()
+               currency, initiated_by, now(), lane
           FROM transfers WHERE destination_account_id = :a LIMIT 1;
         INSERT INTO ledger_entries (transfer_id, account_id, amount, currency,
                                     balance_before, balance_after, sequence)
@@ -71,9 +71,9 @@ def test_sequence_gap_is_refused_at_commit(session_factory, funded):
     # A balanced pair of legs, but the customer's leg skips sequence numbers 2..6.
     sql = """
         INSERT INTO transfers (id, kind, status, source_account_id, destination_account_id,
-                               amount, currency, initiated_by, completed_at)
+                               amount, currency, initiated_by, completed_at, lane)
         SELECT :new, 'withdrawal', 'succeeded', destination_account_id, source_account_id, 5,
-               currency, initiated_by, now()
+               currency, initiated_by, now(), settle_lane(destination_account_id)
           FROM transfers WHERE destination_account_id = :a LIMIT 1;
         INSERT INTO ledger_entries (transfer_id, account_id, amount, currency,
                                     balance_before, balance_after, sequence)

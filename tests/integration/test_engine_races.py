@@ -7,6 +7,7 @@ import uuid
 
 from sqlalchemy import func, select
 
+from domain.lanes import lane_of
 from domain.models import Account, LedgerEntry, Transfer
 from tests.factories import (
     open_account,
@@ -53,7 +54,7 @@ def test_opposite_drains_in_threads_complete_without_deadlock(
             assert post_transfer(client, bob, b["id"], a["number"], 5).status_code == 202
 
     a_id, b_id = uuid.UUID(a["id"]), uuid.UUID(b["id"])
-    errors = _run_in_threads([lambda: drain(a_id), lambda: drain(b_id)] * 3)
+    errors = _run_in_threads([lambda: drain(lane_of(a_id)), lambda: drain(lane_of(b_id))] * 3)
     assert errors == []
     with session_factory() as session:
         pending = session.scalar(
@@ -81,7 +82,7 @@ def test_duplicate_concurrent_drains_apply_each_transfer_once(
     ids = [post_transfer(client, alice, a["id"], b["number"], 100).json()["id"] for _ in range(15)]
 
     a_id = uuid.UUID(a["id"])
-    assert _run_in_threads([lambda: drain(a_id)] * 4) == []
+    assert _run_in_threads([lambda: drain(lane_of(a_id))] * 4) == []
     with session_factory() as session:
         statuses = [session.get(Transfer, uuid.UUID(i)).status for i in ids]
         assert statuses == ["succeeded"] * 10 + ["failed"] * 5  # acceptance order kept

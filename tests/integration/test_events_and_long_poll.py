@@ -8,6 +8,7 @@ import uuid
 
 from sqlalchemy import select
 
+from domain.lanes import lane_of
 from domain.models import Event, Transfer
 from tests.factories import (
     open_account,
@@ -29,11 +30,12 @@ def test_event_stream_pages_every_event_once_in_order_while_transfers_commit(
     for account in sources:
         post_deposit(client, operator, account["id"], 100_000)
     drain_pending()
-    me = client.get("/v1/me", headers=alice).json()["id"]
-    with session_factory() as session:
-        start = max(
-            session.scalars(select(Event.seq).where(Event.user_id == uuid.UUID(me))).all() or [0]
-        )
+    start = None
+    while True:  # to the end of the stream, as a consumer starting now would
+        page = client.get("/v1/events", params={"cursor": start}, headers=alice).json()
+        if not page["data"]:
+            break
+        start = page["next_cursor"]
     ids = [
         post_transfer(client, alice, s["id"], sink["number"], 10 + i).json()["id"]
         for i in range(30)
@@ -44,7 +46,7 @@ def test_event_stream_pages_every_event_once_in_order_while_transfers_commit(
     done = threading.Event()
 
     def poll():
-        cursor = str(start)
+        cursor = start
         while True:
             finished = done.is_set()
             page = client.get(
@@ -57,7 +59,9 @@ def test_event_stream_pages_every_event_once_in_order_while_transfers_commit(
 
     poller = threading.Thread(target=poll)
     poller.start()
-    drains = [threading.Thread(target=drain, args=(uuid.UUID(s["id"]),)) for s in sources]
+    lanes = sorted({lane_of(uuid.UUID(s["id"])) for s in sources})
+    # Two threads per lane: concurrent, overlapping drains and commits.
+    drains = [threading.Thread(target=drain, args=(lane,)) for lane in lanes * 2]
     for thread in drains:
         thread.start()
     for thread in drains:
@@ -69,8 +73,11 @@ def test_event_stream_pages_every_event_once_in_order_while_transfers_commit(
     assert len(event_ids) == len(set(event_ids)) == len(ids)  # exactly once, none missing
     assert {e["data"]["transfer"]["id"] for e in seen} == set(ids)
     with session_factory() as session:
-        seqs = {e.id: e.seq for e in session.scalars(select(Event).where(Event.id.in_(event_ids)))}
-    assert [seqs[i] for i in event_ids] == sorted(seqs[i] for i in event_ids)  # in order
+        order = {
+            e.id: (e.xid, e.seq)
+            for e in session.scalars(select(Event).where(Event.id.in_(event_ids)))
+        }
+    assert [order[i] for i in event_ids] == sorted(order.values())  # in commit-safe order
 
 
 def test_events_cursor_validation_and_isolation(client):

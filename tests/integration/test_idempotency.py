@@ -5,10 +5,9 @@ from __future__ import annotations
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from domain.models import Transfer
-from domain.repositories import idempotency as idempotency_repo
 from tests.factories import login, make_user, open_account, operator_headers, register_and_login
 
 
@@ -91,7 +90,11 @@ def test_key_in_flight_answers_409(client, session_factory):
     account = open_account(client, register_and_login(client))
     body = {"account_id": account["id"], "amount": 5, "currency": "USD"}
     with session_factory() as first, first.begin():
-        assert idempotency_repo.try_claim(first, operator_user.id, "slow-key")
+        # The claim settle_accept takes on (user, key), held by this open transaction.
+        first.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:claim, 0))"),
+            {"claim": f"idempotency:{operator_user.id}:slow-key"},
+        )
         response = client.post(
             "/v1/deposits", json=body, headers={**operator, "Idempotency-Key": "slow-key"}
         )

@@ -97,7 +97,7 @@ def test_verify_names_the_first_broken_audit_row(client, session_factory, drain_
             text("SELECT chain_seq, data FROM audit_events ORDER BY chain_seq LIMIT 1 OFFSET 2")
         ).one()
     change = "UPDATE audit_events SET data = CAST(:d AS jsonb) WHERE chain_seq = :s"
-    with _triggers_disabled(session_factory, "audit_events", "audit_events_append_only"):
+    with _triggers_disabled(session_factory, "audit_events", "audit_events_seal_only"):
         with session_factory() as session, session.begin():
             session.execute(text(change), {"d": json.dumps({**original, "amount": 1}), "s": seq})
         try:

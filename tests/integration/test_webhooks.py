@@ -244,8 +244,8 @@ def test_registration_refuses_private_urls_by_default(client):
 def test_deliveries_to_a_deleted_endpoint_are_closed_not_retried_forever(
     hooks_app, session_factory, drain_pending
 ):
-    from domain.db import transaction
     from domain.services import webhooks
+    from domain.uow import unit_of_work
     from workers.tasks import deliver
 
     client = hooks_app
@@ -263,5 +263,6 @@ def test_deliveries_to_a_deleted_endpoint_are_closed_not_retried_forever(
         assert receiver.requests == []
     [closed] = _deliveries(session_factory, endpoint["id"])
     assert closed.status == "failed" and closed.next_attempt_at is None
-    with transaction(session_factory) as session:
+    with unit_of_work(session_factory) as uow:
+        session = uow.session
         assert delivery.id not in webhooks.claim_due(session=session, lease_seconds=1)

@@ -1,0 +1,77 @@
+"""Recording money requests: one call of `settle_accept` (migration 0004) per request.
+
+The function claims the Idempotency-Key, replays or refuses a reused key,
+resolves and checks every account, and writes the transfers, the key and the
+audit rows, all in one statement: one round trip, its own transaction, durable
+when it returns. This module speaks to it through an asyncpg-style connection.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class Connection(Protocol):
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class Row:
+    outcome: str
+    item: int | None  # 1-based index of a refused item, or the batch index of a transfer
+    detail: str | None
+    transfer: dict[str, Any] | None
+
+
+_ACCEPT = (
+    "SELECT outcome, item, detail, transfer::text FROM settle_accept("
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+)
+
+
+async def accept(
+    conn: Connection,
+    *,
+    user_id: uuid.UUID,
+    key: str,
+    fingerprint: str,
+    kinds: Sequence[str],
+    accounts: Sequence[uuid.UUID],
+    destinations: Sequence[str | None],
+    amounts: Sequence[int],
+    currencies: Sequence[str],
+    descriptions: Sequence[str | None],
+    batch_id: uuid.UUID | None,
+    atomic: bool,
+    request_id: str | None,
+    large_threshold: int | None,
+) -> list[Row]:
+    records = await conn.fetch(
+        _ACCEPT,
+        user_id,
+        key,
+        fingerprint,
+        list(kinds),
+        list(accounts),
+        list(destinations),
+        list(amounts),
+        list(currencies),
+        list(descriptions),
+        batch_id,
+        atomic,
+        request_id,
+        large_threshold,
+    )
+    return [
+        Row(
+            outcome=r[0],
+            item=r[1],
+            detail=r[2],
+            transfer=json.loads(r[3]) if r[3] is not None else None,
+        )
+        for r in records
+    ]

@@ -1,0 +1,107 @@
+"""The resources Settle shows the outside world, each defined once.
+
+The same model renders a GET response, the body of an idempotent replay, and the
+payload of an event (polled from /v1/events or pushed as a webhook), so the three
+can never drift apart. Timestamps serialise one way everywhere: RFC 3339 in UTC
+with a `Z` suffix.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.enums import AccountStatus, EventType, TransferKind, TransferStatus
+
+
+class Resource(BaseModel):
+    model_config = ConfigDict(from_attributes=True, frozen=True)
+
+
+class AccountResource(Resource):
+    id: uuid.UUID
+    number: str = Field(description="Non-sequential account number; the last digit is a Luhn check")
+    currency: str
+    name: str | None
+    balance: int = Field(description="Minor units (cents)")
+    status: AccountStatus
+    created_at: datetime
+
+
+class EntryResource(Resource):
+    id: int
+    transfer_id: uuid.UUID
+    account_id: uuid.UUID
+    amount: int = Field(description="Signed minor units: negative leaves the account")
+    currency: str
+    balance_before: int
+    balance_after: int
+    sequence: int = Field(description="Per-account, starts at 1, increases by exactly one")
+    created_at: datetime
+
+
+class TransferResource(Resource):
+    id: uuid.UUID
+    kind: TransferKind
+    status: TransferStatus
+    failure_code: str | None = Field(description="Set when status is failed")
+    source_account_id: uuid.UUID
+    destination_account_id: uuid.UUID
+    amount: int = Field(description="Minor units (cents)")
+    currency: str
+    description: str | None
+    created_at: datetime
+    completed_at: datetime | None
+
+    @classmethod
+    def as_accepted(cls, transfer: Any) -> TransferResource:
+        """The transfer as its 202 showed it: pending, whatever happened since.
+
+        An idempotent replay answers with exactly this, so it is derived from the
+        row rather than stored beside it.
+        """
+        return cls.model_validate(transfer).model_copy(
+            update={"status": TransferStatus.PENDING, "failure_code": None, "completed_at": None}
+        )
+
+
+class BatchStatus(StrEnum):
+    PENDING = "pending"  # some transfers are still pending
+    COMPLETED = "completed"  # every transfer is succeeded or failed
+
+
+class BatchResource(Resource):
+    id: uuid.UUID
+    atomic: bool = Field(description="All transfers succeed, or none does")
+    status: BatchStatus
+    transfers: list[TransferResource] = Field(description="In the order they were submitted")
+
+    @classmethod
+    def of(
+        cls, batch_id: uuid.UUID, atomic: bool, transfers: list[TransferResource]
+    ) -> BatchResource:
+        done = all(t.status.is_terminal for t in transfers)
+        return cls(
+            id=batch_id,
+            atomic=atomic,
+            status=BatchStatus.COMPLETED if done else BatchStatus.PENDING,
+            transfers=transfers,
+        )
+
+
+class TransferEventData(Resource):
+    transfer: TransferResource
+    entries: list[EntryResource] = Field(
+        description="The transfer's ledger entries that the event's recipient may see"
+    )
+
+
+class EventResource(Resource):
+    id: str = Field(description="Unique; webhook receivers deduplicate on it (webhook-id)")
+    type: EventType
+    created_at: datetime
+    data: TransferEventData

@@ -1,0 +1,142 @@
+"""Coalesced engine wake-ups: one broker message per idle lane, not one per transfer.
+
+A lane's marker in Redis means "a drain of this lane is queued or running". A
+wake-up sets it (SET NX) and publishes a `drain_lane` message only if it was not
+set already; the drain lets go of it (DEL) when it finds the lane empty, then
+looks once more. So under load a busy lane gets no new messages at all, and:
+- a transfer committed before the drain let go is seen by that last look;
+- one committed after finds no marker and publishes a new message.
+The marker expires on its own (a crashed drain cannot hold a lane forever), a
+failed Redis call publishes anyway, and the beat sweeper wakes any lane whose
+pending transfers go stale whatever the markers say. Both the gateway (which
+never imports `workers`) and the workers publish through here, by task name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from celery import Celery
+
+from settle.broker import DRAIN_LANE_TASK, TRANSFERS_QUEUE, celery_config
+from settle.config import Settings
+
+logger = logging.getLogger("settle.wakeups")
+
+MARKER_TTL_SECONDS = 30
+
+
+def _marker(prefix: str, lane: int) -> str:
+    return f"{prefix}lane:{lane}"
+
+
+class LanePublisher:
+    """Sends `drain_lane` messages (no marker logic)."""
+
+    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
+        self._own = app is None
+        self._celery = app or Celery("settle-publisher")
+        if self._own:
+            self._celery.conf.update(celery_config(settings))
+
+    def publish(self, lanes: Collection[int]) -> bool:
+        ok = True
+        for lane in lanes:
+            try:
+                self._celery.send_task(
+                    DRAIN_LANE_TASK,
+                    args=[lane],
+                    queue=TRANSFERS_QUEUE,
+                    # Fail fast: a slow broker must not hold a 202; the sweeper covers us.
+                    retry=True,
+                    retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
+                )
+            except Exception:
+                logger.warning(
+                    "wake-up of lane %s not published; the sweeper will", lane, exc_info=True
+                )
+                ok = False
+        return ok
+
+    def close(self) -> None:
+        if self._own:
+            self._celery.close()
+
+
+class LaneWaker:
+    """Synchronous wake-ups (workers, sync routes); implements domain.uow.LaneWaker."""
+
+    def __init__(
+        self, client: redis.Redis[bytes], publisher: LanePublisher, *, prefix: str
+    ) -> None:
+        self._client, self._publisher, self._prefix = client, publisher, prefix
+
+    def wake_lanes(self, lanes: Collection[int]) -> None:
+        self._publisher.publish(self._claim(lanes))
+
+    def force(self, lanes: Collection[int]) -> None:
+        """Publish whatever the markers say (the sweeper: a marker may be stale)."""
+        self._claim(lanes)
+        self._publisher.publish(lanes)
+
+    def refresh(self, lane: int) -> None:
+        try:
+            self._client.set(_marker(self._prefix, lane), 1, ex=MARKER_TTL_SECONDS)
+        except redis.RedisError:
+            logger.debug("could not refresh the marker of lane %s", lane, exc_info=True)
+
+    def release(self, lane: int) -> None:
+        try:
+            self._client.delete(_marker(self._prefix, lane))
+        except redis.RedisError:
+            logger.debug("could not release the marker of lane %s", lane, exc_info=True)
+
+    def claim(self, lane: int) -> bool:
+        return bool(self._claim([lane]))
+
+    def _claim(self, lanes: Collection[int]) -> list[int]:
+        """The lanes whose marker this call set (all of them if Redis is unreachable)."""
+        ordered = sorted(set(lanes))
+        if not ordered:
+            return []
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for lane in ordered:
+                    pipe.set(_marker(self._prefix, lane), 1, nx=True, ex=MARKER_TTL_SECONDS)
+                results: list[Any] = pipe.execute()
+        except redis.RedisError:
+            logger.warning("lane markers unavailable; publishing every wake-up", exc_info=True)
+            return ordered
+        return [lane for lane, claimed in zip(ordered, results, strict=True) if claimed]
+
+
+class AsyncLaneWaker:
+    """The gateway's wake-ups, on its event loop; publishing (rare) runs in a thread."""
+
+    def __init__(
+        self, client: aioredis.Redis[bytes], publisher: LanePublisher, *, prefix: str
+    ) -> None:
+        self._client, self._publisher, self._prefix = client, publisher, prefix
+
+    async def wake_lanes(self, lanes: Collection[int]) -> bool:
+        ordered = sorted(set(lanes))
+        if not ordered:
+            return True
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for lane in ordered:
+                    pipe.set(_marker(self._prefix, lane), 1, nx=True, ex=MARKER_TTL_SECONDS)
+                results: list[Any] = await pipe.execute()
+            claimed = [lane for lane, ok in zip(ordered, results, strict=True) if ok]
+        except (redis.RedisError, OSError):
+            logger.warning("lane markers unavailable; publishing every wake-up", exc_info=True)
+            claimed = ordered
+        if not claimed:
+            return True
+        published = await asyncio.to_thread(self._publisher.publish, claimed)
+        return published
