@@ -128,7 +128,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
             expose_headers=["Location", "Idempotent-Replayed", "Retry-After", "X-Request-ID"],
         )
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        exceptions={"/v1/transfer-batches": settings.max_batch_body_bytes},
+    )
     app.add_middleware(RequestContextMiddleware, hsts=settings.hsts)
     return app
 

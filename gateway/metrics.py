@@ -22,6 +22,12 @@ LEDGER_VERIFY_TIMESTAMP = Gauge(
     "settle_ledger_verify_last_run_timestamp_seconds", "When the latest verification ran"
 )
 
+TRANSFERS_QUARANTINED = Gauge(
+    "settle_transfers_quarantined",
+    "Transfers the engine failed with internal_error because applying them kept breaking "
+    "a database invariant (all time; each one needs a look)",
+)
+
 SECURITY_EVENTS = Counter(
     "settle_security_events_total", "Security events written to the audit trail", ["event_type"]
 )

@@ -63,23 +63,28 @@ class RequestContextMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Answers 413 to bodies larger than `max_bytes`, declared or streamed."""
+    """Answers 413 to bodies larger than the limit, declared or streamed.
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    `max_bytes` applies everywhere except under the path prefixes of `exceptions`
+    (a batch of 1,000 transfers is larger than any other request).
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, exceptions: dict[str, int] | None = None
+    ) -> None:
+        self.app, self.max_bytes, self.exceptions = app, max_bytes, exceptions or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = next(
+            (n for prefix, n in self.exceptions.items() if scope["path"].startswith(prefix)),
+            self.max_bytes,
+        )
         declared = _header(scope, b"content-length")
-        if (
-            declared
-            and declared.isascii()
-            and declared.isdigit()
-            and int(declared) > self.max_bytes
-        ):
-            await _too_large(send, self.max_bytes)
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
+            await _too_large(send, limit)
             return
         received = 0
 
@@ -88,14 +93,14 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise _BodyTooLargeError
             return message
 
         try:
             await self.app(scope, counting_receive, send)
         except _BodyTooLargeError:
-            await _too_large(send, self.max_bytes)
+            await _too_large(send, limit)
 
 
 class _BodyTooLargeError(Exception):

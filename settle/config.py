@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     # HTTP hardening.
     cors_origins: list[str] = []
     max_body_bytes: int = 64 * 1024
+    max_batch_body_bytes: int = 1024 * 1024  # 1,000 transfers with descriptions
     expose_docs: bool = True  # /docs, /redoc, /openapi.json
     metrics_token: str = ""  # when set, /metrics needs "Authorization: Bearer <token>"
     hsts: bool = False  # send Strict-Transport-Security (only behind TLS)

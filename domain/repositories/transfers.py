@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from domain.enums import TransferStatus
@@ -81,3 +81,8 @@ def page(
     if before_seq is not None:
         query = query.where(Transfer.seq < before_seq)
     return list(session.scalars(query.order_by(Transfer.seq.desc()).limit(limit)))
+
+
+def count_failed_with(session: Session, failure_code: str) -> int:
+    query = select(func.count()).select_from(Transfer).where(Transfer.failure_code == failure_code)
+    return int(session.scalar(query) or 0)

@@ -17,6 +17,7 @@ from domain.models import Transfer, TransferBatch, User
 from domain.repositories import accounts as accounts_repo
 from domain.repositories import idempotency as idempotency_repo
 from domain.repositories import transfers as transfers_repo
+from domain.rules import INTERNAL_ERROR
 
 
 def purge_idempotency_keys(*, session: Session, retention_seconds: float) -> int:
@@ -59,6 +60,11 @@ def list_visible_transfers(
     return transfers_repo.page(
         session, query, account_id=account_id, status=status, before_seq=before_seq, limit=limit
     )
+
+
+def count_quarantined(*, session: Session) -> int:
+    """Transfers the engine gave up on (see workers/tasks.py, quarantine)."""
+    return transfers_repo.count_failed_with(session, INTERNAL_ERROR)
 
 
 @dataclass(frozen=True)

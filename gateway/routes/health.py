@@ -11,9 +11,14 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from domain.services import verify
+from domain.services import transfers, verify
 from gateway.errors import problem
-from gateway.metrics import LEDGER_VERIFY_OK, LEDGER_VERIFY_PROBLEMS, LEDGER_VERIFY_TIMESTAMP
+from gateway.metrics import (
+    LEDGER_VERIFY_OK,
+    LEDGER_VERIFY_PROBLEMS,
+    LEDGER_VERIFY_TIMESTAMP,
+    TRANSFERS_QUARANTINED,
+)
 
 router = APIRouter(tags=["operations"])
 logger = logging.getLogger("settle.gateway.health")
@@ -53,9 +58,11 @@ async def readyz(request: Request) -> Response:
 
 
 def _refresh_ledger_gauges(request: Request) -> None:
-    """Verification runs in the workers (beat); its latest result lives in PostgreSQL."""
+    """Verification runs in the workers (beat); its latest result and the count of
+    quarantined transfers live in PostgreSQL."""
     with request.app.state.session_factory() as session:
         latest = verify.latest(session=session)
+        TRANSFERS_QUARANTINED.set(transfers.count_quarantined(session=session))
     if latest is not None:
         LEDGER_VERIFY_OK.set(1 if latest.ok else 0)
         LEDGER_VERIFY_PROBLEMS.set(latest.problems)

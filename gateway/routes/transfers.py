@@ -62,6 +62,8 @@ async def _long_poll(
         with factory() as session:
             return read(session)
 
+    if not wait:
+        return await run_in_threadpool(fresh)
     deadline = time.monotonic() + wait
     try:
         async with completions.waiting(user.id, ids) as finished:

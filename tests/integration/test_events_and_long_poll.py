@@ -114,3 +114,41 @@ def test_long_poll_returns_within_100ms_of_the_transfer_becoming_terminal(
     print(f"long-poll latency after commit: {latency * 1000:.0f} ms")
     with session_factory() as session:
         assert session.get(Transfer, uuid.UUID(deposit["id"])).status == "succeeded"
+
+
+def test_concurrent_long_polls_are_capped_per_user(settings, session_factory):
+    from fastapi.testclient import TestClient
+
+    from gateway.app import create_app
+
+    capped = settings.model_copy(
+        update={"max_waits_per_user": 2, "redis_prefix": f"{settings.redis_prefix}capped:"}
+    )
+    with TestClient(create_app(capped)) as client:
+        operator = operator_headers(client, session_factory)
+        account = open_account(client, register_and_login(client))
+        deposit = post_deposit(client, operator, account["id"], 5)  # stays pending: no drain
+        statuses: list[int] = []
+
+        def wait():
+            response = client.get(
+                f"/v1/transfers/{deposit['id']}", params={"wait": 2}, headers=operator
+            )
+            statuses.append(response.status_code)
+
+        waiters = [threading.Thread(target=wait) for _ in range(2)]
+        for waiter in waiters:
+            waiter.start()
+        time.sleep(0.5)  # both are parked now
+        third = client.get(f"/v1/transfers/{deposit['id']}", params={"wait": 2}, headers=operator)
+        assert third.status_code == 429
+        assert third.json()["code"] == "too_many_waits"
+        assert third.headers["Retry-After"] == "1"
+        # Without ?wait the cap does not apply.
+        assert client.get(f"/v1/transfers/{deposit['id']}", headers=operator).status_code == 200
+        for waiter in waiters:
+            waiter.join()
+        assert statuses == [200, 200]
+        # A finished wait frees its slot.
+        again = client.get(f"/v1/transfers/{deposit['id']}", params={"wait": 1}, headers=operator)
+        assert again.status_code == 200

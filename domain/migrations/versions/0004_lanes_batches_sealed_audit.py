@@ -74,6 +74,13 @@ def upgrade() -> None:
         unique=True,
         postgresql_where=sa.text("batch_id IS NOT NULL"),
     )
+    # /metrics counts quarantined transfers on every scrape.
+    op.create_index(
+        "transfers_quarantined_idx",
+        "transfers",
+        ["id"],
+        postgresql_where=sa.text("failure_code = 'internal_error'"),
+    )
     # The engine's hot query: the oldest pending transfers of one lane.
     op.create_index(
         "transfers_pending_by_lane",

@@ -1,0 +1,111 @@
+"""Atomic batches stay all-or-nothing while worker processes are SIGKILLed mid-drain."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import time
+import uuid
+
+import psutil
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from domain.models import Account, LedgerEntry, Transfer
+from tests.factories import idem, open_account, operator_headers, post_deposit, register_and_login
+from tests.processes import running_worker
+
+pytestmark = pytest.mark.e2e
+
+BATCHES = 30
+ITEMS = 20
+
+
+@pytest.fixture
+def isolated(settings, redis_client):
+    prefix = f"settle-batchfault-{secrets.token_hex(4)}:"
+    yield settings.model_copy(update={"redis_prefix": prefix})
+    for key in redis_client.scan_iter(match=f"{prefix}*"):
+        redis_client.delete(key)
+
+
+def test_atomic_batches_survive_sigkilled_workers(isolated, session_factory):
+    from gateway.app import create_app
+
+    with TestClient(create_app(isolated)) as client:
+        operator = operator_headers(client, session_factory)
+        owner = register_and_login(client)
+        sources = [open_account(client, owner) for _ in range(3)]
+        sinks = [open_account(client, register_and_login(client)) for _ in range(3)]
+        for source in sources:
+            post_deposit(client, operator, source["id"], 1_000_000)
+        batch_ids, doomed = [], set()
+        for b in range(BATCHES):
+            items = [
+                {
+                    "source_account_id": sources[(b + i) % 3]["id"],
+                    "destination_account_number": sinks[i % 3]["number"],
+                    "amount": 10 + i,
+                    "currency": "USD",
+                }
+                for i in range(ITEMS)
+            ]
+            if b % 3 == 0:  # one item too large: the whole batch must fail
+                items[ITEMS // 2]["amount"] = 99_000_000
+                doomed.add(b)
+            response = client.post(
+                "/v1/transfer-batches",
+                json={"atomic": True, "transfers": items},
+                headers={**owner, **idem()},
+            )
+            assert response.status_code == 202, response.text
+            batch_ids.append(response.json()["id"])
+
+    env = {
+        **os.environ,
+        "SETTLE_REDIS_PREFIX": isolated.redis_prefix,
+        "SETTLE_DRAIN_BATCH_SIZE": "25",
+    }
+    kills = 0
+    deadline = time.monotonic() + 90
+    while _pending(session_factory, batch_ids) and time.monotonic() < deadline:
+        with running_worker(env, concurrency=2, beat=True) as worker:
+            time.sleep(0.3 + 0.2 * kills)
+            children = psutil.Process(worker.popen.pid).children(recursive=True)
+            if children and kills < 3:
+                children[0].send_signal(signal.SIGKILL)
+                kills += 1
+            time.sleep(1.0)
+    assert not _pending(session_factory, batch_ids), "batches still pending"
+    assert kills >= 1
+
+    with session_factory() as session:
+        for b, batch_id in enumerate(batch_ids):
+            rows = session.scalars(
+                select(Transfer).where(Transfer.batch_id == uuid.UUID(batch_id))
+            ).all()
+            statuses = {t.status for t in rows}
+            assert statuses == ({"failed"} if b in doomed else {"succeeded"}), (b, statuses)
+            entries = session.scalar(
+                select(func.count())
+                .select_from(LedgerEntry)
+                .where(LedgerEntry.transfer_id.in_([t.id for t in rows]))
+            )
+            assert entries == (0 if b in doomed else 2 * ITEMS)
+        ids = [uuid.UUID(a["id"]) for a in sources + sinks]
+        total = session.scalar(select(func.sum(Account.balance)).where(Account.id.in_(ids)))
+        assert total == 3 * 1_000_000
+
+
+def _pending(session_factory, batch_ids):
+    with session_factory() as session:
+        return session.scalar(
+            select(func.count())
+            .select_from(Transfer)
+            .where(
+                Transfer.batch_id.in_([uuid.UUID(b) for b in batch_ids]),
+                Transfer.status == "pending",
+            )
+        )

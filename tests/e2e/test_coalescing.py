@@ -1,0 +1,77 @@
+"""Coalesced wake-ups: one message per idle lane, and nothing stranded when a marker lies."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+
+from domain.lanes import lane_of
+from tests.factories import (
+    open_account,
+    operator_headers,
+    post_deposit,
+    register_and_login,
+    wait_terminal,
+)
+from tests.processes import running_worker
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def isolated(settings, redis_client):
+    prefix = f"settle-coalesce-{secrets.token_hex(4)}:"
+    yield settings.model_copy(update={"redis_prefix": prefix})
+    for key in redis_client.scan_iter(match=f"{prefix}*"):
+        redis_client.delete(key)
+
+
+def test_wakeups_coalesce_per_lane_and_a_stale_marker_strands_nothing(
+    isolated, session_factory, redis_client
+):
+    from gateway.app import create_app
+
+    queue = f"{isolated.redis_prefix}transfers"
+    with TestClient(create_app(isolated)) as client:
+        operator = operator_headers(client, session_factory)
+        owner = register_and_login(client)
+        account = open_account(client, owner)
+        first = post_deposit(client, operator, account["id"], 100)
+        lane = lane_of(
+            uuid.UUID(first["source_account_id"])
+        )  # deposits leave the settlement account
+        marker = f"{isolated.redis_prefix}lane:{lane}"
+        assert redis_client.llen(queue) == 1 and redis_client.exists(marker)
+
+        deposits = [first] + [post_deposit(client, operator, account["id"], 100) for _ in range(4)]
+        assert redis_client.llen(queue) == 1, "a lane with a drain queued gets no new message"
+
+        redis_client.delete(marker)  # lost (e.g. Redis restarted without persistence)
+        deposits.append(post_deposit(client, operator, account["id"], 100))
+        assert redis_client.llen(queue) == 2, "no marker: the next accept publishes again"
+
+        # Worst case: the marker says "a drain is coming" but every message is gone
+        # (the drain died before it could take them). Accepts publish nothing...
+        redis_client.delete(queue)
+        redis_client.set(marker, 1, ex=600)
+        deposits.append(post_deposit(client, operator, account["id"], 100))
+        assert redis_client.llen(queue) == 0
+        time.sleep(1.5)  # older than SETTLE_SWEEP_STALE_AFTER_SECONDS
+
+        # ...and the beat sweeper wakes the lane whatever the marker says.
+        env = {**os.environ, "SETTLE_REDIS_PREFIX": isolated.redis_prefix}
+        with running_worker(env, concurrency=1, beat=True) as worker:
+            for deposit in deposits:
+                assert wait_terminal(client, operator, deposit["id"])["status"] == "succeeded"
+            assert "sweeper woke 1 lane" in worker.log()
+            deadline = time.monotonic() + 10
+            while redis_client.exists(marker):  # the drain let go of the lane when done
+                assert time.monotonic() < deadline, "the marker outlived the drain"
+                time.sleep(0.1)
+        balance = client.get(f"/v1/accounts/{account['id']}", headers=owner).json()["balance"]
+        assert balance == 100 * len(deposits)
