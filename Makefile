@@ -23,7 +23,7 @@ run: install ## start gateway, worker, beat and flower (embedded PostgreSQL/Redi
 test: install ## the whole suite (embedded servers unless DATABASE_URL/REDIS_URL are set)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: install ## unit tests only (no services)
+test-fast: install ## unit tests only: starts no PostgreSQL or Redis and needs none
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 security: install ## bandit: medium and high severity findings fail

@@ -13,24 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dotenv import load_dotenv
+
 from domain.migrate import upgrade
 from settle.config import RUN_ENV_FILE
 from settle.devservices import start_missing_services, stop_all
 
 ROOT = Path.cwd()
 VAR = ROOT / "var"
-
-
-def _load_dotenv(path: Path) -> None:
-    """Values from .env, unless the real environment already has them."""
-    if not path.exists():
-        return
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        os.environ.setdefault(key.strip(), value.strip().strip("'\""))
 
 
 def _flower_credentials() -> str:
@@ -45,7 +35,10 @@ def _flower_credentials() -> str:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    _load_dotenv(ROOT / ".env")
+    # Into the environment of every Procfile process; the real environment wins. The same
+    # parser as the Settings class (pydantic-settings reads .env with python-dotenv), so
+    # quoting, `export` and ${VAR} mean the same to both.
+    load_dotenv(ROOT / ".env", override=False)
     os.environ.setdefault("SETTLE_ENVIRONMENT", "development")
     os.environ.setdefault("FLOWER_BASIC_AUTH", _flower_credentials())
     os.environ.setdefault("SETTLE_HTTP_PORT", "8000")

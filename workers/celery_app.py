@@ -6,6 +6,8 @@
 - prefetch 1: a worker holds at most one unacknowledged message per process.
 - visibility timeout (settle/broker.py) far above the task time limit, so Redis
   never re-delivers a message that is still being worked on.
+- the settings-derived part (broker, queues, beat schedule) is read when Celery first
+  needs its configuration, so importing this module needs no environment.
 """
 
 from __future__ import annotations
@@ -25,16 +27,13 @@ from settle.broker import (
     WEBHOOKS_QUEUE,
     celery_config,
 )
-from settle.config import get_settings
+from settle.config import Settings, get_settings
 
 TASK_SOFT_TIME_LIMIT_SECONDS = 120
 TASK_TIME_LIMIT_SECONDS = 180
 SWEEP_EXPIRES_SECONDS = 60
 
-settings = get_settings()
-
 app = Celery("settle")
-app.conf.update(celery_config(settings))
 app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
@@ -42,7 +41,11 @@ app.conf.update(
     task_soft_time_limit=TASK_SOFT_TIME_LIMIT_SECONDS,
     task_time_limit=TASK_TIME_LIMIT_SECONDS,
     worker_hijack_root_logger=False,
-    beat_schedule={
+)
+
+
+def beat_schedule(settings: Settings) -> dict[str, Any]:
+    return {
         "sweep-pending-transfers": {
             "task": SWEEP_PENDING_TASK,
             "schedule": settings.sweep_interval_seconds,
@@ -69,8 +72,19 @@ app.conf.update(
             "schedule": settings.verify_interval_seconds,
             "options": {"queue": TRANSFERS_QUEUE, "expires": settings.verify_interval_seconds},
         },
-    },
-)
+    }
+
+
+def _settings_config() -> dict[str, Any]:
+    # Celery calls this promise when its configuration is first needed (a worker
+    # starting, a task sent), not at import, so importing the tasks reads no settings.
+    # Not the `on_configure` signal: Celery logs and swallows a receiver's exception, so
+    # bad settings would start a worker on the default broker instead of failing.
+    settings = get_settings()
+    return {**celery_config(settings), "beat_schedule": beat_schedule(settings)}
+
+
+app.add_defaults(_settings_config)
 app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
 
 

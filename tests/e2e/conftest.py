@@ -8,6 +8,13 @@ import httpx
 import pytest
 
 from tests.processes import Process, running_gateway, running_worker
+from tests.services import Services
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _services(services: Services) -> Services:
+    """Session-scoped, so the environment the subprocesses inherit is set before any starts."""
+    return services
 
 
 @pytest.fixture(scope="package")

@@ -77,7 +77,10 @@ class Chaos:
     def _run(self) -> None:
         rng = random.Random(7)
         step = 0
-        while not self._stop.wait(rng.uniform(1.0, 2.0)):
+        # At least one whole cycle (pool child, worker, pool child, Redis), however soon
+        # the load ends: on a fast run the submissions used to finish before step 4.
+        while not (self._stop.is_set() and step >= 4):
+            time.sleep(rng.uniform(1.0, 2.0))
             step += 1
             if step % 4 == 0:
                 self.redis.stop()

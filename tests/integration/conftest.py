@@ -15,6 +15,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain.models import Transfer
+from tests.services import Services
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _services(services: Services) -> Services:
+    """Every test here runs on the real PostgreSQL and Redis of the run."""
+    return services
 
 
 @pytest.fixture(scope="session")

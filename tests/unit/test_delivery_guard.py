@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fakeredis
-import redis
 
 from workers.delivery_guard import DeliveryGuard
 
@@ -24,7 +23,6 @@ def test_forget_resets_the_count():
     assert guard.admit("t") is True
 
 
-def test_redis_down_admits_rather_than_blocking_work():
-    client = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
-    guard = DeliveryGuard(client, prefix="p:", max_deliveries=1, ttl_seconds=60)
+def test_redis_down_admits_rather_than_blocking_work(dead_redis):
+    guard = DeliveryGuard(dead_redis, prefix="p:", max_deliveries=1, ttl_seconds=60)
     assert guard.admit("t") is True

@@ -17,11 +17,18 @@ from settle.broker import broker_url
 from settle.config import DEV_JWT_SECRET, Settings
 
 SECRET = "s" * 48
+WEBHOOK_KEY = "w" * 48  # required, like the JWT secret, outside development
 
 
 @pytest.fixture
 def settings():
-    return Settings(environment="test", jwt_secret=SECRET, database_url="", redis_url="")
+    return Settings(
+        environment="test",
+        jwt_secret=SECRET,
+        webhook_encryption_key=WEBHOOK_KEY,
+        database_url="",
+        redis_url="",
+    )
 
 
 def _claims(settings, **overrides):
@@ -82,20 +89,26 @@ def test_forged_tokens_are_refused(settings, forge):
 
 
 def test_keys_rotate_by_kid():
-    old = Settings(environment="test", jwt_keys={"k1": "a" * 40}, jwt_active_kid="k1")
+    def keyed(keys, active):
+        return Settings(
+            environment="test",
+            jwt_keys=keys,
+            jwt_active_kid=active,
+            webhook_encryption_key=WEBHOOK_KEY,
+        )
+
+    old = keyed({"k1": "a" * 40}, "k1")
     token = issue_access_token(old, user_id=uuid.uuid4(), role="customer")
     assert jwt.get_unverified_header(token)["kid"] == "k1"
-    both = Settings(
-        environment="test", jwt_keys={"k1": "a" * 40, "k2": "b" * 40}, jwt_active_kid="k2"
-    )
+    both = keyed({"k1": "a" * 40, "k2": "b" * 40}, "k2")
     decode_access_token(both, token)  # old tokens still valid during the overlap
     new = issue_access_token(both, user_id=uuid.uuid4(), role="customer")
     assert jwt.get_unverified_header(new)["kid"] == "k2"
-    retired = Settings(environment="test", jwt_keys={"k2": "b" * 40}, jwt_active_kid="k2")
+    retired = keyed({"k2": "b" * 40}, "k2")
     with pytest.raises(jwt.InvalidTokenError):
         decode_access_token(retired, token)
     with pytest.raises(ValidationError, match="must name a key"):
-        Settings(environment="test", jwt_keys={"k2": "b" * 40}, jwt_active_kid="k1")
+        keyed({"k2": "b" * 40}, "k1")
 
 
 def test_development_secret_is_refused_outside_development():

