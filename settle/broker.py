@@ -10,6 +10,9 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from settle.config import Settings
 
@@ -60,9 +63,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+# Rate limits, lockouts and lane markers fail open when Redis is down; redis-py's
+# default retries (with backoff) would turn "fail open" into seconds of stall per
+# request, so Settle's clients try once.
 def redis_client(settings: Settings) -> redis.Redis[bytes]:
-    return redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    return redis.Redis.from_url(
+        settings.redis_url, socket_timeout=5, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+    )
 
 
 def async_redis_client(settings: Settings) -> aioredis.Redis[bytes]:
-    return aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        retry=AsyncRetry(NoBackoff(), 0),
+    )
