@@ -21,6 +21,7 @@ from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from gateway.ratelimit import AsyncRateLimiter, Lockout, RateLimiter
 from gateway.routes import accounts as accounts_routes
 from gateway.routes import admin, auth, events, health, money, transfers, webhooks
+from gateway.tokens import VerifiedTokens
 from settle.broker import async_redis_client, redis_client
 from settle.config import Settings, get_settings
 from settle.wakeups import AsyncLaneWaker, LanePublisher, LaneWaker
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_overflow=settings.db_max_overflow,
         )
         app.state.settings = settings
+        app.state.tokens = VerifiedTokens(settings)
         app.state.session_factory = make_session_factory(engine)
         with unit_of_work(app.state.session_factory) as uow:
             accounts.ensure_settlement_accounts(session=uow.session, currencies=settings.currencies)

@@ -22,7 +22,7 @@ from domain.uow import UnitOfWork, unit_of_work
 from gateway import security_events
 from gateway.errors import ApiError
 from gateway.guards import Guards, guards
-from gateway.tokens import AccessClaims, decode_access_token
+from gateway.tokens import AccessClaims, VerifiedTokens
 from settle.config import Settings
 
 
@@ -60,21 +60,22 @@ def _invalid_token() -> ApiError:
     )
 
 
-def _claims(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> AccessClaims:
+def _claims(request: Request, credentials: HTTPAuthorizationCredentials | None) -> AccessClaims:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ApiError(
             401, "not_authenticated", "a bearer access token is required", _UNAUTHENTICATED
         )
+    tokens: VerifiedTokens = request.app.state.tokens
     try:
-        return decode_access_token(settings, credentials.credentials)
+        return tokens.claims(credentials.credentials)
     except jwt.InvalidTokenError as exc:
         raise _invalid_token() from exc
 
 
 def _authenticate(
-    settings: Settings, session: Session, credentials: HTTPAuthorizationCredentials | None
+    request: Request, session: Session, credentials: HTTPAuthorizationCredentials | None
 ) -> User:
-    user = users_repo.get(session, _claims(settings, credentials).user_id)
+    user = users_repo.get(session, _claims(request, credentials).user_id)
     if user is None:
         raise _invalid_token()
     return user
@@ -83,29 +84,27 @@ def _authenticate(
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def current_user(settings: SettingsDep, session: SessionDep, credentials: Credentials) -> User:
-    return _authenticate(settings, session, credentials)
+def current_user(request: Request, session: SessionDep, credentials: Credentials) -> User:
+    return _authenticate(request, session, credentials)
 
 
-async def token_caller(settings: SettingsDep, credentials: Credentials) -> AccessClaims:
+async def token_caller(request: Request, credentials: Credentials) -> AccessClaims:
     """The caller as its access token says, with no database read.
 
     For the money routes: `settle_accept` checks in the same statement that the
     user still exists (and, for deposits, the role), so a lookup here would only
     add a round trip.
     """
-    return _claims(settings, credentials)
+    return _claims(request, credentials)
 
 
-def current_user_detached(
-    request: Request, settings: SettingsDep, credentials: Credentials
-) -> User:
+def current_user_detached(request: Request, credentials: Credentials) -> User:
     """Like `current_user`, but returns the connection to the pool at once.
 
     For long-running (long-poll) requests that must not pin a database connection.
     """
     with request.app.state.session_factory() as session:
-        return _authenticate(settings, session, credentials)
+        return _authenticate(request, session, credentials)
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,7 +38,39 @@ def issue_access_token(settings: Settings, *, user_id: uuid.UUID, role: str) -> 
     return jwt.encode(claims, settings.jwt_keys[kid], algorithm=ALGORITHM, headers={"kid": kid})
 
 
+class VerifiedTokens:
+    """Remembers recently verified access tokens until they expire.
+
+    Verifying an HS256 token costs more than the rest of a money request's Python
+    work together; the same client presents the same token for minutes. A token's
+    verdict cannot change while it is unexpired (the key set is fixed for the
+    process's life), so a hit only re-checks the expiry time. Bounded in size.
+    """
+
+    def __init__(self, settings: Settings, *, capacity: int = 10_000) -> None:
+        self._settings = settings
+        self._capacity = capacity
+        self._known: dict[str, tuple[AccessClaims, float]] = {}
+
+    def claims(self, token: str) -> AccessClaims:
+        known = self._known.get(token)
+        if known is not None:
+            claims, expires_at = known
+            if time.time() < expires_at:
+                return claims
+            del self._known[token]
+        claims, expires_at = _decode(self._settings, token)
+        if len(self._known) >= self._capacity:
+            self._known.clear()  # crude but bounded; refilled by the next requests
+        self._known[token] = (claims, expires_at)
+        return claims
+
+
 def decode_access_token(settings: Settings, token: str) -> AccessClaims:
+    return _decode(settings, token)[0]
+
+
+def _decode(settings: Settings, token: str) -> tuple[AccessClaims, float]:
     """Raises jwt.InvalidTokenError for anything but a valid, unexpired access token.
 
     The key is chosen by the token's `kid` from the server-held set, so keys can be
@@ -59,6 +92,7 @@ def decode_access_token(settings: Settings, token: str) -> AccessClaims:
     if claims.get("typ") != ACCESS_TOKEN_TYPE:
         raise jwt.InvalidTokenError("not an access token")
     try:
-        return AccessClaims(user_id=uuid.UUID(claims["sub"]), role=str(claims.get("role", "")))
+        found = AccessClaims(user_id=uuid.UUID(claims["sub"]), role=str(claims.get("role", "")))
     except ValueError as exc:
         raise jwt.InvalidTokenError("bad subject") from exc
+    return found, float(claims["exp"])

@@ -25,7 +25,7 @@ from domain.resources import BatchResource, TransferResource
 from domain.services import acceptance
 from domain.uow import async_unit_of_work
 from gateway import security_events
-from gateway.deps import OperatorUser, SettingsDep, TokenCaller
+from gateway.deps import OperatorUser, TokenCaller
 from gateway.errors import PROBLEM_JSON, ApiError
 from gateway.idempotency import require_key
 from gateway.metrics import ANOMALIES, RATE_LIMITED, TRANSFERS_ACCEPTED, WAKEUPS_FAILED
@@ -36,6 +36,7 @@ from gateway.schemas.transfers import (
     TransferBatchCreate,
     TransferCreate,
 )
+from settle.config import Settings
 
 router = APIRouter(tags=["money movement"])
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Awaitable[Response]])
@@ -77,7 +78,7 @@ class MoneyDesk:
     """Everything a money route needs besides its body and caller."""
 
     request: Request
-    settings: SettingsDep
+    settings: Settings
     idempotency_key: str | None
 
     async def accept(
@@ -139,9 +140,8 @@ class MoneyDesk:
         return outcome
 
 
-async def money_desk(
-    request: Request, settings: SettingsDep, idempotency_key: IdempotencyKeyHeader = None
-) -> MoneyDesk:
+async def money_desk(request: Request, idempotency_key: IdempotencyKeyHeader = None) -> MoneyDesk:
+    settings: Settings = request.app.state.settings
     return MoneyDesk(request=request, settings=settings, idempotency_key=idempotency_key)
 
 

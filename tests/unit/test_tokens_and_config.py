@@ -131,3 +131,25 @@ def test_fingerprint_ignores_key_order_but_not_values():
 def test_broker_url_translates_unix_sockets():
     assert broker_url("unix:///tmp/r.sock") == "redis+socket:///tmp/r.sock"
     assert broker_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_verified_tokens_remember_a_verdict_only_until_the_token_expires(settings, monkeypatch):
+    from gateway import tokens as tokens_module
+
+    cache = tokens_module.VerifiedTokens(settings)
+    user = uuid.uuid4()
+    token = issue_access_token(settings, user_id=user, role="customer")
+    assert cache.claims(token).user_id == user
+    decodes = []
+    monkeypatch.setattr(
+        tokens_module, "_decode", lambda *args: decodes.append(args) or pytest.fail("re-decoded")
+    )
+    assert cache.claims(token).user_id == user  # served from memory
+    real_time = tokens_module.time.time
+    monkeypatch.setattr(tokens_module.time, "time", lambda: real_time() + 3600)
+    with pytest.raises(pytest.fail.Exception):
+        cache.claims(token)  # expired: verified again (and refused by PyJWT for real)
+    monkeypatch.undo()
+    forged = jwt.encode(_claims(settings), "x" * 48, algorithm="HS256", headers={"kid": "default"})
+    with pytest.raises(jwt.InvalidTokenError):
+        tokens_module.VerifiedTokens(settings).claims(forged)
