@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
-from domain.errors import AuthenticationFailed, TooManyAttempts
+from domain.errors import TooManyAttempts
 from domain.models import User
 from domain.services import audit, sessions, users
 from domain.services.logins import LogIn
@@ -110,21 +110,12 @@ def token(
 def refresh(
     body: RefreshRequest, request: Request, uow: UowDep, settings: SettingsDep
 ) -> TokenPair:
-    try:
-        user, new_refresh = sessions.rotate_refresh_token(
-            session=uow.session,
-            token=body.refresh_token,
-            ttl_seconds=settings.refresh_token_ttl_seconds,
-        )
-    except AuthenticationFailed as exc:
-        if exc.code == "token_reused":
-            # Keep the family revocation, and say so in the audit trail.
-            audit.append(
-                uow.session,
-                [security_events.security_record(request, "auth.refresh_token_reused")],
-            )
-            uow.keep_on_refusal()
-        raise
+    user, new_refresh = sessions.rotate_refresh_token(
+        uow=uow,
+        token=body.refresh_token,
+        ttl_seconds=settings.refresh_token_ttl_seconds,
+        origin=security_events.origin(request),
+    )
     return _token_pair(settings, user, new_refresh)
 
 
