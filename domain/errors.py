@@ -47,6 +47,17 @@ class AuthenticationFailed(DomainError):
     title = "Authentication failed"
 
 
+class TooManyAttempts(DomainError):
+    """Refused for now (a rate limit, a login lockout): try again after `retry_after` seconds."""
+
+    code = "rate_limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(detail, code=code)
+        self.retry_after = retry_after
+
+
 class BatchRejected(InvalidRequest):
     """Some items of a batch were refused, so none was accepted; `errors` names them."""
 

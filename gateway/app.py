@@ -12,15 +12,16 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from domain.db import asyncpg_dsn, make_engine, make_session_factory
 from domain.secret_box import SecretBox
-from domain.services import acceptance, accounts
+from domain.services import acceptance, accounts, logins
 from domain.uow import Ports, unit_of_work
 from gateway import errors, openapi
 from gateway.completions import Completions
-from gateway.guards import Guards
+from gateway.guards import BucketLimits, Guards
 from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, request_id_var
 from gateway.ratelimit import AsyncRateLimiter, Lockout, RateLimiter
 from gateway.routes import accounts as accounts_routes
 from gateway.routes import admin, auth, events, health, money, transfers, webhooks
+from gateway.security_events import SecurityLog
 from gateway.tokens import VerifiedTokens
 from settle.broker import async_redis_client, redis_client
 from settle.config import Settings, get_settings
@@ -88,14 +89,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.completions.start()
         app.state.secret_box = SecretBox(settings.webhook_encryption_key)
         app.state.guards = Guards(
-            limiter=RateLimiter(app.state.redis, prefix=settings.redis_prefix),
-            lockout=Lockout(
-                app.state.redis,
-                prefix=settings.redis_prefix,
+            limiter=RateLimiter(app.state.redis, prefix=settings.redis_prefix)
+        )
+        app.state.logins = logins.Logins(
+            rate_limits=BucketLimits(
+                app.state.guards,
+                {
+                    logins.PER_CLIENT: settings.rate_limit_login_per_ip,
+                    logins.PER_ACCOUNT: settings.rate_limit_login_per_account,
+                },
+            ),
+            lockouts=Lockout(app.state.redis, prefix=settings.redis_prefix),
+            monitor=SecurityLog(app.state.session_factory),
+            policy=logins.LockoutPolicy(
                 threshold=settings.lockout_threshold,
                 base_seconds=settings.lockout_base_seconds,
                 max_seconds=settings.lockout_max_seconds,
             ),
+            refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
         )
         try:
             yield

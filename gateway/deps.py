@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from domain.models import User
 from domain.repositories import users as users_repo
+from domain.services.logins import Logins
 from domain.uow import UnitOfWork, unit_of_work
 from gateway import security_events
 from gateway.errors import ApiError
@@ -48,6 +49,14 @@ def get_session(uow: UowDep) -> Session:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 GuardsDep = Annotated[Guards, Depends(guards)]
+
+
+def get_logins(request: Request) -> Logins:
+    found: Logins = request.app.state.logins
+    return found
+
+
+LoginsDep = Annotated[Logins, Depends(get_logins)]
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from POST /v1/auth/token")
 

@@ -1,11 +1,9 @@
-"""Redis-backed rate limits and login lockouts.
+"""Redis-backed rate limits and the login lockout store.
 
 Fixed-window counters (one atomic Lua call per hit) keyed by what is limited:
-client IP, account email, user id. Lockouts grow per (account, client address):
-after `threshold` consecutive failures the pair is locked for base·2^(n-1) seconds,
-capped at `max_seconds`, and a success resets it. Keying lockouts by client too
-means an attacker cannot lock the real owner out from the owner's own network,
-and the cap means no lockout lasts long.
+client IP, account email, user id. `Lockout` only keeps the counts and locks of
+each (account, client) pair; when to lock and for how long is the domain's
+decision (domain/services/logins.py).
 
 Redis trouble fails *open* (logged): rate limiting protects the service, it must
 not take login or payments down with it.
@@ -78,18 +76,12 @@ class RateLimiter:
 
 
 class Lockout:
-    def __init__(
-        self,
-        client: redis.Redis[bytes],
-        *,
-        prefix: str,
-        threshold: int,
-        base_seconds: int,
-        max_seconds: int,
-    ) -> None:
+    """`logins.LockoutStore` on Redis: per pair a failure count, a lockout count
+    (both forgotten a day after their last change) and a lock that expires by itself."""
+
+    def __init__(self, client: redis.Redis[bytes], *, prefix: str) -> None:
         self._client = client
         self._prefix = f"{prefix}lockout:"
-        self.threshold, self.base, self.max = threshold, base_seconds, max_seconds
 
     def _keys(self, account: str, client: str) -> tuple[str, str, str]:
         pair = f"{_digest(account)}:{_digest(client)}"
@@ -100,7 +92,6 @@ class Lockout:
         )
 
     def locked_for(self, account: str, client: str) -> int:
-        """Seconds this (account, client) pair remains locked; 0 if not locked."""
         _, lock, _ = self._keys(account, client)
         try:
             ttl = int(self._client.ttl(lock))
@@ -109,34 +100,42 @@ class Lockout:
             return 0
         return max(ttl, 0)
 
-    def record_failure(self, account: str, client: str) -> int:
-        """Count a failed login; returns the lockout just imposed (seconds) or 0."""
-        fails, lock, level = self._keys(account, client)
+    def add_failure(self, account: str, client: str) -> int:
+        fails, _, _ = self._keys(account, client)
+        return self._count(fails)
+
+    def add_lockout(self, account: str, client: str) -> int:
+        fails, _, level = self._keys(account, client)
+        return self._count(level, clear=fails)
+
+    def lock(self, account: str, client: str, seconds: int) -> bool:
+        _, lock, _ = self._keys(account, client)
         try:
-            with self._client.pipeline() as pipe:
-                pipe.incr(fails)
-                pipe.expire(fails, 24 * 3600)
-                count = int(pipe.execute()[0])
-            if count < self.threshold:
-                return 0
-            with self._client.pipeline() as pipe:
-                pipe.incr(level)
-                pipe.expire(level, 24 * 3600)
-                pipe.delete(fails)
-                lockouts = int(pipe.execute()[0])
-            seconds: int = min(self.base * 2 ** (lockouts - 1), self.max)
             self._client.set(lock, 1, ex=seconds)
-            return seconds
         except redis.RedisError:
             logger.warning("lockout store unavailable", exc_info=True)
-            return 0
+            return False
+        return True
 
-    def record_success(self, account: str, client: str) -> None:
+    def reset(self, account: str, client: str) -> None:
         fails, _, level = self._keys(account, client)
         try:
             self._client.delete(fails, level)
         except redis.RedisError:
             logger.warning("lockout store unavailable", exc_info=True)
+
+    def _count(self, key: str, *, clear: str | None = None) -> int:
+        """Increment `key` (kept a day), deleting `clear` in the same round trip; 0 if down."""
+        try:
+            with self._client.pipeline() as pipe:
+                pipe.incr(key)
+                pipe.expire(key, 24 * 3600)
+                if clear is not None:
+                    pipe.delete(clear)
+                return int(pipe.execute()[0])
+        except redis.RedisError:
+            logger.warning("lockout store unavailable", exc_info=True)
+            return 0
 
 
 class AsyncRateLimiter:

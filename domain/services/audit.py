@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -38,6 +38,48 @@ class AuditRecord:
     subject_id: str | None = None
     request_id: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Origin:
+    """Where a security-relevant request came from, stamped on each of its audit events."""
+
+    client: str
+    path: str | None = None
+    request_id: str | None = None
+
+    def record(
+        self,
+        event_type: str,
+        *,
+        actor_id: uuid.UUID | None = None,
+        subject_type: str | None = None,
+        subject_id: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> AuditRecord:
+        return AuditRecord(
+            event_type=event_type,
+            actor_id=actor_id,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            request_id=self.request_id,
+            data={"client": self.client, "path": self.path, **(data or {})},
+        )
+
+
+class SecurityMonitor(Protocol):
+    """Where security events go when the caller's own transaction may roll back.
+
+    A refused login must still leave its trace, so `record` writes at once, in a
+    transaction of its own. Both calls are best effort: a failure to record is
+    logged by the implementation, never raised, so it cannot turn a 401 into a 500.
+    """
+
+    def record(self, event: AuditRecord) -> None: ...
+
+    def flag(self, kind: str) -> None:
+        """Count an anomaly of this kind (anomalies are flagged, never refused)."""
+        ...
 
 
 def event_hash(event: audit_repo.Sealable, *, chain_seq: int, prev_hash: str) -> str:

@@ -13,6 +13,8 @@ from domain.errors import AuthenticationFailed
 from domain.models import RefreshToken, User
 from domain.repositories import refresh_tokens as tokens_repo
 from domain.repositories import users as users_repo
+from domain.services import audit
+from domain.uow import UnitOfWork
 
 REFRESH_TOKEN_PREFIX = "rt_"  # noqa: S105 - a prefix, not a secret
 
@@ -37,18 +39,24 @@ def issue_refresh_token(
     return token
 
 
-def rotate_refresh_token(*, session: Session, token: str, ttl_seconds: int) -> tuple[User, str]:
+def rotate_refresh_token(
+    *, uow: UnitOfWork, token: str, ttl_seconds: int, origin: audit.Origin
+) -> tuple[User, str]:
     """Spend `token` and return its user with a fresh token of the same family.
 
     Presenting a token that was already spent means it was copied: the whole
-    family is revoked, so the thief's and the owner's sessions both end.
+    family is revoked, so the thief's and the owner's sessions both end. That
+    revocation and its audit event are kept although the request is refused.
     """
+    session = uow.session
     now = datetime.now(UTC)
     record = tokens_repo.get_by_hash_for_update(session, _hash(token))
     if record is None or record.revoked_at is not None or record.expires_at <= now:
         raise AuthenticationFailed("refresh token is invalid or expired", code="invalid_token")
     if record.used_at is not None:
         tokens_repo.revoke_family(session, record.family_id, at=now)
+        audit.append(session, [origin.record("auth.refresh_token_reused")])
+        uow.keep_on_refusal()
         raise AuthenticationFailed("refresh token was already used", code="token_reused")
     record.used_at = now
     user = users_repo.get(session, record.user_id)

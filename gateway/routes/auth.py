@@ -6,13 +6,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
-from domain.errors import AuthenticationFailed
+from domain.errors import TooManyAttempts
 from domain.models import User
 from domain.services import audit, sessions, users
+from domain.services.logins import LogIn
 from gateway import security_events
-from gateway.deps import CurrentUser, GuardsDep, SessionDep, SettingsDep, UowDep
-from gateway.errors import PROBLEM_JSON, ApiError
-from gateway.metrics import ANOMALIES
+from gateway.deps import CurrentUser, GuardsDep, LoginsDep, SessionDep, SettingsDep, UowDep
+from gateway.errors import PROBLEM_JSON
+from gateway.guards import too_many_attempts
 from gateway.schemas.auth import Credentials, RefreshRequest, TokenPair, UserOut
 from gateway.tokens import issue_access_token
 from settle.config import Settings
@@ -89,48 +90,14 @@ def token(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    guards: GuardsDep,
+    logins: LoginsDep,
 ) -> TokenPair:
-    client = security_events.client_address(request)
-    guards.enforce("login-ip", client, settings.rate_limit_login_per_ip)
-    guards.enforce("login-account", body.email, settings.rate_limit_login_per_account)
-    locked_for = guards.lockout.locked_for(body.email, client)
-    if locked_for:
-        security_events.record(request, "auth.login_locked", data={"email": body.email})
-        raise ApiError(
-            429,
-            "login_locked",
-            "too many failed logins; try again later",
-            {"Retry-After": str(locked_for)},
-        )
+    cmd = LogIn(email=body.email, password=body.password, origin=security_events.origin(request))
     try:
-        user = users.authenticate(session=session, email=body.email, password=body.password)
-    except AuthenticationFailed:
-        imposed = guards.lockout.record_failure(body.email, client)
-        security_events.record(request, "auth.login_failed", data={"email": body.email})
-        if imposed:
-            ANOMALIES.labels(kind="failed_login_burst").inc()
-            security_events.record(
-                request, "auth.lockout", data={"email": body.email, "seconds": imposed}
-            )
-        raise
-    guards.lockout.record_success(body.email, client)
-    refresh = sessions.issue_refresh_token(
-        session=session, user=user, ttl_seconds=settings.refresh_token_ttl_seconds
-    )
-    audit.append(
-        session,
-        [
-            security_events.security_record(
-                request,
-                "auth.login_succeeded",
-                actor_id=user.id,
-                subject_type="user",
-                subject_id=str(user.id),
-            )
-        ],
-    )
-    return _token_pair(settings, user, refresh)
+        done = logins.log_in(session=session, cmd=cmd)
+    except TooManyAttempts as exc:
+        raise too_many_attempts(exc) from exc
+    return _token_pair(settings, done.user, done.refresh_token)
 
 
 @router.post(
@@ -143,21 +110,12 @@ def token(
 def refresh(
     body: RefreshRequest, request: Request, uow: UowDep, settings: SettingsDep
 ) -> TokenPair:
-    try:
-        user, new_refresh = sessions.rotate_refresh_token(
-            session=uow.session,
-            token=body.refresh_token,
-            ttl_seconds=settings.refresh_token_ttl_seconds,
-        )
-    except AuthenticationFailed as exc:
-        if exc.code == "token_reused":
-            # Keep the family revocation, and say so in the audit trail.
-            audit.append(
-                uow.session,
-                [security_events.security_record(request, "auth.refresh_token_reused")],
-            )
-            uow.keep_on_refusal()
-        raise
+    user, new_refresh = sessions.rotate_refresh_token(
+        uow=uow,
+        token=body.refresh_token,
+        ttl_seconds=settings.refresh_token_ttl_seconds,
+        origin=security_events.origin(request),
+    )
     return _token_pair(settings, user, new_refresh)
 
 

@@ -99,7 +99,10 @@ class MoneyDesk:
         )
         rule = Rule.parse(self.settings.rate_limit_money_per_user)
         (money, money_ttl_ms), (today, _) = await state.async_limiter.count_many(
-            [("money-user", str(user_id), rule.window_seconds), ("velocity", str(user_id), 86400)]
+            [
+                ("money-user", str(user_id), rule.window_seconds),
+                ("velocity", str(user_id), anomalies.DAILY_VELOCITY_WINDOW_SECONDS),
+            ]
         )
         if money > rule.limit:
             RATE_LIMITED.labels(bucket="money-user").inc()
@@ -127,15 +130,20 @@ class MoneyDesk:
                 TRANSFERS_ACCEPTED.labels(kind=transfer.kind.value).inc()
             for anomaly in outcome.anomalies:
                 ANOMALIES.labels(kind=anomaly).inc()
-            threshold = self.settings.daily_velocity_threshold
-            if anomalies.crosses_daily_velocity(today, threshold):
-                ANOMALIES.labels(kind=anomalies.DAILY_VELOCITY).inc()
+            flagged = anomalies.daily_velocity(
+                user_id=user_id,
+                requests_today=today,
+                threshold=self.settings.daily_velocity_threshold,
+            )
+            if flagged is not None:
+                ANOMALIES.labels(kind=flagged.kind).inc()
+                # A thread hop only for the rare flagged request, never on the hot path.
                 await run_in_threadpool(
                     security_events.record,
                     self.request,
-                    f"anomaly.{anomalies.DAILY_VELOCITY}",
-                    actor_id=user_id,
-                    data={"threshold": threshold},
+                    flagged.event_type,
+                    actor_id=flagged.actor_id,
+                    data=flagged.data,
                 )
         return outcome
 

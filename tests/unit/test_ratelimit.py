@@ -1,4 +1,6 @@
-"""Rate-limit windows and lockout growth on fakeredis (real Redis: tests/integration)."""
+"""Rate-limit windows and the lockout store on fakeredis (real Redis: tests/integration).
+
+When to lock and for how long is tested with the domain (tests/unit/test_logins.py)."""
 
 from __future__ import annotations
 
@@ -26,18 +28,26 @@ def test_keys_do_not_contain_the_subject_in_clear():
     assert all(b"ada" not in key for key in client.keys("*"))
 
 
-def test_lockout_grows_and_is_capped_and_success_resets():
+def test_lockout_store_counts_per_pair_locks_and_resets():
     client = fakeredis.FakeRedis()
-    lockout = Lockout(client, prefix="t:", threshold=3, base_seconds=10, max_seconds=25)
-    imposed = [lockout.record_failure("ada@example.com", "1.2.3.4") for _ in range(9)]
-    assert imposed == [0, 0, 10, 0, 0, 20, 0, 0, 25]  # doubles, then the cap
-    assert 0 < lockout.locked_for("ada@example.com", "1.2.3.4") <= 25
-    assert lockout.locked_for("ada@example.com", "5.6.7.8") == 0  # other clients unaffected
-    lockout.record_success("ada@example.com", "1.2.3.4")
-    assert lockout.record_failure("ada@example.com", "1.2.3.4") == 0
+    store = Lockout(client, prefix="t:")
+    pair = ("ada@example.com", "1.2.3.4")
+    assert [store.add_failure(*pair) for _ in range(3)] == [1, 2, 3]
+    assert store.add_lockout(*pair) == 1
+    assert store.add_failure(*pair) == 1  # a lockout starts the failure count again
+    assert store.add_lockout(*pair) == 2
+    assert store.locked_for(*pair) == 0
+    assert store.lock(*pair, 25)
+    assert 0 < store.locked_for(*pair) <= 25
+    assert store.locked_for("ada@example.com", "5.6.7.8") == 0  # other clients unaffected
+    assert all(0 < client.ttl(key) <= 24 * 3600 for key in client.keys("t:lockout:*"))
+    store.reset(*pair)
+    assert store.add_failure(*pair) == 1 and store.add_lockout(*pair) == 1
 
 
 def test_redis_down_fails_open(dead_redis):
     assert RateLimiter(dead_redis, prefix="t:").hit("b", "s", Rule(1, 60)).allowed
-    lockout = Lockout(dead_redis, prefix="t:", threshold=1, base_seconds=1, max_seconds=1)
-    assert lockout.record_failure("a", "b") == 0 and lockout.locked_for("a", "b") == 0
+    store = Lockout(dead_redis, prefix="t:")
+    assert store.add_failure("a", "b") == 0 and store.add_lockout("a", "b") == 0
+    assert store.locked_for("a", "b") == 0 and not store.lock("a", "b", 1)
+    store.reset("a", "b")
