@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from domain.enums import TransferStatus
 from domain.models import Transfer, User
-from domain.resources import BatchResource, TransferResource
+from domain.resources import BatchResource, BatchStatus, TransferResource
 from domain.services import transfers
 from gateway.completions import Completions, TooManyWaits
 from gateway.deps import CurrentUser, DetachedUser, SessionDep
@@ -136,5 +136,5 @@ async def get_batch(
         return batch_out(transfers.get_visible_batch(session=session, user=user, batch_id=batch_id))
 
     return await _long_poll(
-        request, user, [batch_id], wait, read, lambda b: b.status == "completed"
+        request, user, [batch_id], wait, read, lambda b: b.status == BatchStatus.COMPLETED
     )
