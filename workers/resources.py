@@ -20,6 +20,7 @@ from workers.delivery_guard import DeliveryGuard
 _engine: Engine | None = None
 _factory: sessionmaker[Session] | None = None
 _redis: redis.Redis[bytes] | None = None
+_ports: Ports | None = None
 
 
 def session_factory() -> sessionmaker[Session]:
@@ -58,9 +59,35 @@ def lane_waker() -> LaneWaker:
     return LaneWaker(_redis_client(), lane_publisher(), prefix=get_settings().redis_prefix)
 
 
+class _LaneClaims:
+    """domain.services.draining.LaneClaims over the lane markers and the broker."""
+
+    def __init__(self) -> None:
+        self._waker = lane_waker()
+
+    def refresh(self, lane: int) -> None:
+        self._waker.refresh(lane)
+
+    def release(self, lane: int) -> None:
+        self._waker.release(lane)
+
+    def claim(self, lane: int) -> bool:
+        return self._waker.claim(lane)
+
+    def hand_on(self, lane: int) -> None:
+        lane_publisher().publish([lane])  # the marker stays ours: no one else publishes
+
+
+def lane_claims() -> _LaneClaims:
+    return _LaneClaims()
+
+
 def ports() -> Ports:
     """What units of work in tasks may do after commit: wake lanes, send webhooks."""
-    return Ports(waker=lane_waker(), deliveries=_CeleryDeliveries())
+    global _ports
+    if _ports is None:
+        _ports = Ports(waker=lane_waker(), deliveries=_CeleryDeliveries())
+    return _ports
 
 
 def delivery_guard(*, ttl_seconds: int) -> DeliveryGuard:
@@ -78,8 +105,8 @@ def secret_box() -> SecretBox:
 
 
 def reset() -> None:
-    global _engine, _factory, _redis
-    _redis = None
+    global _engine, _factory, _redis, _ports
+    _redis, _ports = None, None
     if _engine is not None:
         _engine.dispose(close=False)
     _engine, _factory = None, None

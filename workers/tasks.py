@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import time
 import uuid
+from contextlib import AbstractContextManager
 
 from celery import Task
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 
-from domain.rules import INTERNAL_ERROR
-from domain.services import audit, engine, sweeper, transfers, verify, webhooks
-from domain.uow import unit_of_work
+from domain.services import draining, sweeper, transfers, verify, webhooks
+from domain.uow import UnitOfWork, unit_of_work
 from settle.broker import (
     DELIVER_WEBHOOK_TASK,
     DISPATCH_WEBHOOKS_TASK,
@@ -28,82 +27,27 @@ from workers.celery_app import app
 logger = logging.getLogger("settle.workers")
 
 MAX_DRAIN_RETRIES = 10
-# A drain hands its lane on (a new message, marker kept) after this long, so one
-# busy lane cannot hold a worker process while other lanes wait.
-DRAIN_SLICE_SECONDS = 2.0
-SEAL_EVERY_SECONDS = 0.5
-# Times a single transfer may break a database invariant before it is quarantined.
-QUARANTINE_AFTER_ATTEMPTS = 3
 
 
-def _apply(lane: int, *, batch_size: int, fail_with: str | None = None) -> engine.BatchResult:
-    settings = get_settings()
-    with unit_of_work(resources.session_factory(), resources.ports()) as uow:
-        return engine.apply_next_batch(
-            uow=uow,
-            lane=lane,
-            batch_size=batch_size,
-            limits=settings.engine_limits,
-            fail_with=fail_with,
-        )
-
-
-def _apply_or_quarantine(lane: int, batch_size: int) -> engine.BatchResult:
-    """A batch; if it breaks a database invariant, find the transfer that does.
-
-    The batch rolled back as a whole. Retrying one transfer at a time isolates
-    the culprit: after QUARANTINE_AFTER_ATTEMPTS failures it is failed with
-    `internal_error` (audited), so the rest of the lane goes on instead of the
-    sweeper re-running a batch that can never succeed.
-    """
-    try:
-        return _apply(lane, batch_size=batch_size)
-    except IntegrityError:
-        logger.warning("a batch of lane %s broke a database invariant; isolating it", lane)
-    for _ in range(QUARANTINE_AFTER_ATTEMPTS):
-        try:
-            return _apply(lane, batch_size=1)
-        except IntegrityError:
-            logger.warning("a transfer of lane %s broke a database invariant again", lane)
-    result = _apply(lane, batch_size=1, fail_with=INTERNAL_ERROR)
-    logger.error("quarantined transfer(s) %s of lane %s as internal_error", result.failed, lane)
-    return result
+def _units() -> AbstractContextManager[UnitOfWork]:
+    return unit_of_work(resources.session_factory(), resources.ports())
 
 
 def drain(lane: int) -> int:
-    """Apply the lane's pending transfers, one batch per unit of work, then let go of it."""
+    """Apply the lane's pending transfers (domain/services/draining.py)."""
     settings = get_settings()
-    waker = resources.lane_waker()
-    applied = 0
-    started = last_seal = time.monotonic()
-    while True:
-        result = _apply_or_quarantine(lane, settings.drain_batch_size)
-        applied += result.applied
-        if time.monotonic() - last_seal > SEAL_EVERY_SECONDS:
-            seal_audit()
-            last_seal = time.monotonic()
-        if result.more:
-            if time.monotonic() - started < DRAIN_SLICE_SECONDS:
-                waker.refresh(lane)
-                continue
-            resources.lane_publisher().publish([lane])  # hand on; the marker stays ours
-            break
-        waker.release(lane)
-        if result.waiting and not result.applied:
-            break  # held back by another lane's atomic batch; that drain wakes us
-        # A transfer committed before the release is visible now; one after it
-        # found no marker and published its own wake-up.
-        with unit_of_work(resources.session_factory()) as uow:
-            again = sweeper.lane_has_pending(session=uow.session, lane=lane)
-        if not (again and waker.claim(lane)):
-            break
-    seal_audit()
-    return applied
+    return draining.drain_lane(
+        lane=lane,
+        units=_units,
+        claims=resources.lane_claims(),
+        policy=draining.DrainPolicy(
+            batch_size=settings.drain_batch_size, limits=settings.engine_limits
+        ),
+    )
 
 
 def seal_audit() -> int:
-    with unit_of_work(resources.session_factory()) as uow:
-        return audit.seal(uow.session)
+    return draining.seal_audit(_units)
 
 
 @app.task(name=DRAIN_LANE_TASK, bind=True, max_retries=MAX_DRAIN_RETRIES)

@@ -1,0 +1,109 @@
+"""Draining one lane: batches until it is empty, letting go of the lane, quarantine.
+
+The policy a worker follows for a `drain_lane` message, as plain code over ports
+so tests can run it without a broker:
+- apply batches (one unit of work each) while the lane has work, for at most
+  `slice_seconds`; then hand the lane on with a new message (keeping its marker),
+  so one busy lane cannot hold a worker process while other lanes wait;
+- when the lane is empty, let go of its marker and look once more: a transfer
+  committed before the release is seen now, one committed after it found no marker
+  and published its own wake-up;
+- a batch that breaks a database invariant rolls back whole; the lane is then
+  applied one transfer at a time, and a transfer that fails `quarantine_after` times
+  is failed with `internal_error` (audited by the engine), so the rest of the lane
+  goes on instead of the sweeper re-running a batch that can never succeed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.exc import IntegrityError
+
+from domain.rules import INTERNAL_ERROR, Limits
+from domain.services import audit, engine, sweeper
+from domain.uow import UnitOfWork
+
+logger = logging.getLogger("settle.engine")
+
+
+class LaneClaims(Protocol):
+    """The lane markers (settle/wakeups.py) and the broker, as the drain sees them."""
+
+    def refresh(self, lane: int) -> None: ...
+    def release(self, lane: int) -> None: ...
+    def claim(self, lane: int) -> bool: ...
+    def hand_on(self, lane: int) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class DrainPolicy:
+    batch_size: int
+    limits: Limits
+    slice_seconds: float = 2.0
+    seal_every_seconds: float = 0.5
+    quarantine_after: int = 3
+
+
+Units = Callable[[], AbstractContextManager[UnitOfWork]]
+
+
+def drain_lane(*, lane: int, units: Units, claims: LaneClaims, policy: DrainPolicy) -> int:
+    """Apply the lane's pending transfers; returns how many reached a terminal state."""
+    applied = 0
+    started = last_seal = time.monotonic()
+    while True:
+        result = _apply_or_quarantine(lane, units, policy)
+        applied += result.applied
+        if time.monotonic() - last_seal > policy.seal_every_seconds:
+            seal_audit(units)
+            last_seal = time.monotonic()
+        if result.more:
+            if time.monotonic() - started < policy.slice_seconds:
+                claims.refresh(lane)
+                continue
+            claims.hand_on(lane)
+            break
+        claims.release(lane)
+        if result.waiting and not result.applied:
+            break  # held back by another lane's atomic batch; that drain wakes us
+        with units() as uow:
+            again = sweeper.lane_has_pending(session=uow.session, lane=lane)
+        if not (again and claims.claim(lane)):
+            break
+    seal_audit(units)
+    return applied
+
+
+def seal_audit(units: Units) -> int:
+    with units() as uow:
+        return audit.seal(uow.session)
+
+
+def _apply(
+    lane: int, units: Units, policy: DrainPolicy, *, batch_size: int, fail_with: str | None = None
+) -> engine.BatchResult:
+    with units() as uow:
+        return engine.apply_next_batch(
+            uow=uow, lane=lane, batch_size=batch_size, limits=policy.limits, fail_with=fail_with
+        )
+
+
+def _apply_or_quarantine(lane: int, units: Units, policy: DrainPolicy) -> engine.BatchResult:
+    try:
+        return _apply(lane, units, policy, batch_size=policy.batch_size)
+    except IntegrityError:
+        logger.warning("a batch of lane %s broke a database invariant; isolating it", lane)
+    for _ in range(policy.quarantine_after):
+        try:
+            return _apply(lane, units, policy, batch_size=1)
+        except IntegrityError:
+            logger.warning("a transfer of lane %s broke a database invariant again", lane)
+    result = _apply(lane, units, policy, batch_size=1, fail_with=INTERNAL_ERROR)
+    logger.error("quarantined transfer(s) %s of lane %s as internal_error", result.failed, lane)
+    return result
