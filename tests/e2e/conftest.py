@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -27,3 +29,12 @@ def live_worker() -> Iterator[Process]:
 def live_api(live_worker: Process) -> Iterator[httpx.Client]:
     with running_gateway() as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
         yield client
+
+
+@pytest.fixture
+def isolated(settings: Any, redis_client: Any) -> Iterator[Any]:
+    """Settings with a Redis key prefix no other worker of this run listens on; cleaned up."""
+    prefix = f"settle-isolated-{secrets.token_hex(4)}:"
+    yield settings.model_copy(update={"redis_prefix": prefix})
+    for key in redis_client.scan_iter(match=f"{prefix}*"):
+        redis_client.delete(key)

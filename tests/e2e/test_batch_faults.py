@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import time
 import uuid
@@ -21,14 +20,6 @@ pytestmark = pytest.mark.e2e
 
 BATCHES = 30
 ITEMS = 20
-
-
-@pytest.fixture
-def isolated(settings, redis_client):
-    prefix = f"settle-batchfault-{secrets.token_hex(4)}:"
-    yield settings.model_copy(update={"redis_prefix": prefix})
-    for key in redis_client.scan_iter(match=f"{prefix}*"):
-        redis_client.delete(key)
 
 
 def test_atomic_batches_survive_sigkilled_workers(isolated, session_factory):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import time
 import uuid
 
@@ -21,14 +20,6 @@ from tests.factories import (
 from tests.processes import running_worker
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def isolated(settings, redis_client):
-    prefix = f"settle-coalesce-{secrets.token_hex(4)}:"
-    yield settings.model_copy(update={"redis_prefix": prefix})
-    for key in redis_client.scan_iter(match=f"{prefix}*"):
-        redis_client.delete(key)
 
 
 def test_wakeups_coalesce_per_lane_and_a_stale_marker_strands_nothing(

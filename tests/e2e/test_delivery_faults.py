@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import time
 import uuid
 
@@ -26,15 +25,6 @@ from tests.factories import (
 from tests.processes import running_worker
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def isolated(settings, redis_client):
-    """A Redis key prefix no other worker of this run listens on; cleaned up after."""
-    prefix = f"settle-fault-{secrets.token_hex(4)}:"
-    yield settings.model_copy(update={"redis_prefix": prefix})
-    for key in redis_client.scan_iter(match=f"{prefix}*"):
-        redis_client.delete(key)
 
 
 def test_same_message_delivered_twice_concurrently_has_one_effect(
