@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from domain.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -22,11 +22,28 @@ def get_endpoint(session: Session, endpoint_id: uuid.UUID) -> WebhookEndpoint | 
     return endpoint if endpoint is not None and endpoint.deleted_at is None else None
 
 
-def endpoints_of(session: Session, user_id: uuid.UUID) -> list[WebhookEndpoint]:
+# A row's place in a list ordered by creation: (created_at, id). Rows written by one
+# transaction share created_at (now() is the transaction's start), so the id breaks
+# the tie; together they are unique, and a page boundary never drops or repeats one.
+Position = tuple[datetime, uuid.UUID]
+
+
+def endpoints_of(
+    session: Session,
+    user_id: uuid.UUID,
+    *,
+    after: Position | None = None,
+    limit: int | None = None,
+) -> list[WebhookEndpoint]:
+    """The user's endpoints, oldest first; `after` and `limit` page through them."""
     query = select(WebhookEndpoint).where(
         WebhookEndpoint.user_id == user_id, WebhookEndpoint.deleted_at.is_(None)
     )
-    return list(session.scalars(query.order_by(WebhookEndpoint.created_at)))
+    if after is not None:
+        position = tuple_(WebhookEndpoint.created_at, WebhookEndpoint.id)
+        query = query.where(position > tuple_(*after))
+    query = query.order_by(WebhookEndpoint.created_at, WebhookEndpoint.id).limit(limit)
+    return list(session.scalars(query))
 
 
 def active_endpoints_for(session: Session, user_ids: list[uuid.UUID]) -> list[WebhookEndpoint]:
@@ -68,12 +85,15 @@ def get_delivery(
 
 
 def deliveries_of(
-    session: Session, endpoint_id: uuid.UUID, *, before: datetime | None, limit: int
+    session: Session, endpoint_id: uuid.UUID, *, before: Position | None, limit: int
 ) -> list[WebhookDelivery]:
+    """Newest first; `before` is the position of the last row of the previous page."""
     query = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id)
     if before is not None:
-        query = query.where(WebhookDelivery.created_at < before)
-    return list(session.scalars(query.order_by(WebhookDelivery.created_at.desc()).limit(limit)))
+        position = tuple_(WebhookDelivery.created_at, WebhookDelivery.id)
+        query = query.where(position < tuple_(*before))
+    query = query.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+    return list(session.scalars(query.limit(limit)))
 
 
 def claim_due(

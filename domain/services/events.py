@@ -32,6 +32,7 @@ from domain.resources import EntryResource, EventResource, TransferEventData, Tr
 
 EVENT_TYPES = tuple(EventType)
 IMMEDIATE_SEND_LEASE_SECONDS = 30
+BIGINT_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -49,17 +50,19 @@ class EventCursor:
     xid: int
     seq: int
 
-    def encode(self) -> str:
-        return f"{self.xid}.{self.seq}"
-
     @classmethod
     def decode(cls, text: str) -> EventCursor:
-        """Accepts `xid.seq`, and a bare `seq` (cursors handed out before xids existed)."""
+        """Parses the cursors handed out before the gateway's opaque ones: `xid.seq`,
+        and a bare `seq` (from before xids existed). Both stay valid forever."""
         xid, dot, seq = text.partition(".")
         parts = (xid, seq) if dot else ("1", xid)
+        # isascii: str.isdigit() is also true of digits int() refuses, like "²".
         if not all(p.isascii() and p.isdigit() and 0 < len(p) <= 19 for p in parts):
             raise InvalidRequest("the cursor is not valid", code="invalid_cursor")
-        return cls(int(parts[0]), int(parts[1]))
+        position = cls(int(parts[0]), int(parts[1]))
+        if max(position.xid, position.seq) > BIGINT_MAX:  # 19 digits can still overflow
+            raise InvalidRequest("the cursor is not valid", code="invalid_cursor")
+        return position
 
 
 def publish_outcomes(

@@ -85,8 +85,10 @@ def get_owned(*, session: Session, user: User, endpoint_id: uuid.UUID) -> Webhoo
     return endpoint
 
 
-def list_endpoints(*, session: Session, user: User) -> list[WebhookEndpoint]:
-    return webhooks_repo.endpoints_of(session, user.id)
+def list_endpoints(
+    *, session: Session, user: User, after: webhooks_repo.Position | None, limit: int
+) -> list[WebhookEndpoint]:
+    return webhooks_repo.endpoints_of(session, user.id, after=after, limit=limit)
 
 
 def delete_endpoint(*, session: Session, user: User, endpoint_id: uuid.UUID) -> None:
@@ -128,7 +130,12 @@ def event_of(session: Session, delivery: WebhookDelivery) -> Event | None:
 
 
 def list_deliveries(
-    *, session: Session, user: User, endpoint_id: uuid.UUID, before: datetime | None, limit: int
+    *,
+    session: Session,
+    user: User,
+    endpoint_id: uuid.UUID,
+    before: webhooks_repo.Position | None,
+    limit: int,
 ) -> tuple[list[WebhookDelivery], dict[uuid.UUID, list[WebhookAttempt]]]:
     get_owned(session=session, user=user, endpoint_id=endpoint_id)
     deliveries = webhooks_repo.deliveries_of(session, endpoint_id, before=before, limit=limit)

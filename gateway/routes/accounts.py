@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, status
 
 from domain.models import Account, LedgerEntry
 from domain.resources import AccountResource, EntryResource
 from domain.services import accounts
+from gateway import cursors
 from gateway.deps import CurrentUser, SessionDep, SettingsDep
-from gateway.errors import ApiError
 from gateway.schemas.accounts import AccountCreate
-from gateway.schemas.common import Page, decode_cursor, decode_int_cursor, paginate
+from gateway.schemas.common import CursorParam, Limit, Page, paginate
 
 router = APIRouter(tags=["accounts"])
-
-Limit = Annotated[int, Query(ge=1, le=200)]
 
 
 def account_out(account: Account) -> AccountResource:
@@ -47,15 +44,11 @@ def create_account(
 
 @router.get("/v1/accounts", response_model=Page[AccountResource], summary="Your accounts")
 def list_accounts(
-    user: CurrentUser, session: SessionDep, limit: Limit = 50, cursor: str | None = None
+    user: CurrentUser, session: SessionDep, limit: Limit = 50, cursor: CursorParam = None
 ) -> Page[AccountResource]:
-    raw = decode_cursor(cursor)
-    try:
-        after = uuid.UUID(raw) if raw else None
-    except ValueError as exc:
-        raise ApiError(400, "invalid_cursor", "the cursor is not valid") from exc
+    after = cursors.decode_uuid(cursor)
     rows = accounts.list_accounts(session=session, user=user, after=after, limit=limit + 1)
-    return paginate(rows, limit=limit, render=account_out, cursor_of=lambda a: str(a.id))
+    return paginate(rows, limit=limit, render=account_out, cursor_of=lambda a: (str(a.id),))
 
 
 @router.get("/v1/accounts/{account_id}", response_model=AccountResource, summary="One account")
@@ -75,13 +68,13 @@ def list_entries(
     user: CurrentUser,
     session: SessionDep,
     limit: Limit = 50,
-    cursor: str | None = None,
+    cursor: CursorParam = None,
 ) -> Page[EntryResource]:
     rows = accounts.list_entries(
         session=session,
         user=user,
         account_id=account_id,
-        before_sequence=decode_int_cursor(cursor),
+        before_sequence=cursors.decode_int(cursor),
         limit=limit + 1,
     )
-    return paginate(rows, limit=limit, render=entry_out, cursor_of=lambda e: e.sequence)
+    return paginate(rows, limit=limit, render=entry_out, cursor_of=lambda e: (e.sequence,))

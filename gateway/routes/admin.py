@@ -10,9 +10,10 @@ from fastapi import APIRouter, Query
 from domain.enums import AccountStatus
 from domain.models import Account, AuditEvent
 from domain.services import admin
+from gateway import cursors
 from gateway.deps import OperatorUser, SessionDep, UowDep
 from gateway.schemas.admin import AdminAccountOut, AuditEventOut, LimitsUpdate
-from gateway.schemas.common import Page, decode_int_cursor, paginate
+from gateway.schemas.common import CursorParam, Limit, Page, paginate
 
 router = APIRouter(prefix="/v1/admin", tags=["operators"])
 
@@ -71,13 +72,13 @@ def audit_events(
     user: OperatorUser,
     session: SessionDep,
     event_type: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_.]+$")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
 ) -> Page[AuditEventOut]:
     rows = admin.list_audit_events(
         session=session,
         event_type=event_type,
-        before_id=decode_int_cursor(cursor),
+        before_id=cursors.decode_int(cursor),
         limit=limit + 1,
     )
-    return paginate(rows, limit=limit, render=audit_event_out, cursor_of=lambda e: e.id)
+    return paginate(rows, limit=limit, render=audit_event_out, cursor_of=lambda e: (e.id,))

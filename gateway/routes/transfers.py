@@ -15,10 +15,11 @@ from domain.enums import TransferStatus
 from domain.models import Transfer, User
 from domain.resources import BatchResource, BatchStatus, TransferResource
 from domain.services import transfers
+from gateway import cursors
 from gateway.completions import Completions, TooManyWaits
 from gateway.deps import CurrentUser, DetachedUser, SessionDep
 from gateway.errors import ApiError
-from gateway.schemas.common import Page, decode_int_cursor, paginate
+from gateway.schemas.common import CursorParam, Limit, Page, paginate
 
 router = APIRouter(tags=["money movement"])
 
@@ -110,18 +111,18 @@ def list_transfers(
     session: SessionDep,
     account_id: uuid.UUID | None = None,
     status: TransferStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
 ) -> Page[TransferResource]:
     rows = transfers.list_visible_transfers(
         session=session,
         user=user,
         account_id=account_id,
         status=status,
-        before_seq=decode_int_cursor(cursor),
+        before_seq=cursors.decode_int(cursor),
         limit=limit + 1,
     )
-    return paginate(rows, limit=limit, render=transfer_out, cursor_of=lambda t: t.seq)
+    return paginate(rows, limit=limit, render=transfer_out, cursor_of=lambda t: (t.seq,))
 
 
 @router.get(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -11,9 +10,9 @@ from fastapi import APIRouter, Query, Request, Response, status
 from domain.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from domain.secret_box import SecretBox
 from domain.services import webhooks
+from gateway import cursors
 from gateway.deps import CurrentUser, OperatorUser, SessionDep, SettingsDep
-from gateway.errors import ApiError
-from gateway.schemas.common import Page, decode_cursor, paginate
+from gateway.schemas.common import CursorParam, Page, paginate
 from gateway.schemas.webhooks import (
     AttemptOut,
     DeliveryOut,
@@ -60,11 +59,25 @@ def create_endpoint(
 
 
 @router.get(
-    "/v1/webhook-endpoints", response_model=Page[EndpointOut], summary="Your webhook endpoints"
+    "/v1/webhook-endpoints",
+    response_model=Page[EndpointOut],
+    summary="Your webhook endpoints, oldest first",
 )
-def list_endpoints(user: CurrentUser, session: SessionDep) -> Page[EndpointOut]:
-    rows = webhooks.list_endpoints(session=session, user=user)
-    return Page(data=[endpoint_out(e) for e in rows], next_cursor=None)
+def list_endpoints(
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Items per page")] = 20,
+    cursor: CursorParam = None,
+) -> Page[EndpointOut]:
+    rows = webhooks.list_endpoints(
+        session=session, user=user, after=cursors.decode_time_and_id(cursor), limit=limit + 1
+    )
+    return paginate(
+        rows,
+        limit=limit,
+        render=endpoint_out,
+        cursor_of=lambda e: cursors.time_and_id(e.created_at, e.id),
+    )
 
 
 @router.get(
@@ -135,22 +148,21 @@ def list_deliveries(
     endpoint_id: uuid.UUID,
     user: CurrentUser,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Items per page")] = 20,
+    cursor: CursorParam = None,
 ) -> Page[DeliveryOut]:
-    raw = decode_cursor(cursor)
-    try:
-        before = datetime.fromisoformat(raw) if raw else None
-    except ValueError as exc:
-        raise ApiError(400, "invalid_cursor", "the cursor is not valid") from exc
     rows, attempts = webhooks.list_deliveries(
-        session=session, user=user, endpoint_id=endpoint_id, before=before, limit=limit + 1
+        session=session,
+        user=user,
+        endpoint_id=endpoint_id,
+        before=cursors.decode_time_and_id(cursor),
+        limit=limit + 1,
     )
     return paginate(
         rows,
         limit=limit,
         render=lambda d: _delivery_out(session, d, attempts[d.id]),
-        cursor_of=lambda d: d.created_at.isoformat(),
+        cursor_of=lambda d: cursors.time_and_id(d.created_at, d.id),
     )
 
 

@@ -1,14 +1,14 @@
-"""Shared schema pieces: strict request base, pagination cursors, list envelopes."""
+"""Shared schema pieces: the strict request base, the list envelope and its query parameters."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from fastapi import Query
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.errors import ApiError
+from gateway import cursors
 
 
 def _contains_nul(value: Any) -> bool:
@@ -23,6 +23,13 @@ def _contains_nul(value: Any) -> bool:
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+# The one cursor parameter of every list (and `Limit`, for lists of up to 200 a page).
+CursorParam = Annotated[
+    str | None,
+    Query(description="Opaque: the `next_cursor` of the previous page. Omit for the first page"),
+]
+Limit = Annotated[int, Query(ge=1, le=200, description="Items per page")]
 
 
 class StrictRequest(BaseModel):
@@ -42,40 +49,25 @@ class StrictRequest(BaseModel):
 
 
 class Page(BaseModel, Generic[T]):
+    """Every list: a page of `data`, and the cursor of the next page (null on the last)."""
+
     data: list[T]
-    next_cursor: str | None
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null when there is none"
+    )
 
 
 def paginate(
-    rows: Sequence[R], *, limit: int, render: Callable[[R], T], cursor_of: Callable[[R], str | int]
+    rows: Sequence[R],
+    *,
+    limit: int,
+    render: Callable[[R], T],
+    cursor_of: Callable[[R], tuple[cursors.Part, ...]],
 ) -> Page[T]:
     """`rows` was fetched with `limit + 1`: the extra row only says another page exists."""
     more = len(rows) > limit
     shown = rows[:limit]
     return Page(
         data=[render(row) for row in shown],
-        next_cursor=encode_cursor(cursor_of(shown[-1])) if more else None,
+        next_cursor=cursors.encode(*cursor_of(shown[-1])) if more else None,
     )
-
-
-def encode_cursor(value: str | int) -> str:
-    return base64.urlsafe_b64encode(str(value).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> str | None:
-    if cursor is None:
-        return None
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        return base64.urlsafe_b64decode(padded.encode()).decode()
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_cursor", "the cursor is not valid") from exc
-
-
-def decode_int_cursor(cursor: str | None) -> int | None:
-    raw = decode_cursor(cursor)
-    if raw is None:
-        return None
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        raise ApiError(400, "invalid_cursor", "the cursor is not valid")
-    return int(raw)

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
-from domain.models import WebhookDelivery
+from domain.models import WebhookDelivery, WebhookEndpoint
 from domain.webhook_signing import verify
 from tests.factories import (
     open_account,
@@ -266,3 +266,64 @@ def test_deliveries_to_a_deleted_endpoint_are_closed_not_retried_forever(
     with unit_of_work(session_factory) as uow:
         session = uow.session
         assert delivery.id not in webhooks.claim_due(session=session, lease_seconds=1)
+
+
+def _walk(client, path, headers) -> list[str]:
+    """Every item's id, paging one at a time."""
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 1, **({"cursor": cursor} if cursor else {})}
+        response = client.get(path, params=params, headers=headers)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        seen.extend(item["id"] for item in page["data"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return seen
+        assert len(seen) < 100, "the list never ended"
+
+
+def test_deliveries_written_in_one_transaction_page_one_by_one_without_loss(
+    hooks_app, session_factory, drain_pending
+):
+    client = hooks_app
+    operator = operator_headers(client, session_factory)
+    alice = register_and_login(client)
+    account = open_account(client, alice)
+    with running_receiver() as receiver:
+        endpoint = _endpoint(client, alice, receiver)
+        for amount in (1, 2, 3, 4, 5):
+            post_deposit(client, operator, account["id"], amount)
+        drain_pending()
+    # One drain batch writes them with one now(); pin it, so the test does not depend
+    # on how the engine batches.
+    with session_factory() as session, session.begin():
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.endpoint_id == uuid.UUID(endpoint["id"]))
+            .values(created_at=func.now())
+        )
+    rows = _deliveries(session_factory, endpoint["id"])
+    assert len(rows) == 5 and len({row.created_at for row in rows}) == 1
+
+    seen = _walk(client, f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", alice)
+    assert len(seen) == len(set(seen)) == 5
+    assert set(seen) == {str(row.id) for row in rows}
+    assert seen == sorted(seen, reverse=True)  # equal times: the id decides, newest first
+
+
+def test_endpoints_page_one_by_one_without_loss(hooks_app, session_factory):
+    client = hooks_app
+    alice = register_and_login(client)
+    with running_receiver() as receiver:
+        created = [_endpoint(client, alice, receiver)["id"] for _ in range(3)]
+    with session_factory() as session, session.begin():
+        session.execute(
+            update(WebhookEndpoint)
+            .where(WebhookEndpoint.id.in_([uuid.UUID(e) for e in created]))
+            .values(created_at=func.now())
+        )
+    seen = _walk(client, "/v1/webhook-endpoints", alice)
+    assert len(seen) == len(set(seen)) == 3 and set(seen) == set(created)
+    assert seen == sorted(seen)  # equal times: the id decides, oldest first
