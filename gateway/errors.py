@@ -1,13 +1,20 @@
-"""RFC 9457 problem+json for every error, and the one place domain errors become HTTP statuses."""
+"""RFC 9457 problem+json for every error, and the one place domain errors become HTTP statuses.
+
+`Problem` is the one definition of the error body: every error response is built
+from it, and the OpenAPI document's `Problem` component is generated from it.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain import errors
@@ -40,6 +47,56 @@ _TITLES = {
 }
 
 
+def _absent_not_null(schema: dict[str, Any]) -> None:
+    # Optional members are left out of the body (exclude_none), never sent as null:
+    # with SkipJsonSchema[None] on their types, no `default: null` either.
+    for member in schema.get("properties", {}).values():
+        member.pop("default", None)
+
+
+class ProblemItem(BaseModel):
+    """One entry of `errors`: a validation error (`loc`, `msg`, `type`), a refused batch
+    item (`index`, `code`, `detail`), or both, for a validation error in a batch item."""
+
+    model_config = ConfigDict(json_schema_extra=_absent_not_null)
+
+    loc: list[str] | SkipJsonSchema[None] = Field(
+        default=None, description="Where: `body`, `query`, `path` or `header`, then the field"
+    )
+    msg: str | SkipJsonSchema[None] = None
+    type: str | SkipJsonSchema[None] = Field(default=None, description="e.g. `extra_forbidden`")
+    index: int | SkipJsonSchema[None] = Field(default=None, description="0-based item of a batch")
+    code: str | SkipJsonSchema[None] = None
+    detail: str | SkipJsonSchema[None] = None
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details. `code` is stable and machine-readable."""
+
+    model_config = ConfigDict(json_schema_extra=_absent_not_null)
+
+    type: str = Field(description="A URN naming the kind of problem: `urn:settle:problem:<code>`")
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[ProblemItem] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="422 only. Validation errors (loc, msg, type) and refused batch "
+        "items (index, code, detail; a validation error in a batch item has both).",
+    )
+    checks: dict[str, str] | SkipJsonSchema[None] = Field(
+        default=None, description="503 from /readyz only: each dependency, `ok` or not"
+    )
+
+
+def problem_responses(descriptions: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses=` for the errors it documents: each a `Problem`."""
+    return {
+        status: {"description": text, "model": Problem} for status, text in descriptions.items()
+    }
+
+
 class ApiError(Exception):
     """An HTTP-level error raised by the gateway itself (missing header, bad token...)."""
 
@@ -57,46 +114,55 @@ def problem(
     *,
     title: str | None = None,
     headers: dict[str, str] | None = None,
-    extra: dict[str, Any] | None = None,
+    errors: Sequence[ProblemItem] | None = None,
+    checks: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {
+    body = Problem(
         # A URN, not a URL: stable, unique, and not pointing at a host we may not own.
-        "type": f"urn:settle:problem:{code.replace('_', '-')}",
-        "title": title or _TITLES.get(status, "Error"),
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    if extra:
-        body.update(extra)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+        type=f"urn:settle:problem:{code.replace('_', '-')}",
+        title=title or _TITLES.get(status, "Error"),
+        status=status,
+        detail=detail,
+        code=code,
+        errors=list(errors) if errors is not None else None,
+        checks=checks,
+    )
+    return JSONResponse(
+        body.model_dump(mode="json", exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
 
 
-def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+def _validation_errors(exc: RequestValidationError) -> list[ProblemItem]:
     # Only location, message and type: never echo input back (it may hold a password).
     return [_validation_error(err) for err in exc.errors()]
 
 
-def _validation_error(err: Any) -> dict[str, Any]:
+def _validation_error(err: Any) -> ProblemItem:
     loc = list(err.get("loc", ()))
-    found: dict[str, Any] = {
-        "loc": [str(part) for part in loc],
-        "msg": err.get("msg", ""),
-        "type": err.get("type", ""),
-    }
+    item = ProblemItem(
+        loc=[str(part) for part in loc], msg=err.get("msg", ""), type=err.get("type", "")
+    )
     # An item of a batch: name it by index, as refusals found later are named.
     if loc[:2] == ["body", "transfers"] and len(loc) > 2 and isinstance(loc[2], int):
         field = ".".join(str(part) for part in loc[3:]) or "item"
-        found.update(index=loc[2], code="validation_error", detail=f"{field}: {found['msg']}")
-    return found
+        item.index, item.code = loc[2], "validation_error"
+        item.detail = f"{field}: {item.msg}"
+    return item
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(errors.DomainError)
     async def domain_error(_: Request, exc: errors.DomainError) -> JSONResponse:
         status = next((code for cls, code in STATUS_FOR.items() if isinstance(exc, cls)), 400)
-        extra = {"errors": exc.errors} if isinstance(exc, errors.BatchRejected) else None
-        return problem(status, exc.code, exc.detail, title=exc.title, extra=extra)
+        refused = (
+            [ProblemItem.model_validate(item) for item in exc.errors]
+            if isinstance(exc, errors.BatchRejected)
+            else None
+        )
+        return problem(status, exc.code, exc.detail, title=exc.title, errors=refused)
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -108,7 +174,7 @@ def install(app: FastAPI) -> None:
             422,
             "validation_error",
             "the request does not match the schema",
-            extra={"errors": _validation_errors(exc)},
+            errors=_validation_errors(exc),
         )
 
     @app.exception_handler(StarletteHTTPException)

@@ -2,8 +2,11 @@
 
 FastAPI documents its default 422 body (`HTTPValidationError`, JSON); Settle answers
 every error as RFC 9457 `application/problem+json`. This rewrites every 4xx/5xx
-response of every operation to reference one `Problem` schema, so generated clients
-and schema-checking tools (schemathesis in CI) see the truth.
+response of every operation to reference the `Problem` schema, generated from the
+same pydantic model that renders the responses (gateway/errors.py), and documents
+the errors every operation of a kind can answer: 422 for unknown query parameters,
+400 for a malformed cursor. So generated clients and schema-checking tools
+(schemathesis in CI) see the truth.
 """
 
 from __future__ import annotations
@@ -11,42 +14,31 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.constants import REF_TEMPLATE
 from fastapi.openapi.utils import get_openapi
 
-from gateway.errors import PROBLEM_JSON
+from gateway.errors import PROBLEM_JSON, Problem
 
-PROBLEM_SCHEMA: dict[str, Any] = {
-    "title": "Problem",
-    "type": "object",
-    "description": "RFC 9457 problem details. `code` is stable and machine-readable.",
-    "required": ["type", "title", "status", "detail", "code"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "code": {"type": "string"},
-        "errors": {
-            "type": "array",
-            "description": "422 only. Validation errors (loc, msg, type) and refused batch "
-            "items (index, code, detail; a validation error in a batch item has both).",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "loc": {"type": "array", "items": {"type": "string"}},
-                    "msg": {"type": "string"},
-                    "type": {"type": "string"},
-                    "index": {"type": "integer", "description": "0-based item of a batch"},
-                    "code": {"type": "string"},
-                    "detail": {"type": "string"},
-                },
-            },
-        },
-        "checks": {"type": "object", "additionalProperties": {"type": "string"}},
-    },
-}
+_PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": REF_TEMPLATE.format(model="Problem")}}}
+_FASTAPI_422 = "Validation Error"
 
-_PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+def problem_schemas() -> dict[str, Any]:
+    """`Problem` and the models it uses, as OpenAPI components."""
+    schema = Problem.model_json_schema(ref_template=REF_TEMPLATE, mode="serialization")
+    return {**schema.pop("$defs", {}), "Problem": schema}
+
+
+def _document_errors(operation: dict[str, Any]) -> None:
+    responses = operation.setdefault("responses", {})
+    query = {p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"}
+    if "cursor" in query:
+        responses.setdefault("400", {"description": "Malformed cursor (`invalid_cursor`)"})
+    for status, response in responses.items():
+        if status[:1] in ("4", "5"):
+            response["content"] = _PROBLEM_CONTENT
+            if status == "422" and response.get("description") == _FASTAPI_422:
+                response["description"] = "Validation failed (problem+json)"
 
 
 def install(app: FastAPI) -> None:
@@ -61,15 +53,11 @@ def install(app: FastAPI) -> None:
         )
         for path in schema.get("paths", {}).values():
             for operation in path.values():
-                for status, response in operation.get("responses", {}).items():
-                    if status[:1] in ("4", "5"):
-                        response["content"] = _PROBLEM_CONTENT
-                        if status == "422":
-                            response["description"] = "Validation failed (problem+json)"
+                _document_errors(operation)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
-        components["Problem"] = PROBLEM_SCHEMA
+        components.update(problem_schemas())
         app.openapi_schema = schema
         return schema
 

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from domain.services import transfers, verify
-from gateway.errors import problem
+from gateway.errors import problem, problem_responses
 from gateway.metrics import (
     LEDGER_VERIFY_OK,
     LEDGER_VERIFY_PROBLEMS,
@@ -41,7 +41,7 @@ def _check_broker(request: Request) -> None:
 @router.get(
     "/readyz",
     summary="PostgreSQL and the broker answer",
-    responses={503: {"description": "A dependency is down"}},
+    responses=problem_responses({503: "A dependency is down"}),
 )
 async def readyz(request: Request) -> Response:
     checks: dict[str, str] = {}
@@ -54,7 +54,7 @@ async def readyz(request: Request) -> Response:
             checks[name] = "unavailable"
     if all(v == "ok" for v in checks.values()):
         return JSONResponse({"status": "ready", "checks": checks})
-    return problem(503, "not_ready", "a dependency is unavailable", extra={"checks": checks})
+    return problem(503, "not_ready", "a dependency is unavailable", checks=checks)
 
 
 def _refresh_ledger_gauges(request: Request) -> None:

@@ -26,7 +26,7 @@ from domain.services import acceptance
 from domain.uow import async_unit_of_work
 from gateway import security_events
 from gateway.deps import OperatorUser, TokenCaller
-from gateway.errors import PROBLEM_JSON, ApiError
+from gateway.errors import ApiError, problem_responses
 from gateway.idempotency import require_key
 from gateway.metrics import ANOMALIES, RATE_LIMITED, TRANSFERS_ACCEPTED, WAKEUPS_FAILED
 from gateway.middleware import request_id_var
@@ -49,17 +49,15 @@ _ACCEPTED: dict[int | str, dict[str, Any]] = {
             "Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}},
         },
     },
-    400: {"description": "Missing or malformed Idempotency-Key", "content": {PROBLEM_JSON: {}}},
-    404: {"description": "Account not found (or not yours)", "content": {PROBLEM_JSON: {}}},
-    409: {
-        "description": "The same Idempotency-Key is still in flight",
-        "content": {PROBLEM_JSON: {}},
-    },
-    422: {
-        "description": "Invalid amount, currency, account, or key reused with another body",
-        "content": {PROBLEM_JSON: {}},
-    },
-    429: {"description": "Rate limited; see Retry-After", "content": {PROBLEM_JSON: {}}},
+    **problem_responses(
+        {
+            400: "Missing or malformed Idempotency-Key",
+            404: "Account not found (or not yours)",
+            409: "The same Idempotency-Key is still in flight",
+            422: "Invalid amount, currency, account, or key reused with another body",
+            429: "Rate limited; see Retry-After",
+        }
+    ),
 }
 
 IdempotencyKeyHeader = Annotated[
