@@ -115,9 +115,12 @@ def as_datetime(part: Part) -> datetime:
         _refuse(exc)
 
 
+# In the helpers below, no cursor and an empty one (`?cursor=`) both mean the first page.
+
+
 def decode_int(cursor: str | None) -> int | None:
     """A list paged on one integer key (a sequence number or an identity)."""
-    if cursor is None:
+    if not cursor:
         return None
     (key,) = decode(cursor, int)
     return as_int(key)
@@ -125,7 +128,7 @@ def decode_int(cursor: str | None) -> int | None:
 
 def decode_uuid(cursor: str | None) -> uuid.UUID | None:
     """A list paged on a uuid primary key."""
-    if cursor is None:
+    if not cursor:
         return None
     (key,) = decode(cursor, str)
     return as_uuid(key)
@@ -133,7 +136,7 @@ def decode_uuid(cursor: str | None) -> uuid.UUID | None:
 
 def decode_time_and_id(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
     """A list paged on (created_at, id): the id breaks ties between rows of one transaction."""
-    if cursor is None:
+    if not cursor:
         return None
     moment, key = decode(cursor, int, str)
     return as_datetime(moment), as_uuid(key)

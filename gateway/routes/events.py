@@ -44,9 +44,9 @@ def list_events(
     after: Annotated[str | None, Query(description="Alias of `cursor`")] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Items per page")] = 100,
 ) -> Page[EventResource]:
-    if cursor is not None and after is not None and cursor != after:
+    if cursor and after and cursor != after:
         raise cursors.invalid_cursor()
-    given = cursor if cursor is not None else after
+    given = cursor or after  # empty means absent, as on every list
     position = _position(given) if given else None
     rows = events.list_events(session=session, user_id=user.id, after=position, limit=limit)
     if not rows:

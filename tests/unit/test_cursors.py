@@ -32,6 +32,15 @@ def test_round_trips_of_every_shape():
     assert cursors.decode_int(None) is None
 
 
+@pytest.mark.parametrize("first_page", [None, ""])
+def test_no_cursor_and_an_empty_one_mean_the_first_page(first_page):
+    assert cursors.decode_int(first_page) is None
+    assert cursors.decode_uuid(first_page) is None
+    assert cursors.decode_time_and_id(first_page) is None
+    with pytest.raises(ApiError):
+        cursors.decode("", int)  # the codec itself has no empty cursor
+
+
 def test_a_cursor_is_url_safe_and_versioned():
     cursor = cursors.encode(2**62, "x" * 64)
     assert cursor.isascii() and "=" not in cursor and "+" not in cursor and "/" not in cursor
@@ -41,7 +50,6 @@ def test_a_cursor_is_url_safe_and_versioned():
 @pytest.mark.parametrize(
     "cursor",
     [
-        "",
         "!!!!",  # not the alphabet
         "MTIz=",  # padding is not part of the canonical form
         _raw("123"),  # the old encoding: a bare number, no version
