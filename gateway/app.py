@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from domain.db import asyncpg_dsn, make_engine, make_session_factory
@@ -18,6 +18,7 @@ from gateway import errors, openapi
 from gateway.completions import Completions
 from gateway.guards import BucketLimits, Guards
 from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, request_id_var
+from gateway.query_params import reject_unknown_query_parameters
 from gateway.ratelimit import AsyncRateLimiter, Lockout, RateLimiter
 from gateway.routes import accounts as accounts_routes
 from gateway.routes import admin, auth, events, health, money, transfers, webhooks
@@ -35,6 +36,8 @@ workers apply them serially per account as double-entry ledger entries.
 * Every POST that moves money needs an `Idempotency-Key` header.
 * Errors are RFC 9457 `application/problem+json` with a stable `code`.
 * Other users' resources answer 404.
+* Unknown body fields and unknown query parameters are refused with 422.
+* Lists take `?cursor=&limit=` and answer `{data, next_cursor}`.
 * Every response carries `X-Request-ID` (yours, if you sent a sane one).
 """
 
@@ -127,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
+        dependencies=[Depends(reject_unknown_query_parameters)],
     )
     errors.install(app)
     openapi.install(app)

@@ -32,6 +32,8 @@ def problem_schemas() -> dict[str, Any]:
 def _document_errors(operation: dict[str, Any]) -> None:
     responses = operation.setdefault("responses", {})
     query = {p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"}
+    # Every operation refuses unknown query parameters (gateway/query_params.py).
+    responses.setdefault("422", {"description": _FASTAPI_422})
     if "cursor" in query:
         responses.setdefault("400", {"description": "Malformed cursor (`invalid_cursor`)"})
     for status, response in responses.items():

@@ -1,4 +1,5 @@
-"""One API surface: one problem model behind every error and the document that describes it."""
+"""One API surface: one problem model behind every error, the document that describes it,
+and the same strictness for query parameters as for bodies."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ from typing import Any
 
 from gateway.errors import PROBLEM_JSON, Problem
 from gateway.openapi import problem_schemas
-from tests.factories import idem, open_account, register_and_login
+from tests.factories import (
+    idem,
+    open_account,
+    operator_headers,
+    post_deposit,
+    register_and_login,
+)
 
 
 def _is_exactly_a_problem(response: Any) -> dict[str, Any]:
@@ -73,3 +80,76 @@ def test_the_openapi_problem_is_generated_from_the_same_model(client):
     assert errors and all(r["content"] == {PROBLEM_JSON: {"schema": problem_ref}} for r in errors)
     listing = document["paths"]["/v1/transfers"]["get"]["responses"]
     assert "400" in listing  # a malformed cursor
+
+
+def _unknown(response: Any, *names: str) -> None:
+    body = _is_exactly_a_problem(response)
+    assert response.status_code == 422 and body["code"] == "validation_error"
+    assert body["errors"] == [
+        {"loc": ["query", name], "msg": "Unknown query parameter", "type": "extra_forbidden"}
+        for name in names
+    ]
+
+
+def test_unknown_query_parameters_are_refused_on_every_kind_of_route(
+    client, session_factory, drain_pending
+):
+    operator = operator_headers(client, session_factory)
+    alice = register_and_login(client)
+    account = open_account(client, alice)
+    deposit = post_deposit(client, operator, account["id"], 500)
+    drain_pending()
+
+    _unknown(client.get("/v1/accounts", params={"limt": 5}, headers=alice), "limt")
+    _unknown(
+        client.get("/v1/transfers", params={"status": "failed", "staus": "x"}, headers=alice),
+        "staus",
+    )
+    _unknown(
+        client.get("/v1/events", params={"afterr": "1", "x": "2"}, headers=alice), "afterr", "x"
+    )
+    _unknown(client.get(f"/v1/transfers/{deposit['id']}?wait=0&wiat=5", headers=alice), "wiat")
+    _unknown(client.get("/v1/me", params={"verbose": 1}, headers=alice), "verbose")
+    _unknown(client.get("/healthz", params={"x": 1}), "x")
+    # Before authentication, too: the request is malformed whoever sends it.
+    _unknown(client.get("/v1/accounts", params={"x": 1}), "x")
+    # A money request with an unknown parameter accepts nothing.
+    body = {"account_id": account["id"], "amount": 1, "currency": "USD"}
+    refused = client.post(
+        "/v1/withdrawals", params={"dry_run": "true"}, json=body, headers={**alice, **idem()}
+    )
+    _unknown(refused, "dry_run")
+    listed = client.get("/v1/transfers", params={"account_id": account["id"]}, headers=alice)
+    assert [t["id"] for t in listed.json()["data"]] == [deposit["id"]]
+
+
+def test_declared_query_parameters_and_the_after_alias_still_work(
+    client, session_factory, drain_pending
+):
+    operator = operator_headers(client, session_factory)
+    alice = register_and_login(client)
+    account = open_account(client, alice)
+    deposit = post_deposit(client, operator, account["id"], 500)
+    drain_pending()
+    ok = [
+        ("/v1/accounts", {"limit": 1}),
+        ("/v1/transfers", {"account_id": account["id"], "status": "succeeded", "limit": 5}),
+        (f"/v1/transfers/{deposit['id']}", {"wait": 0}),
+        (f"/v1/accounts/{account['id']}/entries", {"limit": 5, "cursor": ""}),
+        ("/v1/events", {"limit": 5}),
+    ]
+    for path, params in ok:
+        response = client.get(path, params=params, headers=alice)
+        assert response.status_code == 200, (path, response.text)
+    first = client.get("/v1/events", params={"limit": 1}, headers=alice).json()
+    for name in ("cursor", "after"):
+        response = client.get("/v1/events", params={name: first["next_cursor"]}, headers=alice)
+        assert response.status_code == 200, response.text
+    audit = client.get("/v1/admin/audit-events", params={"event_type": "x.y"}, headers=operator)
+    assert audit.status_code == 200, audit.text
+
+
+def test_the_openapi_document_says_every_operation_may_answer_422(client):
+    document = client.get("/openapi.json").json()
+    operations = [op for path in document["paths"].values() for op in path.values()]
+    assert all("422" in op["responses"] for op in operations)
