@@ -9,13 +9,23 @@ with a `Z` suffix.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from domain.enums import AccountStatus, EventType, TransferKind, TransferStatus
+
+
+def _in_utc(moment: datetime) -> datetime:
+    # Whatever offset the driver or the session's TimeZone gave, the same instant in
+    # UTC, which pydantic writes with a `Z`: one spelling in every response and event.
+    return moment.astimezone(UTC)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+"""Every timestamp the API shows: RFC 3339, UTC, `Z` suffix (a naive datetime is a bug)."""
 
 
 class Resource(BaseModel):
@@ -29,7 +39,7 @@ class AccountResource(Resource):
     name: str | None
     balance: int = Field(description="Minor units (cents)")
     status: AccountStatus
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class EntryResource(Resource):
@@ -41,7 +51,7 @@ class EntryResource(Resource):
     balance_before: int
     balance_after: int
     sequence: int = Field(description="Per-account, starts at 1, increases by exactly one")
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class TransferResource(Resource):
@@ -54,8 +64,8 @@ class TransferResource(Resource):
     amount: int = Field(description="Minor units (cents)")
     currency: str
     description: str | None
-    created_at: datetime
-    completed_at: datetime | None
+    created_at: UtcDatetime
+    completed_at: UtcDatetime | None
 
     @classmethod
     def as_accepted(cls, transfer: Any) -> TransferResource:
@@ -103,5 +113,5 @@ class TransferEventData(Resource):
 class EventResource(Resource):
     id: str = Field(description="Unique; webhook receivers deduplicate on it (webhook-id)")
     type: EventType
-    created_at: datetime
+    created_at: UtcDatetime
     data: TransferEventData

@@ -51,7 +51,7 @@ def create_endpoint(
         session=session,
         user=user,
         url=body.url,
-        events=list(body.events),
+        events=[event.value for event in body.events],
         box=_box(request),
         policy=settings.webhook_policy,
     )

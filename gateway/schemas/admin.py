@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field, StrictBool, StrictInt
 
 from domain.enums import AccountKind
-from domain.resources import AccountResource
+from domain.resources import AccountResource, UtcDatetime
 from gateway.schemas.common import StrictRequest
 
 
@@ -37,7 +36,7 @@ class AdminAccountOut(AccountResource):
 class AuditEventOut(BaseModel):
     id: int
     chain_seq: int | None = Field(description="null until the sealer has chained the event")
-    occurred_at: datetime
+    occurred_at: UtcDatetime
     event_type: str
     actor_id: uuid.UUID | None
     subject_type: str | None

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, StrictStr
 
+from domain.enums import Role
 from gateway.schemas.common import StrictRequest
 
 
@@ -22,7 +23,7 @@ class RefreshRequest(StrictRequest):
 class UserOut(BaseModel):
     id: uuid.UUID
     email: str
-    role: Literal["customer", "operator", "admin"]
+    role: Role
 
 
 class TokenPair(BaseModel):

@@ -1,16 +1,15 @@
-"""Bodies of /v1/webhook-endpoints and /v1/events."""
+"""Bodies of /v1/webhook-endpoints and their deliveries (events are domain.resources)."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field, StrictStr
 
+from domain.enums import EventType
+from domain.resources import UtcDatetime
 from gateway.schemas.common import StrictRequest
-
-EventType = Literal["transfer.succeeded", "transfer.failed"]
 
 
 class EndpointCreate(StrictRequest):
@@ -21,10 +20,10 @@ class EndpointCreate(StrictRequest):
 class EndpointOut(BaseModel):
     id: uuid.UUID
     url: str
-    events: list[str]
+    events: list[EventType]
     status: Literal["active", "disabled"]
     disabled_reason: str | None
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class EndpointWithSecret(EndpointOut):
@@ -32,7 +31,7 @@ class EndpointWithSecret(EndpointOut):
 
 
 class AttemptOut(BaseModel):
-    attempted_at: datetime
+    attempted_at: UtcDatetime
     status_code: int | None
     error: str | None
     duration_ms: int
@@ -44,15 +43,8 @@ class DeliveryOut(BaseModel):
     event_type: str
     status: Literal["pending", "succeeded", "failed"]
     attempts: int
-    next_attempt_at: datetime | None
+    next_attempt_at: UtcDatetime | None
     last_status_code: int | None
-    created_at: datetime
-    completed_at: datetime | None
+    created_at: UtcDatetime
+    completed_at: UtcDatetime | None
     attempt_log: list[AttemptOut]
-
-
-class EventOut(BaseModel):
-    id: str
-    type: str
-    created_at: datetime
-    data: dict[str, Any]
