@@ -11,12 +11,14 @@ the errors every operation of a kind can answer: 422 for unknown query parameter
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Header, Response
 from fastapi.openapi.constants import REF_TEMPLATE
 from fastapi.openapi.utils import get_openapi
 
+from domain.enums import EventType
+from domain.resources import EventResource
 from gateway.errors import PROBLEM_JSON, Problem
 
 _PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": REF_TEMPLATE.format(model="Problem")}}}
@@ -43,7 +45,60 @@ def _document_errors(operation: dict[str, Any]) -> None:
                 response["description"] = "Validation failed (problem+json)"
 
 
+WEBHOOK_DESCRIPTION = """
+Settle POSTs this to every active endpoint of yours subscribed to the event type,
+as JSON, signed per the [Standard Webhooks](https://www.standardwebhooks.com/)
+specification:
+
+* `webhook-id`: the event's `id` (`evt_…`), the same on every retry: deduplicate on it.
+* `webhook-timestamp`: Unix seconds when this attempt was signed: reject stale ones.
+* `webhook-signature`: `v1,<base64 of HMAC-SHA256(key, "<webhook-id>.<webhook-timestamp>.<body>")>`,
+  where the key is the base64-decoded part of the endpoint secret after `whsec_`, and
+  `<body>` the raw request body. While a rotated secret is still in its grace period,
+  two signatures are sent, space-separated; accept the request if either verifies.
+
+Answer any 2xx to acknowledge. Anything else, a timeout or a refused connection is
+retried with growing delays; `410 Gone` disables the endpoint. Delivery is at least
+once, and redirects are not followed.
+"""
+
+WebhookId = Annotated[str, Header(alias="webhook-id", description="The event id; stable")]
+WebhookTimestamp = Annotated[
+    int, Header(alias="webhook-timestamp", description="Unix seconds of this attempt")
+]
+WebhookSignature = Annotated[
+    str,
+    Header(alias="webhook-signature", description="`v1,<base64 HMAC-SHA256>`, space-separated"),
+]
+
+
+def _declare_webhook(app: FastAPI, event_type: EventType) -> None:
+    async def receive(
+        event: EventResource,
+        webhook_id: WebhookId,
+        webhook_timestamp: WebhookTimestamp,
+        webhook_signature: WebhookSignature,
+    ) -> Response:
+        # Never called: app.webhooks only documents what the client's receiver gets.
+        return Response(status_code=204)
+
+    app.webhooks.post(
+        event_type.value,
+        summary=f"`{event_type.value}`, sent to your webhook endpoints",
+        description=WEBHOOK_DESCRIPTION,
+        operation_id=f"webhook_{event_type.name.lower()}",
+        response_class=Response,
+        responses={
+            200: {"description": "Any 2xx acknowledges the event"},
+            410: {"description": "Gone: Settle disables the endpoint"},
+        },
+    )(receive)
+
+
 def install(app: FastAPI) -> None:
+    for event_type in EventType:
+        _declare_webhook(app, event_type)
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
@@ -52,10 +107,15 @@ def install(app: FastAPI) -> None:
             version=app.version,
             description=app.description,
             routes=app.routes,
+            webhooks=app.webhooks.routes,
         )
         for path in schema.get("paths", {}).values():
             for operation in path.values():
                 _document_errors(operation)
+        for webhook in schema.get("webhooks", {}).values():
+            for operation in webhook.values():
+                # The receiver's answer, not ours: FastAPI's automatic 422 says nothing.
+                operation["responses"].pop("422", None)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)

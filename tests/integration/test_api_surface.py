@@ -153,3 +153,21 @@ def test_the_openapi_document_says_every_operation_may_answer_422(client):
     document = client.get("/openapi.json").json()
     operations = [op for path in document["paths"].values() for op in path.values()]
     assert all("422" in op["responses"] for op in operations)
+
+
+def test_the_openapi_document_publishes_both_webhooks_with_the_event_resource(client):
+    document = client.get("/openapi.json").json()
+    event_ref = {"$ref": "#/components/schemas/EventResource"}
+    for event_type in ("transfer.succeeded", "transfer.failed"):
+        operation = document["webhooks"][event_type]["post"]
+        body = operation["requestBody"]
+        assert body["required"] and body["content"]["application/json"]["schema"] == event_ref
+        headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+        assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+        assert "v1,<base64 of HMAC-SHA256" in operation["description"]
+        assert set(operation["responses"]) == {"200", "410"}
+    # The very schema /v1/events pages through: one resource, pushed or polled.
+    page = document["components"]["schemas"]["Page_EventResource_"]
+    assert page["properties"]["data"]["items"] == event_ref
+    event_types = document["components"]["schemas"]["EventType"]["enum"]
+    assert set(event_types) == {"transfer.succeeded", "transfer.failed"}
