@@ -171,3 +171,63 @@ def test_the_openapi_document_publishes_both_webhooks_with_the_event_resource(cl
     assert page["properties"]["data"]["items"] == event_ref
     event_types = document["components"]["schemas"]["EventType"]["enum"]
     assert set(event_types) == {"transfer.succeeded", "transfer.failed"}
+
+
+def _timestamps(value: Any) -> list[str]:
+    """Every non-null `*_at` value anywhere in a JSON document."""
+    if isinstance(value, dict):
+        found = [v for k, v in value.items() if k.endswith("_at") and isinstance(v, str)]
+        return found + [t for v in value.values() for t in _timestamps(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _timestamps(v)]
+    return []
+
+
+def test_a_replay_a_get_and_an_event_serialise_a_transfer_identically(
+    client, session_factory, drain_pending
+):
+    operator = operator_headers(client, session_factory)
+    alice = register_and_login(client)
+    source, destination = open_account(client, alice), open_account(client, alice)
+    post_deposit(client, operator, source["id"], 10_000)
+    drain_pending()
+    key = idem()
+    body = {
+        "source_account_id": source["id"],
+        "destination_account_number": destination["number"],
+        "amount": 1_234,
+        "currency": "USD",
+        "description": "rent",
+    }
+    accepted = client.post("/v1/transfers", json=body, headers={**alice, **key})
+    assert accepted.status_code == 202, accepted.text
+    created = accepted.json()
+    assert created["status"] == "pending" and created["completed_at"] is None
+
+    replay = client.post("/v1/transfers", json=body, headers={**alice, **key})
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.status_code == 202 and replay.json() == created
+    pending = client.get(f"/v1/transfers/{created['id']}", headers=alice).json()
+    assert pending == created
+
+    drain_pending()
+    settled = client.get(f"/v1/transfers/{created['id']}", headers=alice).json()
+    assert settled["status"] == "succeeded" and settled["completed_at"] is not None
+    unchanged = {k: v for k, v in settled.items() if k not in ("status", "completed_at")}
+    assert unchanged == {k: v for k, v in created.items() if k not in ("status", "completed_at")}
+    # A replay after the fact still answers what the 202 said.
+    assert client.post("/v1/transfers", json=body, headers={**alice, **key}).json() == created
+
+    events = client.get("/v1/events", params={"limit": 500}, headers=alice).json()["data"]
+    [event] = [e for e in events if e["data"]["transfer"]["id"] == created["id"]]
+    assert event["type"] == "transfer.succeeded"
+    assert event["data"]["transfer"] == settled  # the same JSON, field for field
+    entries = client.get(f"/v1/accounts/{source['id']}/entries", headers=alice).json()["data"]
+    [debit] = [e for e in entries if e["transfer_id"] == created["id"]]
+    assert debit in event["data"]["entries"]  # an entry, too, is one resource everywhere
+
+    everything = [created, replay.json(), pending, settled, event, entries]
+    stamps = _timestamps(everything)
+    assert len(stamps) >= 9
+    for stamp in stamps:
+        assert stamp.endswith("Z") and "+" not in stamp, stamp
