@@ -108,3 +108,23 @@ def wait_terminal(
         if time.monotonic() > deadline:
             raise AssertionError(f"transfer {transfer_id} still pending after {timeout}s")
         time.sleep(0.05)
+
+
+def wait_for_events(
+    client: Client, headers: dict[str, str], count: int, timeout: float = 30.0
+) -> list[dict[str, Any]]:
+    """The caller's first `count` events, once visible.
+
+    An event shows up once every older writing transaction in the cluster has
+    finished (see domain/repositories/events.py), so a test polls for it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get("/v1/events", params={"limit": 500}, headers=headers)
+        assert response.status_code == 200, response.text
+        events: list[dict[str, Any]] = response.json()["data"]
+        if len(events) >= count:
+            return events
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(events)} of {count} events visible after {timeout}s")
+        time.sleep(0.05)

@@ -13,6 +13,7 @@ from tests.factories import (
     operator_headers,
     post_deposit,
     register_and_login,
+    wait_for_events,
 )
 
 
@@ -131,6 +132,7 @@ def test_declared_query_parameters_and_the_after_alias_still_work(
     account = open_account(client, alice)
     deposit = post_deposit(client, operator, account["id"], 500)
     drain_pending()
+    wait_for_events(client, alice, 1)
     ok = [
         ("/v1/accounts", {"limit": 1}),
         ("/v1/transfers", {"account_id": account["id"], "status": "succeeded", "limit": 5}),
@@ -218,7 +220,7 @@ def test_a_replay_a_get_and_an_event_serialise_a_transfer_identically(
     # A replay after the fact still answers what the 202 said.
     assert client.post("/v1/transfers", json=body, headers={**alice, **key}).json() == created
 
-    events = client.get("/v1/events", params={"limit": 500}, headers=alice).json()["data"]
+    events = wait_for_events(client, alice, 2)  # the deposit's and the transfer's
     [event] = [e for e in events if e["data"]["transfer"]["id"] == created["id"]]
     assert event["type"] == "transfer.succeeded"
     assert event["data"]["transfer"] == settled  # the same JSON, field for field

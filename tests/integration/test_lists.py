@@ -15,6 +15,7 @@ from tests.factories import (
     post_deposit,
     post_transfer,
     register_and_login,
+    wait_for_events,
 )
 
 
@@ -29,6 +30,7 @@ def world(client, session_factory, drain_pending):
     drain_pending()  # funded first, so the transfer succeeds
     assert post_transfer(client, alice, accounts[0]["id"], accounts[1]["number"], 50).is_success
     drain_pending()
+    wait_for_events(client, alice, 4)  # three deposits and the transfer
     return {"alice": alice, "operator": operator, "accounts": accounts}
 
 
