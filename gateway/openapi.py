@@ -7,6 +7,9 @@ same pydantic model that renders the responses (gateway/errors.py), and document
 the errors every operation of a kind can answer: 422 for unknown query parameters,
 400 for a malformed cursor. So generated clients and schema-checking tools
 (schemathesis in CI) see the truth.
+
+It also publishes what Settle sends: the `webhooks` section has one operation per
+event type, whose body is the same `EventResource` that /v1/events returns.
 """
 
 from __future__ import annotations
