@@ -12,6 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 
@@ -33,6 +34,53 @@ def _is_postgres(process: psutil.Process) -> bool:
         return False
 
 
+def _is_backend(cmdline: str) -> bool:
+    """A client connection's process title names its peer: `host(port)` or `[local]`."""
+    return "(" in cmdline or "[local]" in cmdline
+
+
+def _postgres(database_name: str) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """(backends of the bench database, the server's own processes): the postmaster
+    that owns our backends and its non-backend children (WAL writer, checkpointer...);
+    other databases' backends on a shared server are left out."""
+    backends = []
+    for process in psutil.process_iter(["cmdline"]):
+        if _is_postgres(process) and database_name in " ".join(process.info["cmdline"] or []):
+            backends.append(process)
+    server: list[psutil.Process] = []
+    for pid in {b.ppid() for b in backends}:
+        try:
+            postmaster = psutil.Process(pid)
+            server.append(postmaster)
+            server.extend(
+                c for c in postmaster.children() if not _is_backend(" ".join(c.cmdline()))
+            )
+        except psutil.Error:
+            continue
+    return backends, server
+
+
+def _redis(redis_url: str) -> list[psutil.Process]:
+    """The redis-server behind REDIS_URL: by its unix socket path or its TCP port."""
+    url = urlsplit(redis_url)
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] != "redis-server":
+            continue
+        try:
+            if url.scheme == "unix":
+                if url.path in " ".join(process.info["cmdline"] or []):
+                    found.append(process)
+            elif any(
+                c.laddr and c.laddr.port == (url.port or 6379) and c.status == "LISTEN"
+                for c in process.net_connections(kind="inet")
+            ):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
 def components(stack: Stack) -> dict[str, list[psutil.Process]]:
     """Processes by component, looked up now (pool children can be replaced)."""
     groups: dict[str, list[psutil.Process]] = {}
@@ -45,24 +93,10 @@ def components(stack: Stack) -> dict[str, list[psutil.Process]]:
     }
     for name, process in stack.processes.items():
         groups[labels.get(name, name)] = _tree(process.pid)
-    backends, server, redis_servers = [], [], []
-    for process in psutil.process_iter(["name", "cmdline"]):
-        try:
-            cmdline = " ".join(process.info["cmdline"] or [])
-            if _is_postgres(process):
-                # Backends name their database in the process title; background
-                # processes (WAL writer, checkpointer...) serve every database.
-                if stack.database_name in cmdline:
-                    backends.append(process)
-                elif "settle_" not in cmdline and " postgres " not in f" {cmdline} ":
-                    server.append(process)
-            elif process.info["name"] == "redis-server":
-                redis_servers.append(process)
-        except psutil.Error:
-            continue
+    backends, server = _postgres(stack.database_name)
     groups["postgres: bench database backends"] = backends
-    groups["postgres: server processes (shared)"] = server
-    groups["redis-server (shared)"] = redis_servers
+    groups["postgres: background (whole server)"] = server
+    groups["redis-server (whole server)"] = _redis(stack.env["REDIS_URL"])
     groups["bench client (this process)"] = [psutil.Process(os.getpid())]
     return groups
 
