@@ -36,7 +36,7 @@ from rich.text import Text
 
 from bench import ceiling, plot, report, scenarios
 from bench.client import Api, open_client, open_funded_accounts, sign_in
-from bench.observer import SettledCounter
+from bench.observer import SettledCounter, max_seq
 from bench.receiver import running_receiver
 from bench.resources import CpuWindow, rss_by_process
 from bench.stack import StackOptions, running_stack
@@ -197,6 +197,11 @@ async def _scenarios(
     results: dict[str, Any],
     receipts: Any,
 ) -> None:
+    results["notes"] += [
+        "settled = terminal state observed in PostgreSQL; latency observations poll every 10 ms",
+        "webhook latency uses the event's transfer.completed_at as the commit time",
+        "webhook endpoint registered for the latency scenario only",
+    ]
     await _ceiling(args, ctx, results)
     n = args.transfers
     window = CpuWindow(ctx.stack)
@@ -269,12 +274,17 @@ async def _soak(args: argparse.Namespace, ctx: scenarios.Context, results: dict[
     task = ctx.progress.add_task(f"soak at {rate:.1f}/s", total=max(1, int(rate * seconds)))
     sampler = asyncio.create_task(sample_memory())
     count = max(1, int(rate * seconds))
+    after_seq = max_seq(ctx.stack.database_url)
     sent = await scenarios.open_loop(
         ctx, rate=rate, seconds=seconds, pairs=scenarios.uniform_pairs(ctx, count), task=task
     )
+    ctx.progress.stop_task(task)
     await sampler
     samples[labels[1]] = rss_by_process(ctx.stack)
     results["errors"].extend(f"soak: {e}" for e in sent.errors)
+    pending = await scenarios.wait_settled(ctx, after_seq)
+    if pending:
+        results["errors"].append(f"soak: {pending} transfers never settled")
     mib = 1024 * 1024
     table: dict[str, dict[str, float]] = {}
     for process in samples[labels[1]]:
@@ -333,12 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             "with_flower": args.with_flower,
         },
         "scenarios": {},
-        "notes": [
-            "settled = terminal state observed in PostgreSQL; latency observations poll "
-            "every 10 ms",
-            "webhook latency uses the event's transfer.completed_at as the commit time",
-            "webhook endpoint registered for the latency scenario only",
-        ],
+        "notes": [],
         "errors": [],
     }
     try:

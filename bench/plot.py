@@ -51,7 +51,8 @@ def write_png(path: Path, results: dict[str, Any]) -> None:
     throughput.set_ylabel(f"settled transfers/s ({RATE_WINDOW_SECONDS:.0f} s window)")
     throughput.set_title("Throughput over time, end to end")
     throughput.grid(True, which="both", alpha=0.3)
-    throughput.legend(fontsize=8)
+    if throughput.get_legend_handles_labels()[0]:
+        throughput.legend(fontsize=8)
 
     latency = results.get("latency") or {}
     for key, label in (

@@ -122,6 +122,14 @@ def _met(value: bool | None) -> str:
 def print_report(console: Console, results: dict[str, Any]) -> None:
     ceiling = results.get("ceiling") or {}
     ceiling_rate = ceiling.get("transfers_per_second") or 0.0
+    if results["scenarios"] or ceiling:
+        _throughput_table(console, results, ceiling, ceiling_rate)
+    _latency_and_resources(console, results)
+
+
+def _throughput_table(
+    console: Console, results: dict[str, Any], ceiling: dict[str, Any], ceiling_rate: float
+) -> None:
     table = Table(title="Settled transfers/s, HTTP submit → terminal in PostgreSQL")
     for column in ("scenario", "transfers", "settled/s", "x ceiling", "accepted/s", "target", ""):
         table.add_column(column, justify="left" if column in ("scenario", "target") else "right")
@@ -165,6 +173,9 @@ def print_report(console: Console, results: dict[str, Any]) -> None:
     for line in unavailable:
         console.print(f"  [yellow]{line}[/]")
 
+
+def _latency_and_resources(console: Console, results: dict[str, Any]) -> None:
+    targets = {row["target"]: row for row in results["targets"]}
     latency = results.get("latency")
     if latency:
         lat = Table(title=f"Latency at {latency['rate']:.1f} transfers/s (half the uniform rate)")

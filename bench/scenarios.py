@@ -383,6 +383,21 @@ async def latency(
     return result
 
 
+async def wait_settled(ctx: Context, after_seq: int) -> int:
+    """Until nothing above `after_seq` is pending (or stall_seconds without progress);
+    returns how many are still pending."""
+    pending, changed = -1, time.monotonic()
+    while True:
+        now = (await asyncio.to_thread(status_counts, ctx.stack.database_url, after_seq)).get(
+            "pending", 0
+        )
+        if now != pending:
+            pending, changed = now, time.monotonic()
+        if not pending or time.monotonic() - changed > ctx.stall_seconds or ctx.stack.dead():
+            return pending
+        await asyncio.sleep(0.5)
+
+
 async def _wait(ctx: Context, done: Callable[[], bool]) -> None:
     """Until `done()`, at most stall_seconds (the caller reports what is missing)."""
     deadline = time.monotonic() + ctx.stall_seconds
