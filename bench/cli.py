@@ -29,6 +29,7 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -36,7 +37,7 @@ from rich.text import Text
 
 from bench import ceiling, plot, report, scenarios
 from bench.client import Api, open_client, open_funded_accounts, sign_in
-from bench.observer import SettledCounter, max_seq
+from bench.observer import SettledCounter, max_seq, webhook_stats
 from bench.receiver import running_receiver
 from bench.resources import CpuWindow, rss_by_process
 from bench.stack import StackOptions, running_stack
@@ -46,6 +47,8 @@ RESULTS_DIR = Path("bench/results")
 QUICK_DIR = Path("var/bench")
 # Above this share of one core, the client may be what limits the figure.
 CLIENT_CPU_WARNING_PERCENT = 70.0
+# Other processes' CPU (% of one core) above which a run is flagged as noisy.
+NOISE_WARNING_PERCENT = 25.0
 
 FULL = {"accounts": 1000, "transfers": 3000, "latency_seconds": 30.0, "ceiling_seconds": 10.0}
 QUICK = {"accounts": 100, "transfers": 200, "latency_seconds": 5.0, "ceiling_seconds": 2.0}
@@ -117,10 +120,10 @@ def _progress(console: Console) -> Progress:
     )
 
 
-async def _settle_setup(ctx: scenarios.Context, expected: int) -> None:
+async def _settle_setup(ctx: scenarios.Context, expected: int, task: TaskID) -> None:
+    """Until every funding deposit settled (they all leave one settlement account)."""
     counter = SettledCounter(ctx.stack.database_url, 0)
     counter.start()
-    task = ctx.progress.add_task("funding accounts", total=expected)
     try:
         deadline = time.monotonic() + ctx.stall_seconds
         while counter.progress.settled < expected:
@@ -155,6 +158,7 @@ async def _run(args: argparse.Namespace, console: Console, results: dict[str, An
             api = Api(http)
             await sign_in(api, stack.database_url)
             with _progress(console) as progress:
+                funding = progress.add_task("opening and funding accounts", total=args.accounts)
                 ctx = scenarios.Context(
                     api=api,
                     accounts=await open_funded_accounts(api, args.accounts, args.connections),
@@ -162,7 +166,7 @@ async def _run(args: argparse.Namespace, console: Console, results: dict[str, An
                     progress=progress,
                     connections=args.connections,
                 )
-                await _settle_setup(ctx, args.accounts)
+                await _settle_setup(ctx, args.accounts, funding)
                 if args.soak:
                     await _soak(args, ctx, results)
                 else:
@@ -248,6 +252,16 @@ async def _scenarios(
         "submit_to_terminal_seconds": [round(v, 5) for v in latency.submit_to_terminal],
         "commit_to_webhook_seconds": [round(v, 5) for v in latency.commit_to_webhook],
     }
+    try:
+        stats = webhook_stats(ctx.stack.database_url)
+    except Exception as exc:  # a diagnostic only: a schema change must not fail the run
+        results["notes"].append(f"webhook delivery statistics unavailable: {exc!r}")
+    else:
+        results["latency"]["webhook_deliveries"] = stats
+        results["notes"].append(
+            f"webhooks: {stats['deliveries']} deliveries, {stats['attempts']} attempts "
+            f"({stats['failed_attempts']} failed), mean attempt {stats['mean_attempt_ms']} ms"
+        )
 
 
 async def _soak(args: argparse.Namespace, ctx: scenarios.Context, results: dict[str, Any]) -> None:
@@ -312,6 +326,14 @@ def _finish(args: argparse.Namespace, results: dict[str, Any]) -> None:
                 f"{name}: the bench process used {scenario['client_cpu_percent']:.0f} % of "
                 "a core; the client may have limited this figure"
             )
+    cpu: dict[str, Any] = results.get("cpu_uniform") or {}
+    others = cpu.get("by_component", {}).get("everything else on the machine")
+    if others and others["cpu_percent"] > NOISE_WARNING_PERCENT:
+        results["notes"].append(
+            f"other processes used {others['cpu_percent']:.0f} % of a core during the uniform "
+            f"scenario (of {100 * cpu['cores']} %): this machine was busy, the figures are "
+            "lower than on a quiet one"
+        )
     uniform = results.get("scenarios", {}).get("uniform")
     if uniform:
         results["notes"].append(

@@ -163,3 +163,30 @@ class TerminalWatcher(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join()
+
+
+def webhook_stats(database_url: str) -> dict[str, Any]:
+    """Deliveries and attempts so far: tells a slow receiver or retries apart from a
+    slow path to the first attempt."""
+    conn = connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*), coalesce(sum(attempts), 0), count(*) FILTER "
+                "(WHERE attempts > 1) FROM webhook_deliveries"
+            )
+            deliveries, attempts, retried = cur.fetchone()
+            cur.execute(
+                "SELECT count(*) FILTER (WHERE status_code IS NULL OR status_code >= 300), "
+                "coalesce(avg(duration_ms), 0) FROM webhook_attempts"
+            )
+            failed, mean_ms = cur.fetchone()
+        return {
+            "deliveries": int(deliveries),
+            "attempts": int(attempts),
+            "retried_deliveries": int(retried),
+            "failed_attempts": int(failed),
+            "mean_attempt_ms": round(float(mean_ms), 1),
+        }
+    finally:
+        conn.close()
