@@ -49,6 +49,8 @@ QUICK_DIR = Path("var/bench")
 CLIENT_CPU_WARNING_PERCENT = 70.0
 # Other processes' CPU (% of one core) above which a run is flagged as noisy.
 NOISE_WARNING_PERCENT = 25.0
+# A latency run settling below this share of its offered rate did not keep up.
+KEPT_UP = 0.95
 
 FULL = {"accounts": 1000, "transfers": 3000, "latency_seconds": 30.0, "ceiling_seconds": 10.0}
 QUICK = {"accounts": 100, "transfers": 200, "latency_seconds": 5.0, "ceiling_seconds": 2.0}
@@ -208,6 +210,7 @@ async def _scenarios(
     ]
     await _ceiling(args, ctx, results)
     n = args.transfers
+    await scenarios.quiesce(ctx)
     window = CpuWindow(ctx.stack)
     window.start()
     uniform = await scenarios.transfers(
@@ -219,6 +222,7 @@ async def _scenarios(
     )
     window.stop()
     results["cpu_uniform"] = window.as_dict()
+    await scenarios.quiesce(ctx, uniform)
     runs = [uniform]
     for name, title, pairs in (
         ("hot_destination", "hot destination", scenarios.hot_destination_pairs),
@@ -227,8 +231,17 @@ async def _scenarios(
         if ctx.stack.dead():
             break
         runs.append(await scenarios.transfers(ctx, name, title, pairs(ctx, n), n))
+        await scenarios.quiesce(ctx, runs[-1])
     if not ctx.stack.dead():
         runs.append(await scenarios.batches(ctx, n, args.batch_size))
+        await scenarios.quiesce(ctx, runs[-1])
+    for run in runs:
+        if run.queue_drain_seconds > 1:
+            results["notes"].append(
+                f"{run.title}: {run.leftover_messages} messages were still queued when its "
+                f"last transfer settled; they took {run.queue_drain_seconds:.1f} s to drain "
+                "(waited for before the next scenario, not counted in its figure)"
+            )
     results["_scenarios"] = {run.name: run for run in runs}
     results["scenarios"] = {run.name: run.as_dict() for run in runs}
     for run in runs:
@@ -251,7 +264,15 @@ async def _scenarios(
         "commit_to_webhook": report.latency_summary(latency.commit_to_webhook),
         "submit_to_terminal_seconds": [round(v, 5) for v in latency.submit_to_terminal],
         "commit_to_webhook_seconds": [round(v, 5) for v in latency.commit_to_webhook],
+        "settled_per_second": round(latency.settled_per_second, 2),
+        "submit_to_terminal_over_time": [[round(t, 3), round(v, 4)] for t, v in latency.over_time],
     }
+    if latency.settled_per_second and latency.settled_per_second < KEPT_UP * rate:
+        results["notes"].append(
+            f"latency: offered {rate:.1f}/s but settled {latency.settled_per_second:.1f}/s; "
+            "the system did not keep up, so the latencies include a growing backlog "
+            "(see the latency-over-time chart)"
+        )
     try:
         stats = webhook_stats(ctx.stack.database_url)
     except Exception as exc:  # a diagnostic only: a schema change must not fail the run

@@ -3,7 +3,9 @@
 "Settled" means observed terminal in PostgreSQL, not answered by the API: the bench is
 the only writer of its database, so every transfer with `seq` above a scenario's
 starting point belongs to that scenario. Per-transfer observation (for latency) polls
-only the transfers still outstanding, so it stays cheap at any rate.
+only the transfers still outstanding, so it stays cheap at any rate. Between scenarios
+the broker's queues are watched too: wake-ups that outlive their transfers would
+otherwise delay the next scenario.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
+import redis
 from sqlalchemy import make_url
 
 POLL_SECONDS = 0.2
@@ -190,3 +193,20 @@ def webhook_stats(database_url: str) -> dict[str, Any]:
         }
     finally:
         conn.close()
+
+
+def queued_messages(redis_url: str, prefix: str, queues: tuple[str, ...]) -> int:
+    """Messages waiting in (or delivered but unacknowledged from) Settle's queues."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        total = 0
+        for queue in queues:
+            # Kombu keeps one list per priority level: `name`, `name\x06\x163`, ...
+            for key in client.scan_iter(match=f"{prefix}{queue}*", count=1000):
+                try:
+                    total += int(client.llen(key))
+                except redis.ResponseError:  # not a list: not a queue
+                    continue
+        return total + int(client.hlen(f"{prefix}unacked"))
+    finally:
+        client.close()

@@ -1,5 +1,6 @@
 """The results PNG: settled transfers per second over time for each scenario (with the
-direct-SQL ceiling as a line), and the latency CDFs."""
+direct-SQL ceiling as a line), the latency CDFs, latency over the latency run, and CPU
+by component during the uniform scenario."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def _rates(timeline: list[list[float]]) -> tuple[list[float], list[float]]:
 
 
 def write_png(path: Path, results: dict[str, Any]) -> None:
-    figure, (throughput, cdf) = plt.subplots(1, 2, figsize=(13, 5), constrained_layout=True)
+    figure, axes = plt.subplots(2, 2, figsize=(13, 9), constrained_layout=True)
+    (throughput, cdf), (over_time, cpu) = axes
 
     for scenario in results["scenarios"].values():
         if scenario["available"] and scenario["timeline"]:
@@ -75,6 +77,25 @@ def write_png(path: Path, results: dict[str, Any]) -> None:
     cdf.grid(True, which="both", alpha=0.3)
     if latency:
         cdf.legend(fontsize=8, loc="lower right")
+
+    points = latency.get("submit_to_terminal_over_time") or []
+    if points:
+        over_time.scatter([t for t, _ in points], [1000 * v for _, v in points], s=4)
+        over_time.set_yscale("log")
+        over_time.axhline(100, color="grey", linestyle=":", linewidth=1)
+    over_time.set_xlabel("seconds since the latency run's first submit")
+    over_time.set_ylabel("submit → terminal, ms")
+    over_time.set_title("Latency over the latency run (growth = backlog)")
+    over_time.grid(True, which="both", alpha=0.3)
+
+    by_component = (results.get("cpu_uniform") or {}).get("by_component") or {}
+    if by_component:
+        ranked = sorted(by_component.items(), key=lambda item: item[1]["cpu_percent"])
+        cpu.barh([name for name, _ in ranked], [f["cpu_percent"] for _, f in ranked])
+        cpu.tick_params(axis="y", labelsize=8)
+    cpu.set_xlabel("% of one core")
+    cpu.set_title("Where the CPU went during the uniform scenario")
+    cpu.grid(True, axis="x", alpha=0.3)
 
     figure.suptitle(f"make bench — {results.get('started_at', '')}", fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,9 +21,16 @@ import psutil
 from rich.progress import Progress, TaskID
 
 from bench.client import Accounts, Api, transfer_body
-from bench.observer import SettledCounter, TerminalWatcher, max_seq, status_counts
+from bench.observer import (
+    SettledCounter,
+    TerminalWatcher,
+    max_seq,
+    queued_messages,
+    status_counts,
+)
 from bench.receiver import Receipts
 from bench.stack import Stack
+from settle.broker import TRANSFERS_QUEUE, WEBHOOKS_QUEUE
 
 Body = dict[str, Any]
 BATCHES_PATH = "/v1/transfer-batches"
@@ -54,6 +61,9 @@ class ScenarioResult:
     timeline: list[tuple[float, int]] = field(default_factory=list)  # (s, settled so far)
     statuses: dict[str, int] = field(default_factory=dict)
     client_cpu_percent: float = 0.0  # of one core, the whole bench process
+    # After the last transfer settled: queued messages left, and seconds until none were.
+    leftover_messages: int = 0
+    queue_drain_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -75,6 +85,8 @@ class ScenarioResult:
             "accepted_per_second": round(self.accepted_per_second, 2),
             "statuses": self.statuses,
             "client_cpu_percent": round(self.client_cpu_percent, 1),
+            "leftover_messages": self.leftover_messages,
+            "queue_drain_seconds": round(self.queue_drain_seconds, 2),
             "errors": self.errors,
             "timeline": [[round(t, 2), n] for t, n in self.timeline],
         }
@@ -329,6 +341,10 @@ class LatencyResult:
     submit_to_terminal: list[float] = field(default_factory=list)  # seconds, sorted
     commit_to_webhook: list[float] = field(default_factory=list)  # seconds, sorted
     webhooks_missing: int = 0
+    # (seconds since the first scheduled submit, submit → terminal), in submit order:
+    # a latency that grows through the run means the offered rate was not sustained.
+    over_time: list[tuple[float, float]] = field(default_factory=list)
+    settled_per_second: float = 0.0  # first scheduled submit → last terminal
     errors: list[str] = field(default_factory=list)
 
 
@@ -372,9 +388,17 @@ async def latency(
         await ctx.api.client.delete(
             f"/v1/webhook-endpoints/{endpoint.json()['id']}", headers=ctx.api.customer
         )
-    result.submit_to_terminal = sorted(
-        watcher.terminal_at[i] - sent.submitted_at[i] for i in ids if i in watcher.terminal_at
+    seen = sorted(
+        (sent.submitted_at[i], watcher.terminal_at[i]) for i in ids if i in watcher.terminal_at
     )
+    result.submit_to_terminal = sorted(terminal - submitted for submitted, terminal in seen)
+    if seen:
+        first = seen[0][0]
+        result.over_time = [
+            (submitted - first, terminal - submitted) for submitted, terminal in seen
+        ]
+        last = max(terminal for _, terminal in seen)
+        result.settled_per_second = len(seen) / (last - first) if last > first else 0.0
     received = {i: receipts.first[i] for i in ids if i in receipts.first}
     result.commit_to_webhook = sorted(at - completed for at, completed in received.values())
     result.webhooks_missing = len(ids) - len(received)
@@ -396,6 +420,28 @@ async def wait_settled(ctx: Context, after_seq: int) -> int:
         if not pending or time.monotonic() - changed > ctx.stall_seconds or ctx.stack.dead():
             return pending
         await asyncio.sleep(0.5)
+
+
+async def quiesce(ctx: Context, result: ScenarioResult | None = None) -> None:
+    """Until Settle's queues are empty, so leftovers (e.g. wake-ups whose transfers a
+    previous drain already applied) do not delay the next scenario; at most
+    stall_seconds. What was left, and how long it took, goes into `result`."""
+    env = ctx.stack.env
+
+    def count() -> int:
+        queues = (TRANSFERS_QUEUE, WEBHOOKS_QUEUE)
+        return queued_messages(env["REDIS_URL"], env["SETTLE_REDIS_PREFIX"], queues)
+
+    started = time.monotonic()
+    left = first = await asyncio.to_thread(count)
+    while left and time.monotonic() - started < ctx.stall_seconds and not ctx.stack.dead():
+        await asyncio.sleep(0.2)
+        left = await asyncio.to_thread(count)
+    if result is not None:
+        result.leftover_messages = first
+        result.queue_drain_seconds = time.monotonic() - started if first else 0.0
+        if left:
+            result.errors.append(f"{left} messages still queued {ctx.stall_seconds:.0f} s later")
 
 
 async def _wait(ctx: Context, done: Callable[[], bool]) -> None:
