@@ -54,7 +54,7 @@ def write_png(path: Path, results: dict[str, Any]) -> None:
     throughput.set_title("Throughput over time, end to end")
     throughput.grid(True, which="both", alpha=0.3)
     if throughput.get_legend_handles_labels()[0]:
-        throughput.legend(fontsize=8)
+        throughput.legend(fontsize=8, loc="lower right")
 
     latency = results.get("latency") or {}
     for key, label in (
