@@ -1,6 +1,6 @@
 """`make bench`: the command line, and the order in which a run does things.
 
-    make bench                              # every scenario, ~10 minutes on 2 cores
+    make bench                              # every scenario, ~5 minutes on 2 cores
     make bench BENCH_ARGS=--quick           # a smoke of every scenario; fails only on errors
     make bench BENCH_ARGS="--soak"          # half load for 10 minutes, RSS per process
     .venv/bin/python -m bench --help
@@ -97,8 +97,6 @@ def _defaults(args: argparse.Namespace) -> argparse.Namespace:
             setattr(args, key, value)
     if args.output is None:
         args.output = QUICK_DIR if args.quick else RESULTS_DIR
-    if args.quick:
-        args.soak_minutes = min(args.soak_minutes, 0.5)
     return args
 
 

@@ -133,15 +133,10 @@ def _throughput_table(
     table = Table(title="Settled transfers/s, HTTP submit → terminal in PostgreSQL")
     for column in ("scenario", "transfers", "settled/s", "x ceiling", "accepted/s", "target", ""):
         table.add_column(column, justify="left" if column in ("scenario", "target") else "right")
-    table.add_row(
-        "direct-SQL ceiling",
-        str(ceiling.get("transfers", "—")),
-        f"{ceiling_rate:.1f}" if ceiling_rate else "—",
-        "1.00",
-        "",
-        "",
-        "",
-    )
+    if ceiling:
+        table.add_row(
+            "direct-SQL ceiling", str(ceiling["transfers"]), f"{ceiling_rate:.1f}", "1.00"
+        )
     targets = {row["target"]: row for row in results["targets"]}
     unavailable: list[str] = []
     for name, scenario in results["scenarios"].items():
@@ -215,7 +210,7 @@ def _latency_and_resources(console: Console, results: dict[str, Any]) -> None:
 
     soak = results.get("soak")
     if soak:
-        memory = Table(title=f"RSS per process, soak at {soak['rate']:.1f} transfers/s")
+        memory = Table(title=f"RSS per process (MiB), soak at {soak['rate']:.1f} transfers/s")
         for column in ("process", *soak["labels"], "growth %"):
             memory.add_column(column, justify="left" if column == "process" else "right")
         for name, row in soak["rss_mib"].items():
