@@ -1,6 +1,8 @@
-# Settle application image: one image for the gateway, the Celery worker, beat,
-# Flower and the one-shot `settle migrate`. The default command runs the gateway;
-# docker-compose.yml overrides it for the other processes.
+# Settle application image: one image for the gateway, the Celery workers, beat,
+# Flower and the one-shot `settle migrate`. Every process is `settle serve NAME`
+# (command lines defined once, in settle/processes.py). The default command runs the
+# gateway: one process per core (SETTLE_WEB_PROCESSES); docker-compose.yml picks the
+# other processes.
 #
 #   docker build -t settle .
 #   docker run --rm -p 8000:8000 -e DATABASE_URL=... -e REDIS_URL=... \
@@ -31,9 +33,15 @@ RUN pip install .
 # ---------------------------------------------------------------------------
 FROM python:3.12-slim AS runtime
 
+# Containers listen on every interface (the dev default is 127.0.0.1), and beat keeps
+# its schedule where the unprivileged user may write.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    SETTLE_HTTP_HOST=0.0.0.0 \
+    SETTLE_HTTP_PORT=8000 \
+    SETTLE_FLOWER_ADDRESS=0.0.0.0 \
+    SETTLE_BEAT_SCHEDULE=/tmp/celerybeat-schedule
 
 RUN groupadd --system --gid 10001 settle \
     && useradd --system --uid 10001 --gid settle --create-home --home-dir /home/settle \
@@ -52,4 +60,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 
-CMD ["uvicorn", "--factory", "gateway.app:app_factory", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]
+# The supervisor forwards SIGTERM to its gateway processes and exits 0 once they stopped.
+CMD ["settle", "serve", "web"]

@@ -45,8 +45,8 @@ migrate: install ## apply migrations to DATABASE_URL
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
-bench: install ## end-to-end throughput vs direct SQL on the same PostgreSQL (see bench/)
-	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
+bench: install ## end-to-end throughput and latency next to a direct-SQL ceiling (README "Performance")
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # The header `make lock` writes at the top of constraints.txt.
 define LOCK_HEADER

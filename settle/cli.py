@@ -1,17 +1,21 @@
-"""The `settle` operator CLI: migrate, create-user, verify."""
+"""The `settle` CLI: migrate, create-user, verify, and `serve NAME` for every process."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
 import json
+import logging
+import os
 import sys
+from pathlib import Path
 
 from domain.db import make_engine, make_session_factory, transaction
 from domain.enums import Role
 from domain.errors import DomainError
 from domain.migrate import upgrade
 from domain.services import users, verify
+from settle import processes, web
 from settle.config import get_settings
 
 
@@ -74,6 +78,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = get_settings()
+    if args.name == "web":
+        if args.single:
+            return web.serve_one(settings)
+        return web.supervise(settings)
+    try:
+        argv = processes.argv(args.name, settings)
+    except processes.ProcessConfigError as exc:
+        print(f"settle: {exc}", file=sys.stderr)
+        return 2
+    if args.name == "beat":
+        Path(settings.beat_schedule).parent.mkdir(parents=True, exist_ok=True)
+    # Replace this process, so signals from honcho or Docker reach Celery directly.
+    os.execv(argv[0], argv)  # noqa: S606  # nosec B606
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="settle", description="Operate a Settle deployment.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--record", action="store_true", help="store the result (feeds the /metrics gauges)"
     )
     check.set_defaults(func=cmd_verify)
+    serve = sub.add_parser(
+        "serve",
+        help="run one of the processes (what the Procfile and docker-compose start)",
+        description="web: gateway processes (one per core, SETTLE_WEB_PROCESSES); "
+        "worker: transfers queue; webhooks: webhooks queue; beat: the scheduler; "
+        "flower: operator UI (needs FLOWER_BASIC_AUTH).",
+    )
+    serve.add_argument("name", choices=processes.NAMES)
+    # Internal: what each supervised `web` child runs.
+    serve.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

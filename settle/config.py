@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.rules import Limits
@@ -107,6 +107,24 @@ class Settings(BaseSettings):
     expose_docs: bool = True  # /docs, /redoc, /openapi.json
     metrics_token: str = ""  # when set, /metrics needs "Authorization: Bearer <token>"
     hsts: bool = False  # send Strict-Transport-Security (only behind TLS)
+
+    # Processes (`settle serve NAME`, settle/processes.py). None: one per core.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    http_access_log: bool = True
+    web_processes: int | None = Field(default=None, ge=1)
+    worker_concurrency: int | None = Field(default=None, ge=1)
+    webhook_concurrency: int = Field(default=4, ge=1)
+    beat_schedule: str = "var/celerybeat-schedule"
+    flower_address: str = "127.0.0.1"
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    log_level: str = "INFO"
+
+    @field_validator("web_processes", "worker_concurrency", mode="before")
+    @classmethod
+    def _empty_means_default(cls, value: object) -> object:
+        # docker-compose passes `${VAR:-}` through as an empty string: "use the default".
+        return None if value == "" else value
 
     @property
     def engine_limits(self) -> Limits:

@@ -16,7 +16,7 @@ from pathlib import Path
 from dotenv import load_dotenv
 
 from domain.migrate import upgrade
-from settle.config import RUN_ENV_FILE
+from settle.config import RUN_ENV_FILE, Settings
 from settle.devservices import start_missing_services, stop_all
 
 ROOT = Path.cwd()
@@ -41,8 +41,7 @@ def main() -> int:
     load_dotenv(ROOT / ".env", override=False)
     os.environ.setdefault("SETTLE_ENVIRONMENT", "development")
     os.environ.setdefault("FLOWER_BASIC_AUTH", _flower_credentials())
-    os.environ.setdefault("SETTLE_HTTP_PORT", "8000")
-    # The Procfile names uvicorn and celery; make sure ours (in this venv) are found.
+    # The Procfile runs `settle serve NAME`; make sure ours (in this venv) is found.
     venv_bin = str(Path(sys.executable).parent)
     os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
     services = start_missing_services(VAR)
@@ -53,11 +52,12 @@ def main() -> int:
             f"DATABASE_URL={os.environ['DATABASE_URL']}\nREDIS_URL={os.environ['REDIS_URL']}\n"
         )
         upgrade(os.environ["DATABASE_URL"])
-        port = os.environ["SETTLE_HTTP_PORT"]
+        settings = Settings()  # what the Procfile's processes will read
+        port, flower_port = settings.http_port, settings.flower_port
         user = os.environ["FLOWER_BASIC_AUTH"].split(":", 1)[0]
         print(
             f"\n  Settle API   http://127.0.0.1:{port}   (docs: http://127.0.0.1:{port}/docs)\n"
-            f"  Flower       http://127.0.0.1:5555   (user {user!r}, password in "
+            f"  Flower       http://127.0.0.1:{flower_port}   (user {user!r}, password in "
             f"var/flower-basic-auth unless FLOWER_BASIC_AUTH is set)\n"
             f"  Metrics      http://127.0.0.1:{port}/metrics\n"
             "  Ctrl-C stops everything.\n",

@@ -29,6 +29,7 @@ import pytest
 from sqlalchemy import select
 
 from domain.models import Account, LedgerEntry, Transfer
+from settle import processes
 from settle.devservices import EmbeddedRedis
 from tests.factories import login, make_user, open_account, post_deposit, wait_terminal
 from tests.processes import Process, running_gateway, worker_args
@@ -52,18 +53,7 @@ class Chaos:
         self.env, self.redis = env, redis_server
         self.workers = [self._start_worker() for _ in range(2)]
         self.beat = Process(
-            "beat",
-            [
-                str(Path(sys.executable).parent / "celery"),
-                "-A",
-                "workers.celery_app",
-                "beat",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                str(redis_server.data_dir / "beat-schedule"),
-            ],
-            env,
+            "beat", processes.beat_argv(schedule=str(redis_server.data_dir / "beat-schedule")), env
         )
         self.actions: list[str] = []
         self._stop = threading.Event()

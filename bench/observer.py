@@ -1,0 +1,212 @@
+"""Watching transfers reach a terminal state, in the database itself.
+
+"Settled" means observed terminal in PostgreSQL, not answered by the API: the bench is
+the only writer of its database, so every transfer with `seq` above a scenario's
+starting point belongs to that scenario. Per-transfer observation (for latency) polls
+only the transfers still outstanding, so it stays cheap at any rate. Between scenarios
+the broker's queues are watched too: wake-ups that outlive their transfers would
+otherwise delay the next scenario.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg2
+import redis
+from sqlalchemy import make_url
+
+POLL_SECONDS = 0.2
+LATENCY_POLL_SECONDS = 0.01
+
+
+def dsn(database_url: str) -> str:
+    """psycopg2 speaks plain libpq URLs, without SQLAlchemy's driver suffix."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
+
+
+def connect(database_url: str) -> Any:
+    conn = psycopg2.connect(dsn(database_url))
+    conn.autocommit = True
+    return conn
+
+
+def max_seq(database_url: str) -> int:
+    conn = connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT coalesce(max(seq), 0) FROM transfers")
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def status_counts(database_url: str, after_seq: int) -> dict[str, int]:
+    conn = connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT status, count(*) FROM transfers WHERE seq > %s GROUP BY status",
+                (after_seq,),
+            )
+            return {str(status): int(count) for status, count in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+@dataclass
+class Progress:
+    """Samples of (seconds since start, settled, in the database) for one scenario."""
+
+    started: float
+    samples: list[tuple[float, int, int]] = field(default_factory=list)
+
+    @property
+    def settled(self) -> int:
+        return self.samples[-1][1] if self.samples else 0
+
+    @property
+    def last_change(self) -> float:
+        """Seconds since start at which `settled` last grew (for stall detection)."""
+        last = 0.0
+        previous = -1
+        for at, settled, _ in self.samples:
+            if settled != previous:
+                last, previous = at, settled
+        return last
+
+
+class SettledCounter(threading.Thread):
+    """Counts terminal transfers above `after_seq` every POLL_SECONDS."""
+
+    def __init__(self, database_url: str, after_seq: int) -> None:
+        super().__init__(name="bench-settled-counter", daemon=True)
+        self.database_url, self.after_seq = database_url, after_seq
+        self.progress = Progress(started=time.monotonic())
+        self._stop_event = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            conn = connect(self.database_url)
+            with conn.cursor() as cur:
+                while not self._stop_event.is_set():
+                    cur.execute(
+                        "SELECT count(*) FILTER (WHERE status <> 'pending'), count(*) "
+                        "FROM transfers WHERE seq > %s",
+                        (self.after_seq,),
+                    )
+                    settled, total = cur.fetchone()
+                    at = time.monotonic() - self.progress.started
+                    self.progress.samples.append((at, int(settled), int(total)))
+                    self._stop_event.wait(POLL_SECONDS)
+            conn.close()
+        except BaseException as exc:  # reported by the scenario, not lost in a thread
+            self.error = exc
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+class TerminalWatcher(threading.Thread):
+    """Records the wall-clock time at which each watched transfer is first seen terminal.
+
+    The time recorded is when the poll that saw it started (the snapshot's moment), so
+    the resolution is LATENCY_POLL_SECONDS plus one indexed query.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        super().__init__(name="bench-terminal-watcher", daemon=True)
+        self.database_url = database_url
+        self.terminal_at: dict[str, float] = {}
+        self.completed_at: dict[str, float] = {}
+        self._outstanding: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop_event = threading.Event()
+        self.error: BaseException | None = None
+
+    def watch(self, transfer_id: str) -> None:
+        with self._lock:
+            self._outstanding.add(transfer_id)
+
+    @property
+    def outstanding(self) -> int:
+        with self._lock:
+            return len(self._outstanding)
+
+    def run(self) -> None:
+        try:
+            conn = connect(self.database_url)
+            with conn.cursor() as cur:
+                while not self._stop_event.is_set():
+                    with self._lock:
+                        ids = list(self._outstanding)
+                    if ids:
+                        polled_at = time.time()
+                        cur.execute(
+                            "SELECT id::text, extract(epoch FROM completed_at) FROM transfers "
+                            "WHERE id = ANY(%s::uuid[]) AND status <> 'pending'",
+                            (ids,),
+                        )
+                        rows = cur.fetchall()
+                        with self._lock:
+                            for transfer_id, completed in rows:
+                                self._outstanding.discard(transfer_id)
+                                self.terminal_at[transfer_id] = polled_at
+                                self.completed_at[transfer_id] = float(completed)
+                    self._stop_event.wait(LATENCY_POLL_SECONDS)
+            conn.close()
+        except BaseException as exc:
+            self.error = exc
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def webhook_stats(database_url: str) -> dict[str, Any]:
+    """Deliveries and attempts so far: tells a slow receiver or retries apart from a
+    slow path to the first attempt."""
+    conn = connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*), coalesce(sum(attempts), 0), count(*) FILTER "
+                "(WHERE attempts > 1) FROM webhook_deliveries"
+            )
+            deliveries, attempts, retried = cur.fetchone()
+            cur.execute(
+                "SELECT count(*) FILTER (WHERE status_code IS NULL OR status_code >= 300), "
+                "coalesce(avg(duration_ms), 0) FROM webhook_attempts"
+            )
+            failed, mean_ms = cur.fetchone()
+        return {
+            "deliveries": int(deliveries),
+            "attempts": int(attempts),
+            "retried_deliveries": int(retried),
+            "failed_attempts": int(failed),
+            "mean_attempt_ms": round(float(mean_ms), 1),
+        }
+    finally:
+        conn.close()
+
+
+def queued_messages(redis_url: str, prefix: str, queues: tuple[str, ...]) -> int:
+    """Messages waiting in (or delivered but unacknowledged from) Settle's queues."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        total = 0
+        for queue in queues:
+            # Kombu keeps one list per priority level: `name`, `name\x06\x163`, ...
+            for key in client.scan_iter(match=f"{prefix}{queue}*", count=1000):
+                try:
+                    total += int(client.llen(key))
+                except redis.ResponseError:  # not a list: not a queue
+                    continue
+        return total + int(client.hlen(f"{prefix}unacked"))
+    finally:
+        client.close()

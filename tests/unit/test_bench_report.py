@@ -1,0 +1,51 @@
+"""The bench's arithmetic: percentiles, targets and the rate curve (no services)."""
+
+from __future__ import annotations
+
+from bench.ceiling import CeilingResult
+from bench.plot import _rates
+from bench.report import judge, latency_summary, percentile
+from bench.scenarios import LatencyResult, ScenarioResult
+
+
+def _scenario(name, accepted, seconds, **kwargs):
+    return ScenarioResult(name, name, accepted=accepted, seconds=seconds, **kwargs)
+
+
+def test_percentiles_are_nearest_rank():
+    values = [i / 1000 for i in range(1, 101)]  # 1 ms .. 100 ms
+    assert percentile(values, 0.5) == 0.05
+    assert percentile(values, 0.99) == 0.099
+    assert latency_summary(values)["p99_ms"] == 99.0
+    assert latency_summary([])["p99_ms"] is None
+
+
+def test_targets_compare_with_the_ceiling_or_the_uniform_figure():
+    scenarios = {
+        "uniform": _scenario("uniform", 600, 1.0),  # 600/s
+        "hot_destination": _scenario("hot_destination", 200, 1.0),  # 1/3 of uniform
+        "hot_source": _scenario("hot_source", 400, 1.0),
+        "batches": ScenarioResult("batches", "batches", available=False, note="n/a here"),
+    }
+    latency = LatencyResult(rate=300, seconds=1, submit_to_terminal=[0.05] * 99 + [0.2])
+    rows = {r["target"]: r for r in judge(scenarios, CeilingResult(1000, 1.0, 4), latency)}
+    assert rows["uniform"]["value"] == 0.6 and rows["uniform"]["met"] is True
+    assert rows["hot_destination"]["met"] is False
+    assert rows["hot_source"]["met"] is True
+    assert rows["batches"]["met"] is None and rows["batches"]["note"] == "n/a here"
+    assert rows["submit_to_terminal_p99"]["met"] is True  # the 100th sample is p100
+    assert rows["commit_to_webhook_p99"]["met"] is None
+
+
+def test_a_scenario_with_errors_has_no_figure():
+    broken = _scenario("uniform", 600, 1.0, errors=["boom"])
+    assert broken.settled_per_second == 0.0
+    rows = {r["target"]: r for r in judge({"uniform": broken}, CeilingResult(10, 1.0, 4), None)}
+    assert rows["uniform"]["met"] is None
+
+
+def test_rate_curve_from_cumulative_samples():
+    timeline = [[0.0, 0], [0.5, 50], [1.0, 100], [1.5, 150], [2.0, 200]]
+    times, rates = _rates(timeline)
+    assert times[-1] == 2.0
+    assert all(abs(rate - 100) < 1e-9 for rate in rates)

@@ -1,0 +1,92 @@
+"""Process command lines: built once from settings, used by the Procfile and compose."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from settle import processes
+from settle.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _settings(**overrides):
+    return Settings(environment="test", jwt_secret="s" * 48, **overrides)
+
+
+def test_worker_defaults_to_one_process_per_core_and_is_named_by_queue():
+    argv = processes.argv("worker", _settings())
+    assert argv[argv.index("--concurrency") + 1] == str(processes.cpu_count())
+    assert argv[argv.index("-Q") + 1] == "transfers"
+    assert argv[argv.index("--hostname") + 1] == "transfers@%h"
+
+
+def test_concurrency_settings_are_honoured():
+    settings = _settings(worker_concurrency=3, webhook_concurrency=5, web_processes=4)
+    worker = processes.argv("worker", settings)
+    webhooks = processes.argv("webhooks", settings)
+    assert worker[worker.index("--concurrency") + 1] == "3"
+    assert webhooks[webhooks.index("--concurrency") + 1] == "5"
+    assert webhooks[webhooks.index("--hostname") + 1] == "webhooks@%h"
+    assert processes.web_processes(settings) == 4
+    assert processes.web_processes(_settings()) == processes.cpu_count()
+
+
+def test_empty_variables_mean_one_per_core(monkeypatch):
+    # docker-compose passes "${SETTLE_WEB_PROCESSES:-}" through as "".
+    monkeypatch.setenv("SETTLE_WEB_PROCESSES", "")
+    monkeypatch.setenv("SETTLE_WORKER_CONCURRENCY", "")
+    settings = _settings()
+    assert settings.web_processes is None and settings.worker_concurrency is None
+    with pytest.raises(ValidationError):
+        _settings(web_processes=0)
+
+
+def test_beat_uses_the_configured_schedule():
+    argv = processes.argv("beat", _settings(beat_schedule="/tmp/x-schedule"))
+    assert argv[argv.index("--schedule") + 1] == "/tmp/x-schedule"
+
+
+def test_flower_password_never_on_the_command_line():
+    env = {"FLOWER_BASIC_AUTH": "ops:very-secret-password"}
+    argv = processes.argv("flower", _settings(flower_port=5999), env)
+    assert "--port=5999" in argv
+    assert not any("very-secret-password" in arg or "basic" in arg for arg in argv)
+
+
+def test_flower_refuses_to_start_without_credentials():
+    with pytest.raises(processes.ProcessConfigError):
+        processes.argv("flower", _settings(), {})
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(ValueError):
+        processes.serve_argv("nope")
+    with pytest.raises(ValueError):
+        processes.argv("web", _settings())  # supervised, never exec'd
+
+
+def test_procfile_and_compose_only_say_settle_serve():
+    procfile = dict(
+        line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line
+    )
+    assert procfile == {name: f"settle serve {name}" for name in processes.NAMES}
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    commands = {
+        name: service.get("command")
+        for name, service in compose["services"].items()
+        if service.get("build")
+    }
+    assert commands == {
+        "migrate": ["settle", "migrate"],
+        "gateway": ["settle", "serve", "web"],
+        "worker": ["settle", "serve", "worker"],
+        "webhooks": ["settle", "serve", "webhooks"],
+        "beat": ["settle", "serve", "beat"],
+        "flower": ["settle", "serve", "flower"],
+    }
+    assert 'CMD ["settle", "serve", "web"]' in (ROOT / "Dockerfile").read_text()
