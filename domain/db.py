@@ -9,12 +9,14 @@ from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(database_url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Engine:
+def make_engine(
+    database_url: str, *, pool_size: int = 10, max_overflow: int = 20, pre_ping: bool = True
+) -> Engine:
     return create_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,  # survive a PostgreSQL restart without a burst of errors
+        pool_pre_ping=pre_ping,  # survive a PostgreSQL restart without a burst of errors
         pool_recycle=1800,
     )
 

@@ -114,7 +114,8 @@ class Settings(BaseSettings):
     http_access_log: bool = True
     web_processes: int | None = Field(default=None, ge=1)
     worker_concurrency: int | None = Field(default=None, ge=1)
-    webhook_concurrency: int = Field(default=4, ge=1)
+    # Concurrent webhook sends (threads of the webhooks worker).
+    webhook_concurrency: int = Field(default=32, ge=1)
     beat_schedule: str = "var/celerybeat-schedule"
     flower_address: str = "127.0.0.1"
     flower_port: int = Field(default=5555, ge=1, le=65535)

@@ -107,11 +107,14 @@ def argv(name: str, settings: Settings, environ: Mapping[str, str] | None = None
             loglevel=settings.log_level,
         )
     if name == "webhooks":
+        # Sending a webhook is waiting on someone else's server: threads, not one
+        # process per concurrent send, so dozens can be in flight on a small machine.
         return worker_argv(
             queues=[WEBHOOKS_QUEUE],
             concurrency=settings.webhook_concurrency,
             hostname=f"{WEBHOOKS_QUEUE}@%h",
             loglevel=settings.log_level,
+            extra=["--pool", "threads"],
         )
     if name == "beat":
         return beat_argv(schedule=settings.beat_schedule, loglevel=settings.log_level)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Sequence
 
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from domain.db import make_engine, make_session_factory
 from domain.secret_box import SecretBox
+from domain.services.draining import Sealer
 from domain.uow import Ports
 from settle.broker import DELIVER_WEBHOOK_TASK, WEBHOOKS_QUEUE, redis_client
 from settle.config import get_settings
@@ -21,13 +23,28 @@ _engine: Engine | None = None
 _factory: sessionmaker[Session] | None = None
 _redis: redis.Redis[bytes] | None = None
 _ports: Ports | None = None
+_lock = threading.Lock()
 
 
 def session_factory() -> sessionmaker[Session]:
     global _engine, _factory
-    if _factory is None:
+    if _factory is not None:
+        return _factory
+    with _lock:  # the webhooks worker runs threads
+        if _factory is not None:
+            return _factory
         settings = get_settings()
-        _engine = make_engine(settings.database_url, pool_size=2, max_overflow=2)
+        # Transfer workers are processes (one connection each, plus a spare); the
+        # webhooks worker runs threads, each of which may hold a connection briefly.
+        # No pre-ping: tasks retry on OperationalError, and SQLAlchemy drops the
+        # whole pool on the first disconnect it sees, so a restart costs one retry,
+        # not a round trip before every unit of work.
+        _engine = make_engine(
+            settings.database_url,
+            pool_size=2,
+            max_overflow=settings.webhook_concurrency,
+            pre_ping=False,
+        )
         _factory = make_session_factory(_engine)
     return _factory
 
@@ -76,6 +93,14 @@ class _LaneClaims:
 
     def hand_on(self, lane: int) -> None:
         lane_publisher().publish([lane])  # the marker stays ours: no one else publishes
+
+
+_sealer = Sealer()
+
+
+def sealer() -> Sealer:
+    """One per process: seals at most every half second (see draining.Sealer)."""
+    return _sealer
 
 
 def lane_claims() -> _LaneClaims:

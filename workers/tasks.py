@@ -43,6 +43,7 @@ def drain(lane: int) -> int:
         policy=draining.DrainPolicy(
             batch_size=settings.drain_batch_size, limits=settings.engine_limits
         ),
+        sealer=resources.sealer(),
     )
 
 

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _settings(**overrides):
-    return Settings(environment="test", jwt_secret="s" * 48, **overrides)
+    return Settings(
+        environment="test", jwt_secret="s" * 48, webhook_encryption_key="w" * 48, **overrides
+    )
 
 
 def test_worker_defaults_to_one_process_per_core_and_is_named_by_queue():
