@@ -7,6 +7,7 @@ tuples-with-names (no ORM objects on the hot path).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
@@ -24,8 +25,15 @@ _TRANSFER_COLUMNS = """
     t.id, t.seq, t.kind, t.status, t.failure_code, t.source_account_id,
     t.destination_account_id, t.amount, t.currency, t.description, t.initiated_by,
     t.created_at, t.completed_at, t.lane, t.batch_id, t.batch_index,
-    COALESCE(b.atomic, false) AS atomic
+    COALESCE(b.atomic, false) AS atomic,
+    u.role AS initiator_role,
+    (SELECT MIN(o.seq) FROM transfers o
+      WHERE o.status = 'pending' AND o.source_account_id = t.source_account_id
+        AND o.lane <> t.lane) AS older_elsewhere
 """
+# `older_elsewhere`: the oldest pending transfer of the same source in another lane.
+# Only atomic batches put a source's transfers outside its own lane; a transfer
+# waits while an older one of its source is pending elsewhere (FIFO across lanes).
 
 
 def pending_in_lane(
@@ -41,6 +49,7 @@ def pending_in_lane(
         text(
             f"SELECT {_TRANSFER_COLUMNS} FROM transfers t"  # noqa: S608 (constant SQL)
             " LEFT JOIN transfer_batches b ON b.id = t.batch_id"
+            " JOIN users u ON u.id = t.initiated_by"
             " WHERE t.lane = :lane AND t.status = 'pending'"
             " ORDER BY t.seq LIMIT :limit" + (" FOR UPDATE OF t" if lock else "")
         ),
@@ -58,6 +67,7 @@ def pending_of_batches(
         text(
             f"SELECT {_TRANSFER_COLUMNS} FROM transfers t"  # noqa: S608 (constant SQL)
             " JOIN transfer_batches b ON b.id = t.batch_id"
+            " JOIN users u ON u.id = t.initiated_by"
             " WHERE t.batch_id = ANY(CAST(:ids AS uuid[])) AND t.status = 'pending'"
             " ORDER BY t.seq" + (" FOR UPDATE OF t" if lock else "")
         ),
@@ -65,126 +75,169 @@ def pending_of_batches(
     ).all()
 
 
-def oldest_pending_elsewhere(
-    session: Session, lane: int, sources: Collection[uuid.UUID]
-) -> dict[uuid.UUID, int]:
-    """Per source account: the oldest pending transfer it has in another lane.
-
-    Only atomic batches put a source's transfers in a lane that is not its own;
-    a transfer waits while an older one of the same source is pending elsewhere
-    (first in, first out per source, across lanes).
-    """
-    if not sources:
-        return {}
-    rows = session.execute(
-        text(
-            "SELECT source_account_id, MIN(seq) FROM transfers"
-            " WHERE status = 'pending' AND lane <> :lane"
-            " AND source_account_id = ANY(CAST(:ids AS uuid[]))"
-            " GROUP BY source_account_id"
-        ),
-        {"lane": lane, "ids": [str(i) for i in sources]},
-    )
-    return {source: int(seq) for source, seq in rows}
-
-
 def lock_accounts(session: Session, account_ids: Iterable[uuid.UUID]) -> Sequence[Row[Any]]:
-    """SELECT ... FOR NO KEY UPDATE in ascending id order (see accounts.lock_accounts)."""
+    """SELECT ... FOR NO KEY UPDATE in ascending id order (see accounts.lock_accounts),
+    with the owner's role (operators see every leg in their events)."""
     return session.execute(
         text(
-            "SELECT id, kind, status, currency, owner_id, balance, overdraft_limit,"
-            " last_sequence, daily_outgoing_limit, daily_sent, daily_sent_on"
-            " FROM accounts WHERE id = ANY(CAST(:ids AS uuid[]))"
-            " ORDER BY id FOR NO KEY UPDATE"
+            "SELECT a.id, a.kind, a.status, a.currency, a.owner_id, a.balance,"
+            " a.overdraft_limit, a.last_sequence, a.daily_outgoing_limit, a.daily_sent,"
+            " a.daily_sent_on, u.role AS owner_role"
+            " FROM accounts a LEFT JOIN users u ON u.id = a.owner_id"
+            " WHERE a.id = ANY(CAST(:ids AS uuid[]))"
+            " ORDER BY a.id FOR NO KEY UPDATE OF a"
         ),
         {"ids": sorted(str(i) for i in set(account_ids))},
     ).all()
 
 
-def insert_entries(session: Session, entries: Sequence[dict[str, Any]]) -> list[int]:
-    """Appends entries (in order); returns their ids in the same order."""
-    if not entries:
-        return []
+# Everything a batch writes to the ledger, in one statement: entries, outcomes,
+# balances and audit rows. Returns the new entries' ids.
+_WRITE_BATCH = text(
+    """
+    WITH entries AS (
+        INSERT INTO ledger_entries (transfer_id, account_id, amount, currency,
+                                    balance_before, balance_after, sequence, created_at)
+        SELECT * FROM unnest(CAST(:e_transfers AS uuid[]), CAST(:e_accounts AS uuid[]),
+                             CAST(:e_amounts AS bigint[]), CAST(:e_currencies AS text[]),
+                             CAST(:e_befores AS bigint[]), CAST(:e_afters AS bigint[]),
+                             CAST(:e_sequences AS bigint[]), CAST(:e_created AS timestamptz[]))
+        RETURNING id, account_id::text AS account, sequence
+    ), finished AS (
+        UPDATE transfers t SET status = o.status, failure_code = o.failure_code,
+                               completed_at = :now
+          FROM unnest(CAST(:t_ids AS uuid[]), CAST(:t_statuses AS text[]),
+                      CAST(:t_codes AS text[])) AS o(id, status, failure_code)
+         WHERE t.id = o.id AND t.status = 'pending'
+        RETURNING t.id
+    ), balances AS (
+        UPDATE accounts a SET balance = s.balance, last_sequence = s.last_sequence,
+                              daily_sent = s.daily_sent, daily_sent_on = s.daily_sent_on
+          FROM unnest(CAST(:a_ids AS uuid[]), CAST(:a_balances AS bigint[]),
+                      CAST(:a_sequences AS bigint[]), CAST(:a_sent AS bigint[]),
+                      CAST(:a_days AS date[]))
+               AS s(id, balance, last_sequence, daily_sent, daily_sent_on)
+         WHERE a.id = s.id
+        RETURNING a.id
+    ), audited AS (
+        INSERT INTO audit_events (occurred_at, event_type, actor_id, subject_type,
+                                  subject_id, request_id, data)
+        SELECT * FROM unnest(CAST(:au_at AS timestamptz[]), CAST(:au_types AS text[]),
+                             CAST(:au_actors AS uuid[]), CAST(:au_subject_types AS text[]),
+                             CAST(:au_subject_ids AS text[]), CAST(:au_requests AS text[]),
+                             CAST(:au_data AS jsonb[]))
+        RETURNING id
+    )
+    SELECT 'entry' AS kind, id, account, sequence FROM entries
+    UNION ALL SELECT 'finished', NULL, NULL, count(*) FROM finished
+    UNION ALL SELECT 'balances', NULL, NULL, count(*) FROM balances
+    UNION ALL SELECT 'audited', NULL, NULL, count(*) FROM audited
+    """
+)
+
+
+def write_batch(
+    session: Session,
+    *,
+    entries: Sequence[dict[str, Any]],
+    outcomes: Sequence[tuple[uuid.UUID, str, str | None]],
+    accounts: Sequence[dict[str, Any]],
+    audit_rows: Sequence[dict[str, Any]],
+    now: datetime,
+) -> list[int]:
+    """One round trip for the whole batch; returns entry ids in the order of `entries`."""
     rows = session.execute(
-        text(
-            "INSERT INTO ledger_entries (transfer_id, account_id, amount, currency,"
-            " balance_before, balance_after, sequence, created_at)"
-            " SELECT * FROM unnest(CAST(:transfer_ids AS uuid[]), CAST(:account_ids AS uuid[]),"
-            " CAST(:amounts AS bigint[]), CAST(:currencies AS text[]),"
-            " CAST(:befores AS bigint[]), CAST(:afters AS bigint[]),"
-            " CAST(:sequences AS bigint[]), CAST(:created AS timestamptz[]))"
-            " RETURNING id, account_id::text, sequence"
-        ),
+        _WRITE_BATCH,
         {
-            "transfer_ids": [str(e["transfer_id"]) for e in entries],
-            "account_ids": [str(e["account_id"]) for e in entries],
-            "amounts": [e["amount"] for e in entries],
-            "currencies": [e["currency"] for e in entries],
-            "befores": [e["balance_before"] for e in entries],
-            "afters": [e["balance_after"] for e in entries],
-            "sequences": [e["sequence"] for e in entries],
-            "created": [e["created_at"] for e in entries],
+            "e_transfers": [str(e["transfer_id"]) for e in entries],
+            "e_accounts": [str(e["account_id"]) for e in entries],
+            "e_amounts": [e["amount"] for e in entries],
+            "e_currencies": [e["currency"] for e in entries],
+            "e_befores": [e["balance_before"] for e in entries],
+            "e_afters": [e["balance_after"] for e in entries],
+            "e_sequences": [e["sequence"] for e in entries],
+            "e_created": [e["created_at"] for e in entries],
+            "t_ids": [str(o[0]) for o in outcomes],
+            "t_statuses": [o[1] for o in outcomes],
+            "t_codes": [o[2] for o in outcomes],
+            "now": now,
+            "a_ids": [str(a["id"]) for a in accounts],
+            "a_balances": [a["balance"] for a in accounts],
+            "a_sequences": [a["last_sequence"] for a in accounts],
+            "a_sent": [a["daily_sent"] for a in accounts],
+            "a_days": [a["daily_sent_on"] for a in accounts],
+            "au_at": [r["occurred_at"] for r in audit_rows],
+            "au_types": [r["event_type"] for r in audit_rows],
+            "au_actors": [str(r["actor_id"]) if r["actor_id"] else None for r in audit_rows],
+            "au_subject_types": [r["subject_type"] for r in audit_rows],
+            "au_subject_ids": [r["subject_id"] for r in audit_rows],
+            "au_requests": [r["request_id"] for r in audit_rows],
+            "au_data": [json.dumps(r["data"]) for r in audit_rows],
         },
     ).all()
-    # Map ids back through (account, sequence), which is unique: RETURNING order is
-    # not guaranteed to follow the input order.
-    by_key = {(account, int(sequence)): int(entry_id) for entry_id, account, sequence in rows}
+    counts = {r.kind: int(r.sequence) for r in rows if r.kind != "entry"}
+    if counts["finished"] != len(outcomes) or counts["balances"] != len(accounts):
+        # Under the engine's locks this cannot happen; raising rolls the batch back.
+        raise RuntimeError(
+            f"batch write mismatch: {counts['finished']}/{len(outcomes)} transfers, "
+            f"{counts['balances']}/{len(accounts)} accounts"
+        )
+    # RETURNING order is not guaranteed to follow the input: map back through
+    # (account, sequence), which is unique.
+    by_key = {(r.account, int(r.sequence)): int(r.id) for r in rows if r.kind == "entry"}
     return [by_key[(str(e["account_id"]), e["sequence"])] for e in entries]
 
 
-def finish_transfers(
-    session: Session, outcomes: Sequence[tuple[uuid.UUID, str, str | None]], now: datetime
-) -> None:
-    """Sets status, failure code and completed_at of each (id, status, failure_code)."""
-    if not outcomes:
-        return
-    session.execute(
-        text(
-            "UPDATE transfers t SET status = u.status, failure_code = u.failure_code,"
-            " completed_at = :now"
-            " FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]),"
-            " CAST(:codes AS text[])) AS u(id, status, failure_code)"
-            " WHERE t.id = u.id AND t.status = 'pending'"
-        ),
-        {
-            "ids": [str(o[0]) for o in outcomes],
-            "statuses": [o[1] for o in outcomes],
-            "codes": [o[2] for o in outcomes],
-            "now": now,
-        },
+# Events, their webhook deliveries (every active endpoint of the recipient that is
+# subscribed to the type, due after the immediate-send lease) and the completion
+# notifications, in one statement. Returns the delivery ids.
+_PUBLISH = text(
+    """
+    WITH ev AS (
+        INSERT INTO events (id, user_id, type, created_at, payload)
+        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:users AS uuid[]),
+                             CAST(:types AS text[]), CAST(:created AS timestamptz[]),
+                             CAST(:payloads AS jsonb[]))
+        RETURNING seq, user_id, type
+    ), delivered AS (
+        INSERT INTO webhook_deliveries (id, endpoint_id, event_seq, status, attempts,
+                                        next_attempt_at)
+        SELECT gen_random_uuid(), w.id, ev.seq, 'pending', 0, :due
+          FROM ev JOIN webhook_endpoints w
+            ON w.user_id = ev.user_id AND w.status = 'active' AND w.deleted_at IS NULL
+           AND ev.type = ANY(w.events)
+        RETURNING id
     )
+    SELECT (SELECT array_agg(id) FROM delivered) AS deliveries,
+           (SELECT string_agg(pg_notify(:channel, note)::text, '')
+              FROM unnest(CAST(:notes AS text[])) AS note) AS notified
+    """
+)
 
 
-def update_accounts(session: Session, states: Sequence[dict[str, Any]]) -> None:
-    """Writes back balance, last sequence and the daily counter of changed accounts."""
-    if not states:
-        return
-    session.execute(
-        text(
-            "UPDATE accounts a SET balance = u.balance, last_sequence = u.last_sequence,"
-            " daily_sent = u.daily_sent, daily_sent_on = u.daily_sent_on"
-            " FROM unnest(CAST(:ids AS uuid[]), CAST(:balances AS bigint[]),"
-            " CAST(:sequences AS bigint[]), CAST(:sent AS bigint[]), CAST(:days AS date[]))"
-            " AS u(id, balance, last_sequence, daily_sent, daily_sent_on)"
-            " WHERE a.id = u.id"
-        ),
+def publish(
+    session: Session,
+    *,
+    events: Sequence[dict[str, Any]],
+    due: datetime,
+    finished_ids: Sequence[uuid.UUID],
+) -> list[uuid.UUID]:
+    unique = list(dict.fromkeys(str(i) for i in finished_ids))
+    notes = [
+        ",".join(unique[start : start + _NOTIFY_CHUNK])
+        for start in range(0, len(unique), _NOTIFY_CHUNK)
+    ]
+    row = session.execute(
+        _PUBLISH,
         {
-            "ids": [str(s["id"]) for s in states],
-            "balances": [s["balance"] for s in states],
-            "sequences": [s["last_sequence"] for s in states],
-            "sent": [s["daily_sent"] for s in states],
-            "days": [s["daily_sent_on"] for s in states],
+            "ids": [e["id"] for e in events],
+            "users": [str(e["user_id"]) for e in events],
+            "types": [e["type"] for e in events],
+            "created": [e["created_at"] for e in events],
+            "payloads": [json.dumps(e["payload"]) for e in events],
+            "due": due,
+            "channel": FINISHED_CHANNEL,
+            "notes": notes,
         },
-    )
-
-
-def notify_finished(session: Session, ids: Sequence[uuid.UUID]) -> None:
-    unique = list(dict.fromkeys(str(i) for i in ids))
-    for start in range(0, len(unique), _NOTIFY_CHUNK):
-        session.execute(
-            text("SELECT pg_notify(:channel, :payload)"),
-            {
-                "channel": FINISHED_CHANNEL,
-                "payload": ",".join(unique[start : start + _NOTIFY_CHUNK]),
-            },
-        )
+    ).one()
+    return [uuid.UUID(str(d)) for d in (row.deliveries or [])]

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Protocol
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from domain.models import Event
-
-
-class Written(NamedTuple):
-    seq: int
-    user_id: uuid.UUID
-    type: str
 
 
 class Cursor(Protocol):
@@ -23,16 +16,6 @@ class Cursor(Protocol):
     def xid(self) -> int: ...
     @property
     def seq(self) -> int: ...
-
-
-def insert_many(session: Session, rows: Sequence[dict[str, Any]]) -> list[Written]:
-    if not rows:
-        return []
-    result = session.execute(
-        insert(Event).returning(Event.seq, Event.user_id, Event.type, sort_by_parameter_order=True),
-        list(rows),
-    )
-    return [Written(seq, user_id, type_) for seq, user_id, type_ in result]
 
 
 # Only transactions below the oldest still-running one are final: their rows can

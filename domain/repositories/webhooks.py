@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from domain.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -44,35 +43,6 @@ def endpoints_of(
         query = query.where(position > tuple_(*after))
     query = query.order_by(WebhookEndpoint.created_at, WebhookEndpoint.id).limit(limit)
     return list(session.scalars(query))
-
-
-def active_endpoints_for(session: Session, user_ids: list[uuid.UUID]) -> list[WebhookEndpoint]:
-    query = select(WebhookEndpoint).where(
-        WebhookEndpoint.user_id.in_(user_ids),
-        WebhookEndpoint.status == "active",
-        WebhookEndpoint.deleted_at.is_(None),
-    )
-    return list(session.scalars(query))
-
-
-def insert_deliveries(session: Session, deliveries: list[dict[str, Any]]) -> None:
-    """Pending deliveries {id, endpoint_id, event_seq, due}, in one statement."""
-    if not deliveries:
-        return
-    session.execute(
-        insert(WebhookDelivery),
-        [
-            {
-                "id": d["id"],
-                "endpoint_id": d["endpoint_id"],
-                "event_seq": d["event_seq"],
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": d["due"],
-            }
-            for d in deliveries
-        ],
-    )
 
 
 def get_delivery(

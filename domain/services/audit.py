@@ -107,24 +107,26 @@ def record(session: Session, event_type: str, **fields: Any) -> None:
 
 
 def append(session: Session, records: Sequence[AuditRecord]) -> None:
-    if not records:
-        return
-    now = datetime.now(UTC)
-    audit_repo.insert_unsealed(
-        session,
-        [
-            {
-                "occurred_at": now,
-                "event_type": r.event_type,
-                "actor_id": r.actor_id,
-                "subject_type": r.subject_type,
-                "subject_id": r.subject_id,
-                "request_id": r.request_id,
-                "data": json.loads(json.dumps(r.data, default=str)),
-            }
-            for r in records
-        ],
-    )
+    if records:
+        audit_repo.insert_unsealed(session, rows(records))
+
+
+def rows(records: Sequence[AuditRecord], now: datetime | None = None) -> list[dict[str, Any]]:
+    """Unsealed rows for `records` (the engine writes them in its batch statement)."""
+    now = now or datetime.now(UTC)
+    return [
+        {
+            "occurred_at": now,
+            "event_type": r.event_type,
+            "actor_id": r.actor_id,
+            "subject_type": r.subject_type,
+            "subject_id": r.subject_id,
+            "request_id": r.request_id,
+            # JSON-safe now (uuids as strings), so the hash later covers what JSONB holds.
+            "data": json.loads(json.dumps(r.data, default=str)),
+        }
+        for r in records
+    ]
 
 
 def seal(session: Session, *, limit: int = SEAL_BATCH) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from domain.enums import AccountKind, TransferStatus
+from domain.enums import AccountKind, Role, TransferStatus
 from domain.lanes import lane_of
 from domain.repositories import engine as engine_repo
 from domain.rules import BATCH_FAILED, Limits, failure_for
@@ -49,6 +49,7 @@ class AccountState:
     daily_outgoing_limit: int | None
     daily_sent: int
     daily_sent_on: date | None
+    owner_role: str | None = None
     changed: bool = False
 
     @property
@@ -132,9 +133,6 @@ def apply_next_batch(
     )
     if not pending:
         return result
-    elsewhere = engine_repo.oldest_pending_elsewhere(
-        session, lane, {t.source_account_id for t in pending}
-    )
     now = datetime.now(UTC)
     outcomes: list[Outcome] = []
     held: set[uuid.UUID] = set()  # sources whose next transfer must wait (FIFO)
@@ -148,10 +146,7 @@ def apply_next_batch(
             held.update(t.source_account_id for t in unit)
             result.more = True
             continue
-        if any(
-            t.source_account_id in held or elsewhere.get(t.source_account_id, t.seq) < t.seq
-            for t in unit
-        ):
+        if any(t.source_account_id in held or (t.older_elsewhere or t.seq) < t.seq for t in unit):
             held.update(t.source_account_id for t in unit)
             result.waiting += len(unit)
             continue
@@ -246,18 +241,16 @@ def _write(
     accounts: dict[uuid.UUID, AccountState],
     now: datetime,
 ) -> None:
+    """Two statements for the whole batch: the ledger side, then events and deliveries."""
     if not outcomes:
         return
     session = uow.session
     entries = [entry for outcome in outcomes for entry in outcome.entries]
-    for entry, entry_id in zip(entries, engine_repo.insert_entries(session, entries), strict=True):
-        entry["id"] = entry_id
-    engine_repo.finish_transfers(
-        session, [(o.transfer.id, o.status.value, o.failure_code) for o in outcomes], now
-    )
-    engine_repo.update_accounts(
+    ids = engine_repo.write_batch(
         session,
-        [
+        entries=entries,
+        outcomes=[(o.transfer.id, o.status.value, o.failure_code) for o in outcomes],
+        accounts=[
             {
                 "id": a.id,
                 "balance": a.balance,
@@ -268,27 +261,43 @@ def _write(
             for a in accounts.values()
             if a.changed
         ],
+        audit_rows=audit.rows([_audit_record(o) for o in outcomes], now),
+        now=now,
     )
-    audit.append(session, [_audit_record(o) for o in outcomes])
-    engine_repo.notify_finished(
-        session,
-        [o.transfer.id for o in outcomes]
-        + [o.transfer.batch_id for o in outcomes if o.transfer.batch_id],
-    )
+    for entry, entry_id in zip(entries, ids, strict=True):
+        entry["id"] = entry_id
     owners = {a.id: a.owner_id for a in accounts.values() if a.owner_id is not None}
-    finished = [
-        events.Finished(
-            transfer={
-                **o.transfer._mapping,
-                "status": o.status,
-                "failure_code": o.failure_code,
-                "completed_at": now,
-            },
-            entries=o.entries,
+    sees_all = {a.owner_id for a in accounts.values() if a.owner_id and _sees_all(a.owner_role)} | {
+        o.transfer.initiated_by for o in outcomes if _sees_all(o.transfer.initiator_role)
+    }
+    rows = events.outcome_events(
+        [
+            events.Finished(
+                transfer={
+                    **o.transfer._mapping,
+                    "status": o.status,
+                    "failure_code": o.failure_code,
+                    "completed_at": now,
+                },
+                entries=o.entries,
+            )
+            for o in outcomes
+        ],
+        owners=owners,
+        sees_all=sees_all,
+        now=now,
+    )
+    finished_ids = [o.transfer.id for o in outcomes]
+    finished_ids += [o.transfer.batch_id for o in outcomes if o.transfer.batch_id]
+    uow.send_deliveries(
+        engine_repo.publish(
+            session, events=rows, due=events.delivery_due(now), finished_ids=finished_ids
         )
-        for o in outcomes
-    ]
-    uow.send_deliveries(events.publish_outcomes(session, finished, owners=owners, now=now))
+    )
+
+
+def _sees_all(role: str | None) -> bool:
+    return role is not None and Role(role).sees_everything
 
 
 def _audit_record(outcome: Outcome) -> audit.AuditRecord:

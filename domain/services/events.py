@@ -15,7 +15,7 @@ no writer has to hold a global lock until commit for that.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,8 +26,6 @@ from domain.enums import EventType
 from domain.errors import InvalidRequest
 from domain.models import Event
 from domain.repositories import events as events_repo
-from domain.repositories import users as users_repo
-from domain.repositories import webhooks as webhooks_repo
 from domain.resources import EntryResource, EventResource, TransferEventData, TransferResource
 
 EVENT_TYPES = tuple(EventType)
@@ -65,41 +63,32 @@ class EventCursor:
         return position
 
 
-def publish_outcomes(
-    session: Session,
+def outcome_events(
     finished: Sequence[Finished],
     *,
     owners: Mapping[uuid.UUID, uuid.UUID],
+    sees_all: Collection[uuid.UUID],
     now: datetime,
-) -> list[uuid.UUID]:
-    """Writes events and due deliveries for `finished`; returns the delivery ids."""
-    if not finished:
-        return []
-    recipients_of = {
-        f.transfer["id"]: list(
-            dict.fromkeys(
-                [f.transfer["initiated_by"]]
-                + [
-                    owners[a]
-                    for a in (f.transfer["source_account_id"], f.transfer["destination_account_id"])
-                    if a in owners
-                ]
-            )
-        )
-        for f in finished
-    }
-    everyone = {user for users in recipients_of.values() for user in users}
-    sees_all = {
-        user
-        for user, role in users_repo.roles_of(session, everyone).items()
-        if role.sees_everything
-    }
+) -> list[dict[str, Any]]:
+    """Event rows for `finished`: one per interested user, with the legs they may see.
+
+    `owners`: account id → owner; `sees_all`: users (operators, admins) who see
+    every leg. The engine writes the rows, and their deliveries, in its transaction.
+    """
     rows: list[dict[str, Any]] = []
     for f in finished:
         transfer = TransferResource.model_validate(f.transfer)
         event_type = EventType.for_outcome(transfer.status)
         entries = [EntryResource.model_validate(e) for e in f.entries]
-        for user_id in recipients_of[f.transfer["id"]]:
+        recipients = dict.fromkeys(
+            [f.transfer["initiated_by"]]
+            + [
+                owners[a]
+                for a in (transfer.source_account_id, transfer.destination_account_id)
+                if a in owners
+            ]
+        )
+        for user_id in recipients:
             visible = [
                 e for e in entries if user_id in sees_all or owners.get(e.account_id) == user_id
             ]
@@ -118,27 +107,15 @@ def publish_outcomes(
                     "payload": event.model_dump(mode="json"),
                 }
             )
-    written = events_repo.insert_many(session, rows)
-    return _deliveries_for(session, written, now)
+    return rows
 
 
-def _deliveries_for(
-    session: Session, written: Sequence[events_repo.Written], now: datetime
-) -> list[uuid.UUID]:
-    endpoints = webhooks_repo.active_endpoints_for(session, list({e.user_id for e in written}))
-    if not endpoints:
-        return []
-    # The worker sends right after commit; the dispatcher only picks a delivery up
-    # if that send did not happen (lost message) once this lease runs out.
-    due = now + timedelta(seconds=IMMEDIATE_SEND_LEASE_SECONDS)
-    deliveries = [
-        {"id": uuid.uuid4(), "endpoint_id": endpoint.id, "event_seq": event.seq, "due": due}
-        for event in written
-        for endpoint in endpoints
-        if endpoint.user_id == event.user_id and event.type in endpoint.events
-    ]
-    webhooks_repo.insert_deliveries(session, deliveries)
-    return [uuid.UUID(str(d["id"])) for d in deliveries]
+def delivery_due(now: datetime) -> datetime:
+    """When the dispatcher may pick up a delivery whose immediate send got lost.
+
+    The worker sends right after commit; this lease keeps the dispatcher off it
+    meanwhile."""
+    return now + timedelta(seconds=IMMEDIATE_SEND_LEASE_SECONDS)
 
 
 def list_events(
