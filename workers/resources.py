@@ -14,7 +14,7 @@ from domain.db import make_engine, make_session_factory
 from domain.secret_box import SecretBox
 from domain.services.draining import Sealer
 from domain.uow import Ports
-from settle.broker import DELIVER_WEBHOOK_TASK, WEBHOOKS_QUEUE, redis_client
+from settle.broker import DELIVER_WEBHOOK_TASK, TRANSFERS_QUEUE, WEBHOOKS_QUEUE, redis_client
 from settle.config import get_settings
 from settle.wakeups import LanePublisher, LaneWaker
 from workers.delivery_guard import DeliveryGuard
@@ -93,6 +93,13 @@ class _LaneClaims:
 
     def hand_on(self, lane: int) -> None:
         lane_publisher().publish([lane])  # the marker stays ours: no one else publishes
+
+    def others_waiting(self) -> bool:
+        # Kombu's Redis transport keeps a queue as a list under the key prefix.
+        try:
+            return bool(_redis_client().llen(f"{get_settings().redis_prefix}{TRANSFERS_QUEUE}"))
+        except redis.RedisError:
+            return True
 
 
 _sealer = Sealer()

@@ -8,9 +8,9 @@ so tests can run it without a broker:
 - when a batch was not full, the lane was empty as of that read: let go of its
   marker and look once more. A transfer committed before the release is seen now;
   one committed after it found no marker and published its own wake-up. If the
-  look finds work, the lane goes to the back of the queue (a new message) rather
-  than being served again at once: with more lanes than worker processes, that is
-  what keeps every lane's latency low;
+  look finds work while other lanes' messages wait, the lane goes to the back of
+  the queue (a new message) rather than being served again at once: with more lanes
+  than worker processes, that is what keeps every lane's latency low;
 - a batch that breaks a database invariant rolls back whole; the lane is then
   applied one transfer at a time, and a transfer that fails `quarantine_after` times
   is failed with `internal_error` (audited by the engine), so the rest of the lane
@@ -42,6 +42,9 @@ class LaneClaims(Protocol):
     def release(self, lane: int) -> None: ...
     def claim(self, lane: int) -> bool: ...
     def hand_on(self, lane: int) -> None: ...
+    def others_waiting(self) -> bool:
+        """Whether other drain messages wait in the queue (True if unknown)."""
+        ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,7 +86,7 @@ def drain_lane(
         result = _apply_or_quarantine(lane, units, policy)
         applied += result.applied
         if result.more:  # a full batch: more is waiting right now
-            if time.monotonic() - started < policy.slice_seconds:
+            if time.monotonic() - started < policy.slice_seconds or not claims.others_waiting():
                 claims.refresh(lane)
                 continue
             claims.hand_on(lane)
@@ -93,9 +96,11 @@ def drain_lane(
             break  # held back by another lane's atomic batch; that drain wakes us
         with units() as uow:
             again = sweeper.lane_has_pending(session=uow.session, lane=lane)
-        if again and claims.claim(lane):
+        if not (again and claims.claim(lane)):
+            break
+        if claims.others_waiting():
             claims.hand_on(lane)  # to the back of the queue, behind the other lanes
-        break
+            break
     sealer.maybe(units)
     return applied
 
