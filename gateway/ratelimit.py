@@ -139,22 +139,29 @@ class Lockout:
 
 
 class AsyncRateLimiter:
-    """The same fixed windows on the event loop, several counters in one round trip."""
+    """The same fixed windows on the event loop, several counters in one round trip.
+
+    Plain commands in one MULTI/EXEC instead of the Lua script: a pipeline that
+    runs scripts asks Redis whether they are loaded first (SCRIPT EXISTS), which
+    is a second round trip on every money request. `SET key 0 PX window NX`
+    starts a window only if none is running; INCR keeps the key's expiry.
+    """
 
     def __init__(self, client: aioredis.Redis[bytes], *, prefix: str) -> None:
         self._client = client
         self._prefix = f"{prefix}rl:"
-        self._hit = client.register_script(_HIT)
 
     async def count_many(self, hits: list[tuple[str, str, int]]) -> list[tuple[int, int]]:
         """(bucket, subject, window seconds) each → (hits so far, ms left); zeros if down."""
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
+            async with self._client.pipeline(transaction=True) as pipe:
                 for bucket, subject, window in hits:
                     key = f"{self._prefix}{bucket}:{_digest(subject)}"
-                    await self._hit(keys=[key], args=[window * 1000], client=pipe)
+                    pipe.set(key, 0, px=window * 1000, nx=True)
+                    pipe.incr(key)
+                    pipe.pttl(key)
                 results = await pipe.execute()
         except (redis.RedisError, OSError):
             logger.warning("rate limiter unavailable; allowing", exc_info=True)
             return [(0, 0)] * len(hits)
-        return [(int(count), int(ttl)) for count, ttl in results]
+        return [(int(results[i + 1]), int(results[i + 2])) for i in range(0, len(results), 3)]

@@ -111,7 +111,9 @@ class Settings(BaseSettings):
     # Processes (`settle serve NAME`, settle/processes.py). None: one per core.
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
-    http_access_log: bool = True
+    # One line per request is a lot at hundreds of requests a second (and every line
+    # crosses the log relay): off by default; errors are logged either way.
+    http_access_log: bool = False
     web_processes: int | None = Field(default=None, ge=1)
     worker_concurrency: int | None = Field(default=None, ge=1)
     # Concurrent webhook sends (threads of the webhooks worker).

@@ -51,3 +51,25 @@ def test_redis_down_fails_open(dead_redis):
     assert store.add_failure("a", "b") == 0 and store.add_lockout("a", "b") == 0
     assert store.locked_for("a", "b") == 0 and not store.lock("a", "b", 1)
     store.reset("a", "b")
+
+
+def test_async_counters_share_one_window_and_restart_after_it():
+    import asyncio
+
+    from gateway.ratelimit import AsyncRateLimiter
+
+    async def run():
+        client = fakeredis.FakeAsyncRedis()
+        limiter = AsyncRateLimiter(client, prefix="t:")
+        first = await limiter.count_many([("money", "u1", 60), ("velocity", "u1", 86400)])
+        second = await limiter.count_many([("money", "u1", 60), ("velocity", "u1", 86400)])
+        other = await limiter.count_many([("money", "u2", 60)])
+        assert [c for c, _ in first] == [1, 1] and [c for c, _ in second] == [2, 2]
+        assert 0 < second[0][1] <= 60_000 and 60_000 < second[1][1] <= 86_400_000
+        assert other[0][0] == 1
+        for key in await client.keys("t:rl:money:*"):
+            await client.pexpire(key, 1)
+        await asyncio.sleep(0.01)
+        assert (await limiter.count_many([("money", "u1", 60)]))[0][0] == 1  # a new window
+
+    asyncio.run(run())
