@@ -24,9 +24,9 @@ logger = logging.getLogger("settle.uow")
 
 
 class LaneWaker(Protocol):
-    """Publishes engine wake-ups (workers drain the lane)."""
+    """Publishes engine wake-ups for the lanes holding these slots (domain/lanes.py)."""
 
-    def wake_lanes(self, lanes: Collection[int]) -> None: ...
+    def wake_slots(self, slots: Collection[int]) -> None: ...
 
 
 class DeliverySender(Protocol):
@@ -46,7 +46,7 @@ class UnitOfWork:
         self.session = session
         self._ports = ports or Ports()
         self._effects: list[tuple[str, Callable[[], object]]] = []
-        self._lanes: set[int] = set()
+        self._slots: set[int] = set()
         self._deliveries: list[uuid.UUID] = []
         self.keep_when_refused = False
 
@@ -61,9 +61,9 @@ class UnitOfWork:
     def after_commit(self, name: str, effect: Callable[[], object]) -> None:
         self._effects.append((name, effect))
 
-    def wake_lanes(self, lanes: Collection[int]) -> None:
-        """Wake the engine for these lanes once this unit commits (deduplicated)."""
-        self._lanes.update(lanes)
+    def wake_slots(self, slots: Collection[int]) -> None:
+        """Wake the engine for the lanes of these slots once this unit commits."""
+        self._slots.update(slots)
 
     def send_deliveries(self, delivery_ids: Sequence[uuid.UUID]) -> None:
         self._deliveries.extend(delivery_ids)
@@ -78,15 +78,15 @@ class UnitOfWork:
 
     def _discard(self) -> None:
         self._effects.clear()
-        self._lanes.clear()
+        self._slots.clear()
         self._deliveries.clear()
 
     def _run_effects(self) -> None:
         effects = list(self._effects)
         waker, sender = self._ports.waker, self._ports.deliveries
-        if self._lanes and waker is not None:
-            lanes = sorted(self._lanes)
-            effects.append(("wake lanes", lambda: waker.wake_lanes(lanes)))
+        if self._slots and waker is not None:
+            slots = sorted(self._slots)
+            effects.append(("wake lanes", lambda: waker.wake_slots(slots)))
         if self._deliveries and sender is not None:
             deliveries = list(self._deliveries)
             effects.append(("send deliveries", lambda: sender.send(deliveries)))
@@ -119,7 +119,7 @@ def unit_of_work(
 
 
 class AsyncLaneWaker(Protocol):
-    async def wake_lanes(self, lanes: Collection[int]) -> bool: ...
+    async def wake_slots(self, slots: Collection[int]) -> bool: ...
 
 
 class AsyncConnectionPool(Protocol):
@@ -137,20 +137,20 @@ class AsyncUnitOfWork:
     def __init__(self, conn: Any, waker: AsyncLaneWaker | None) -> None:
         self.conn = conn
         self._waker = waker
-        self._lanes: set[int] = set()
+        self._slots: set[int] = set()
         self.wake_failed = False
 
-    def wake_lanes(self, lanes: Collection[int]) -> None:
-        self._lanes.update(lanes)
+    def wake_slots(self, slots: Collection[int]) -> None:
+        self._slots.update(slots)
 
     async def run_effects(self) -> None:
-        if self._lanes and self._waker is not None:
+        if self._slots and self._waker is not None:
             try:
-                self.wake_failed = not await self._waker.wake_lanes(self._lanes)
+                self.wake_failed = not await self._waker.wake_slots(self._slots)
             except Exception:
                 self.wake_failed = True
                 logger.warning("wake-up failed; the sweeper covers it", exc_info=True)
-        self._lanes.clear()
+        self._slots.clear()
 
 
 @asynccontextmanager

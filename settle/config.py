@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     daily_outgoing_limit: int = 1_000_000_000
 
     drain_batch_size: int = 100
+    # How many lanes the gateway spreads pending transfers over (domain/lanes.py):
+    # 1, 2, 4, 8 or 16. Fewer lanes: bigger batches and shorter queues; more lanes:
+    # more drains in parallel. About twice the transfer workers' processes.
+    lanes: int = Field(default=4, ge=1, le=16)
     sweep_interval_seconds: float = 5.0
     sweep_stale_after_seconds: float = 3.0
     # A message delivered more often than this (e.g. it kills its worker every time)

@@ -23,6 +23,7 @@ import redis
 import redis.asyncio as aioredis
 from celery import Celery
 
+from domain.lanes import Lanes
 from settle.broker import DRAIN_LANE_TASK, TRANSFERS_QUEUE, celery_config
 from settle.config import Settings
 
@@ -31,14 +32,17 @@ logger = logging.getLogger("settle.wakeups")
 MARKER_TTL_SECONDS = 30
 
 
-def _marker(prefix: str, lane: int) -> str:
-    return f"{prefix}lane:{lane}"
+def _marker(prefix: str, lanes: Lanes, lane: int) -> str:
+    return f"{prefix}lane:{lanes.count}:{lane}"
 
 
 class LanePublisher:
     """Sends `drain_lane` messages (no marker logic)."""
 
-    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
+    def __init__(
+        self, settings: Settings, app: Celery | None = None, *, lanes: Lanes | None = None
+    ) -> None:
+        self.lanes = lanes or Lanes(settings.lanes)
         self._own = app is None
         self._celery = app or Celery("settle-publisher")
         if self._own:
@@ -50,7 +54,8 @@ class LanePublisher:
             try:
                 self._celery.send_task(
                     DRAIN_LANE_TASK,
-                    args=[lane],
+                    # The lane count travels with the lane, so workers need not agree.
+                    args=[lane, self.lanes.count],
                     queue=TRANSFERS_QUEUE,
                     # Fail fast: a slow broker must not hold a 202; the sweeper covers us.
                     retry=True,
@@ -75,24 +80,27 @@ class LaneWaker:
         self, client: redis.Redis[bytes], publisher: LanePublisher, *, prefix: str
     ) -> None:
         self._client, self._publisher, self._prefix = client, publisher, prefix
+        self.lanes = publisher.lanes
 
-    def wake_lanes(self, lanes: Collection[int]) -> None:
-        self._publisher.publish(self._claim(lanes))
+    def wake_slots(self, slots: Collection[int]) -> None:
+        self._publisher.publish(self._claim({self.lanes.of_slot(s) for s in slots}))
 
-    def force(self, lanes: Collection[int]) -> None:
+    def force(self, slots: Collection[int]) -> list[int]:
         """Publish whatever the markers say (the sweeper: a marker may be stale)."""
+        lanes = sorted({self.lanes.of_slot(s) for s in slots})
         self._claim(lanes)
         self._publisher.publish(lanes)
+        return lanes
 
     def refresh(self, lane: int) -> None:
         try:
-            self._client.set(_marker(self._prefix, lane), 1, ex=MARKER_TTL_SECONDS)
+            self._client.set(_marker(self._prefix, self.lanes, lane), 1, ex=MARKER_TTL_SECONDS)
         except redis.RedisError:
             logger.debug("could not refresh the marker of lane %s", lane, exc_info=True)
 
     def release(self, lane: int) -> None:
         try:
-            self._client.delete(_marker(self._prefix, lane))
+            self._client.delete(_marker(self._prefix, self.lanes, lane))
         except redis.RedisError:
             logger.debug("could not release the marker of lane %s", lane, exc_info=True)
 
@@ -107,7 +115,8 @@ class LaneWaker:
         try:
             with self._client.pipeline(transaction=False) as pipe:
                 for lane in ordered:
-                    pipe.set(_marker(self._prefix, lane), 1, nx=True, ex=MARKER_TTL_SECONDS)
+                    key = _marker(self._prefix, self.lanes, lane)
+                    pipe.set(key, 1, nx=True, ex=MARKER_TTL_SECONDS)
                 results: list[Any] = pipe.execute()
         except redis.RedisError:
             logger.warning("lane markers unavailable; publishing every wake-up", exc_info=True)
@@ -122,15 +131,17 @@ class AsyncLaneWaker:
         self, client: aioredis.Redis[bytes], publisher: LanePublisher, *, prefix: str
     ) -> None:
         self._client, self._publisher, self._prefix = client, publisher, prefix
+        self.lanes = publisher.lanes
 
-    async def wake_lanes(self, lanes: Collection[int]) -> bool:
-        ordered = sorted(set(lanes))
+    async def wake_slots(self, slots: Collection[int]) -> bool:
+        ordered = sorted({self.lanes.of_slot(s) for s in slots})
         if not ordered:
             return True
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for lane in ordered:
-                    pipe.set(_marker(self._prefix, lane), 1, nx=True, ex=MARKER_TTL_SECONDS)
+                    key = _marker(self._prefix, self.lanes, lane)
+                    pipe.set(key, 1, nx=True, ex=MARKER_TTL_SECONDS)
                 results: list[Any] = await pipe.execute()
             claimed = [lane for lane, ok in zip(ordered, results, strict=True) if ok]
         except (redis.RedisError, OSError):

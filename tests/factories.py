@@ -17,6 +17,15 @@ from domain.uow import unit_of_work
 
 PASSWORD = "correct horse battery staple"
 
+
+def lane_of(account_id: uuid.UUID) -> int:
+    """The lane (as this run's settings count them) that drains this account's transfers."""
+    from domain.lanes import Lanes
+    from settle.config import get_settings
+
+    return Lanes(get_settings().lanes).of_account(account_id)
+
+
 Client = TestClient | httpx.Client
 
 

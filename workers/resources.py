@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain.db import make_engine, make_session_factory
+from domain.lanes import Lanes
 from domain.secret_box import SecretBox
 from domain.services.draining import Sealer
 from domain.uow import Ports
@@ -66,21 +67,22 @@ class _CeleryDeliveries:
             app.send_task(DELIVER_WEBHOOK_TASK, args=[str(delivery_id)], queue=WEBHOOKS_QUEUE)
 
 
-def lane_publisher() -> LanePublisher:
+def lane_publisher(lanes: Lanes | None = None) -> LanePublisher:
     from workers.celery_app import app
 
-    return LanePublisher(get_settings(), app)
+    return LanePublisher(get_settings(), app, lanes=lanes)
 
 
-def lane_waker() -> LaneWaker:
-    return LaneWaker(_redis_client(), lane_publisher(), prefix=get_settings().redis_prefix)
+def lane_waker(lanes: Lanes | None = None) -> LaneWaker:
+    return LaneWaker(_redis_client(), lane_publisher(lanes), prefix=get_settings().redis_prefix)
 
 
 class _LaneClaims:
     """domain.services.draining.LaneClaims over the lane markers and the broker."""
 
-    def __init__(self) -> None:
-        self._waker = lane_waker()
+    def __init__(self, lanes: Lanes) -> None:
+        self._lanes = lanes
+        self._waker = lane_waker(lanes)
 
     def refresh(self, lane: int) -> None:
         self._waker.refresh(lane)
@@ -92,7 +94,8 @@ class _LaneClaims:
         return self._waker.claim(lane)
 
     def hand_on(self, lane: int) -> None:
-        lane_publisher().publish([lane])  # the marker stays ours: no one else publishes
+        # The marker stays ours: nobody else publishes for this lane meanwhile.
+        lane_publisher(self._lanes).publish([lane])
 
     def others_waiting(self) -> bool:
         # Kombu's Redis transport keeps a queue as a list under the key prefix.
@@ -110,8 +113,8 @@ def sealer() -> Sealer:
     return _sealer
 
 
-def lane_claims() -> _LaneClaims:
-    return _LaneClaims()
+def lane_claims(lanes: Lanes) -> _LaneClaims:
+    return _LaneClaims(lanes)
 
 
 def ports() -> Ports:

@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager
 from celery import Task
 from sqlalchemy.exc import OperationalError
 
+from domain.lanes import SLOTS, Lanes
 from domain.services import draining, sweeper, transfers, verify, webhooks
 from domain.uow import UnitOfWork, unit_of_work
 from settle.broker import (
@@ -33,13 +34,15 @@ def _units() -> AbstractContextManager[UnitOfWork]:
     return unit_of_work(resources.session_factory(), resources.ports())
 
 
-def drain(lane: int) -> int:
+def drain(lane: int, lane_count: int | None = None) -> int:
     """Apply the lane's pending transfers (domain/services/draining.py)."""
     settings = get_settings()
+    lanes = Lanes(lane_count or settings.lanes)
     return draining.drain_lane(
         lane=lane,
+        lanes=lanes,
         units=_units,
-        claims=resources.lane_claims(),
+        claims=resources.lane_claims(lanes),
         policy=draining.DrainPolicy(
             batch_size=settings.drain_batch_size, limits=settings.engine_limits
         ),
@@ -52,16 +55,26 @@ def seal_audit() -> int:
 
 
 @app.task(name=DRAIN_LANE_TASK, bind=True, max_retries=MAX_DRAIN_RETRIES)
-def drain_lane(self: Task, lane: int) -> int:
-    if not isinstance(lane, int) or isinstance(lane, bool) or not 0 <= lane < 65536:
-        logger.error("drain_lane: dropping malformed lane %r", lane)
+def drain_lane(self: Task, lane: int, lane_count: int = SLOTS) -> int:
+    # Messages published before lane counts existed name a slot: lane_count=SLOTS.
+    try:
+        lanes = Lanes(lane_count)
+    except (TypeError, ValueError):
+        lanes = None
+    if (
+        lanes is None
+        or not isinstance(lane, int)
+        or isinstance(lane, bool)
+        or not 0 <= lane < lanes.count
+    ):
+        logger.error("drain_lane: dropping malformed lane %r of %r", lane, lane_count)
         return 0
     task_id = self.request.id or ""
     guard = resources.delivery_guard(ttl_seconds=2 * VISIBILITY_TIMEOUT_SECONDS)
     if task_id and not guard.admit(task_id):
         return 0  # poison message: acknowledged and dropped; the sweeper re-wakes the lane
     try:
-        applied = drain(lane)
+        applied = drain(lane, lanes.count)
     except OperationalError as exc:
         # Connection lost, PostgreSQL restarting, lock timeout: the failed batch
         # rolled back as a whole, so trying again later is safe.
@@ -74,13 +87,14 @@ def drain_lane(self: Task, lane: int) -> int:
 def wake_stale_lanes() -> int:
     settings = get_settings()
     with unit_of_work(resources.session_factory()) as uow:
-        stale = sweeper.lanes_needing_drain(
+        stale = sweeper.slots_needing_drain(
             session=uow.session, stale_after_seconds=settings.sweep_stale_after_seconds
         )
-    if stale:
-        resources.lane_waker().force(stale)
-        logger.info("sweeper woke %d lane(s) with stale pending transfers", len(stale))
-    return len(stale)
+    if not stale:
+        return 0
+    woken = resources.lane_waker().force(stale)
+    logger.info("sweeper woke %d lane(s) with stale pending transfers", len(woken))
+    return len(woken)
 
 
 @app.task(name=SWEEP_PENDING_TASK)

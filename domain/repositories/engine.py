@@ -29,17 +29,18 @@ _TRANSFER_COLUMNS = """
     u.role AS initiator_role,
     (SELECT MIN(o.seq) FROM transfers o
       WHERE o.status = 'pending' AND o.source_account_id = t.source_account_id
-        AND o.lane <> t.lane) AS older_elsewhere
+        AND o.lane <> ALL(CAST(:slots AS smallint[]))) AS older_elsewhere
 """
-# `older_elsewhere`: the oldest pending transfer of the same source in another lane.
+# `older_elsewhere`: the oldest pending transfer of the same source in another lane
+# (outside the slots being drained).
 # Only atomic batches put a source's transfers outside its own lane; a transfer
 # waits while an older one of its source is pending elsewhere (FIFO across lanes).
 
 
 def pending_in_lane(
-    session: Session, lane: int, *, limit: int, lock: bool = False
+    session: Session, slots: Sequence[int], *, limit: int, lock: bool = False
 ) -> Sequence[Row[Any]]:
-    """The oldest pending transfers of a lane, in acceptance order.
+    """The oldest pending transfers of a lane (its slots), in acceptance order.
 
     With `lock`, the rows are locked too (FOR UPDATE OF t): a concurrent drain of
     the same lane then waits, and finds them no longer pending.
@@ -50,15 +51,19 @@ def pending_in_lane(
             f"SELECT {_TRANSFER_COLUMNS} FROM transfers t"  # noqa: S608 (constant SQL)
             " LEFT JOIN transfer_batches b ON b.id = t.batch_id"
             " JOIN users u ON u.id = t.initiated_by"
-            " WHERE t.lane = :lane AND t.status = 'pending'"
+            " WHERE t.lane = ANY(CAST(:slots AS smallint[])) AND t.status = 'pending'"
             " ORDER BY t.seq LIMIT :limit" + (" FOR UPDATE OF t" if lock else "")
         ),
-        {"lane": lane, "limit": limit},
+        {"slots": list(slots), "limit": limit},
     ).all()
 
 
 def pending_of_batches(
-    session: Session, batch_ids: Collection[uuid.UUID], *, lock: bool = False
+    session: Session,
+    batch_ids: Collection[uuid.UUID],
+    slots: Sequence[int],
+    *,
+    lock: bool = False,
 ) -> Sequence[Row[Any]]:
     """Every pending item of these batches (an atomic batch is applied whole)."""
     if not batch_ids:
@@ -71,7 +76,7 @@ def pending_of_batches(
             " WHERE t.batch_id = ANY(CAST(:ids AS uuid[])) AND t.status = 'pending'"
             " ORDER BY t.seq" + (" FOR UPDATE OF t" if lock else "")
         ),
-        {"ids": [str(i) for i in batch_ids]},
+        {"ids": [str(i) for i in batch_ids], "slots": list(slots)},
     ).all()
 
 

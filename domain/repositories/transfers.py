@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Select, func, or_, select
@@ -16,8 +17,8 @@ def get(session: Session, transfer_id: uuid.UUID) -> Transfer | None:
     return session.get(Transfer, transfer_id)
 
 
-def stale_pending_lanes(session: Session, *, older_than: datetime) -> list[int]:
-    """Lanes holding a pending transfer accepted before `older_than`."""
+def stale_pending_slots(session: Session, *, older_than: datetime) -> list[int]:
+    """Lane slots holding a pending transfer accepted before `older_than`."""
     query = (
         select(Transfer.lane)
         .where(Transfer.status == TransferStatus.PENDING, Transfer.created_at < older_than)
@@ -26,9 +27,9 @@ def stale_pending_lanes(session: Session, *, older_than: datetime) -> list[int]:
     return [int(lane) for lane in session.scalars(query)]
 
 
-def lane_has_pending(session: Session, lane: int) -> bool:
+def has_pending_in(session: Session, slots: Sequence[int]) -> bool:
     query = select(Transfer.seq).where(
-        Transfer.lane == lane, Transfer.status == TransferStatus.PENDING
+        Transfer.lane.in_(list(slots)), Transfer.status == TransferStatus.PENDING
     )
     return session.scalars(query.limit(1)).first() is not None
 

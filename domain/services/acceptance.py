@@ -107,7 +107,7 @@ async def accept(
         threshold = limits.large_transfer_threshold
         replayed = outcome == "replayed"
         if not replayed:
-            uow.wake_lanes({_lane(r.transfer) for r in rows})
+            uow.wake_slots({_slot(r.transfer) for r in rows})
         return Accepted(
             transfers=transfers,
             replayed=replayed,
@@ -146,7 +146,7 @@ def _batch_id(transfer: dict[str, object] | None) -> uuid.UUID:
     return uuid.UUID(str(transfer["batch_id"]))
 
 
-def _lane(transfer: dict[str, object] | None) -> int:
+def _slot(transfer: dict[str, object] | None) -> int:
     assert transfer is not None
     return int(str(transfer["lane"]))
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from domain.enums import AccountKind, AccountStatus
 from domain.errors import Conflict, InvalidRequest, NotFound
-from domain.lanes import lane_of
+from domain.lanes import slot_of
 from domain.models import Account, AuditEvent, User
 from domain.repositories import accounts as accounts_repo
 from domain.repositories import audit as audit_repo
@@ -55,7 +55,7 @@ def set_status(
             data={"number": account.number, "previous_status": previous},
         )
     if status == AccountStatus.FROZEN:
-        uow.wake_lanes({lane_of(account.id)})
+        uow.wake_slots({slot_of(account.id)})
     return account
 
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy.exc import IntegrityError
 
+from domain.lanes import Lanes
 from domain.rules import INTERNAL_ERROR, Limits
 from domain.services import audit, engine, sweeper
 from domain.uow import UnitOfWork
@@ -77,13 +78,20 @@ class Sealer:
 
 
 def drain_lane(
-    *, lane: int, units: Units, claims: LaneClaims, policy: DrainPolicy, sealer: Sealer
+    *,
+    lane: int,
+    lanes: Lanes,
+    units: Units,
+    claims: LaneClaims,
+    policy: DrainPolicy,
+    sealer: Sealer,
 ) -> int:
     """Apply the lane's pending transfers; returns how many reached a terminal state."""
+    slots = lanes.slots(lane)
     applied = 0
     started = time.monotonic()
     while True:
-        result = _apply_or_quarantine(lane, units, policy)
+        result = _apply_or_quarantine(slots, units, policy)
         applied += result.applied
         if result.more:  # a full batch: more is waiting right now
             if time.monotonic() - started < policy.slice_seconds or not claims.others_waiting():
@@ -95,7 +103,7 @@ def drain_lane(
         if result.waiting and not result.applied:
             break  # held back by another lane's atomic batch; that drain wakes us
         with units() as uow:
-            again = sweeper.lane_has_pending(session=uow.session, lane=lane)
+            again = sweeper.has_pending(session=uow.session, slots=slots)
         if not (again and claims.claim(lane)):
             break
         if claims.others_waiting():
@@ -111,24 +119,31 @@ def seal_audit(units: Units) -> int:
 
 
 def _apply(
-    lane: int, units: Units, policy: DrainPolicy, *, batch_size: int, fail_with: str | None = None
+    slots: Sequence[int],
+    units: Units,
+    policy: DrainPolicy,
+    *,
+    batch_size: int,
+    fail_with: str | None = None,
 ) -> engine.BatchResult:
     with units() as uow:
         return engine.apply_next_batch(
-            uow=uow, lane=lane, batch_size=batch_size, limits=policy.limits, fail_with=fail_with
+            uow=uow, slots=slots, batch_size=batch_size, limits=policy.limits, fail_with=fail_with
         )
 
 
-def _apply_or_quarantine(lane: int, units: Units, policy: DrainPolicy) -> engine.BatchResult:
+def _apply_or_quarantine(
+    slots: Sequence[int], units: Units, policy: DrainPolicy
+) -> engine.BatchResult:
     try:
-        return _apply(lane, units, policy, batch_size=policy.batch_size)
+        return _apply(slots, units, policy, batch_size=policy.batch_size)
     except IntegrityError:
-        logger.warning("a batch of lane %s broke a database invariant; isolating it", lane)
+        logger.warning("a batch of slots %s broke a database invariant; isolating it", slots)
     for _ in range(policy.quarantine_after):
         try:
-            return _apply(lane, units, policy, batch_size=1)
+            return _apply(slots, units, policy, batch_size=1)
         except IntegrityError:
-            logger.warning("a transfer of lane %s broke a database invariant again", lane)
-    result = _apply(lane, units, policy, batch_size=1, fail_with=INTERNAL_ERROR)
-    logger.error("quarantined transfer(s) %s of lane %s as internal_error", result.failed, lane)
+            logger.warning("a transfer of slots %s broke a database invariant again", slots)
+    result = _apply(slots, units, policy, batch_size=1, fail_with=INTERNAL_ERROR)
+    logger.error("quarantined transfer(s) %s of slots %s as internal_error", result.failed, slots)
     return result

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 from sqlalchemy import Row
 
 from domain.enums import AccountKind, Role, TransferStatus
-from domain.lanes import lane_of
+from domain.lanes import slot_of
 from domain.repositories import engine as engine_repo
 from domain.rules import BATCH_FAILED, Limits, failure_for
 from domain.services import audit, events
@@ -108,7 +109,7 @@ class BatchResult:
 def apply_next_batch(
     *,
     uow: UnitOfWork,
-    lane: int,
+    slots: Sequence[int],
     batch_size: int,
     limits: Limits,
     fail_with: str | None = None,
@@ -118,7 +119,7 @@ def apply_next_batch(
     session = uow.session
     result = BatchResult()
     peek = _with_whole_atomic_batches(
-        uow, engine_repo.pending_in_lane(session, lane, limit=batch_size), lock=False
+        uow, engine_repo.pending_in_lane(session, slots, limit=batch_size), slots, lock=False
     )
     if not peek:
         return result
@@ -129,7 +130,10 @@ def apply_next_batch(
     # Under the source locks nobody else applies these transfers: what is still
     # pending now is exactly what is ours to apply.
     pending = _with_whole_atomic_batches(
-        uow, engine_repo.pending_in_lane(session, lane, limit=batch_size, lock=True), lock=True
+        uow,
+        engine_repo.pending_in_lane(session, slots, limit=batch_size, lock=True),
+        slots,
+        lock=True,
     )
     if not pending:
         return result
@@ -160,14 +164,14 @@ def apply_next_batch(
     for outcome in outcomes:
         (result.failed if outcome.failure_code else result.succeeded).append(outcome.transfer.id)
     # An applied atomic batch may have been holding back transfers in other lanes.
-    uow.wake_lanes(
-        {lane_of(o.transfer.source_account_id) for o in outcomes if o.transfer.atomic} - {lane}
+    uow.wake_slots(
+        {slot_of(o.transfer.source_account_id) for o in outcomes if o.transfer.atomic} - set(slots)
     )
     return result
 
 
 def _with_whole_atomic_batches(
-    uow: UnitOfWork, rows: list[Row[Any]] | Any, *, lock: bool
+    uow: UnitOfWork, rows: list[Row[Any]] | Any, slots: Sequence[int], *, lock: bool
 ) -> list[Row[Any]]:
     """`rows`, plus the rest of every atomic batch they include, in acceptance order."""
     rows = list(rows)
@@ -177,7 +181,7 @@ def _with_whole_atomic_batches(
     seen = {t.id for t in rows}
     extra = [
         t
-        for t in engine_repo.pending_of_batches(uow.session, atomic, lock=lock)
+        for t in engine_repo.pending_of_batches(uow.session, atomic, slots, lock=lock)
         if t.id not in seen
     ]
     return sorted(rows + extra, key=lambda t: t.seq)

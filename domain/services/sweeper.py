@@ -1,7 +1,8 @@
-"""Finding work that lost its wake-up: lanes with stale pending transfers."""
+"""Finding work that lost its wake-up: lane slots with stale pending transfers."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
@@ -9,10 +10,12 @@ from sqlalchemy.orm import Session
 from domain.repositories import transfers as transfers_repo
 
 
-def lanes_needing_drain(*, session: Session, stale_after_seconds: float) -> list[int]:
+def slots_needing_drain(*, session: Session, stale_after_seconds: float) -> list[int]:
+    """Slots whose oldest pending transfer is older than the threshold (their lanes
+    lost their wake-up, or it is still on its way)."""
     cutoff = datetime.now(UTC) - timedelta(seconds=stale_after_seconds)
-    return transfers_repo.stale_pending_lanes(session, older_than=cutoff)
+    return transfers_repo.stale_pending_slots(session, older_than=cutoff)
 
 
-def lane_has_pending(*, session: Session, lane: int) -> bool:
-    return transfers_repo.lane_has_pending(session, lane)
+def has_pending(*, session: Session, slots: Sequence[int]) -> bool:
+    return transfers_repo.has_pending_in(session, slots)

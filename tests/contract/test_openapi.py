@@ -137,7 +137,7 @@ def no_dns() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def contract(settings: Any, session_factory: sessionmaker[Session]) -> Contract:
-    from domain.lanes import lane_of
+    from tests.factories import lane_of
     from workers.tasks import drain
 
     app = quiet_app(settings)

@@ -9,8 +9,8 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from domain.lanes import lane_of
 from tests.factories import (
+    lane_of,
     open_account,
     operator_headers,
     post_deposit,
@@ -36,7 +36,7 @@ def test_wakeups_coalesce_per_lane_and_a_stale_marker_strands_nothing(
         lane = lane_of(
             uuid.UUID(first["source_account_id"])
         )  # deposits leave the settlement account
-        marker = f"{isolated.redis_prefix}lane:{lane}"
+        marker = f"{isolated.redis_prefix}lane:{isolated.lanes}:{lane}"
         assert redis_client.llen(queue) == 1 and redis_client.exists(marker)
 
         deposits = [first] + [post_deposit(client, operator, account["id"], 100) for _ in range(4)]

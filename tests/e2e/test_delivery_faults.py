@@ -11,10 +11,10 @@ from celery import Celery
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from domain.lanes import lane_of
 from domain.models import LedgerEntry, Transfer
 from settle.broker import DRAIN_LANE_TASK, TRANSFERS_QUEUE, celery_config
 from tests.factories import (
+    lane_of,
     open_account,
     operator_headers,
     post_deposit,
@@ -50,7 +50,7 @@ def test_same_message_delivered_twice_concurrently_has_one_effect(
     for _ in range(2):  # byte-for-byte the same message, twice
         publisher.send_task(
             DRAIN_LANE_TASK,
-            args=[lane_of(uuid.UUID(a["id"]))],
+            args=[lane_of(uuid.UUID(a["id"])), isolated.lanes],
             task_id=task_id,
             queue=TRANSFERS_QUEUE,
         )

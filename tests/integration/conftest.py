@@ -36,20 +36,21 @@ def client(settings: Any) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def drain_pending(session_factory: sessionmaker[Session]) -> Any:
+def drain_pending(session_factory: sessionmaker[Session], settings: Any) -> Any:
     """Apply every pending transfer, lane by lane, as the worker would."""
+    from domain.lanes import Lanes
     from workers.tasks import drain
 
     def run() -> int:
         total = 0
         while True:
             with session_factory() as session:
-                lanes = set(
+                slots = set(
                     session.scalars(select(Transfer.lane).where(Transfer.status == "pending"))
                 )
-            if not lanes:
+            if not slots:
                 return total
-            for lane in sorted(lanes):
+            for lane in sorted({Lanes(settings.lanes).of_slot(slot) for slot in slots}):
                 total += drain(lane)
 
     return run

@@ -6,10 +6,10 @@ import uuid
 
 from sqlalchemy import func, select
 
-from domain.lanes import lane_of
 from domain.models import LedgerEntry, Transfer
 from tests.factories import (
     idem,
+    lane_of,
     open_account,
     operator_headers,
     post_deposit,

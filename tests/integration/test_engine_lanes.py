@@ -6,9 +6,10 @@ import uuid
 
 from sqlalchemy import select, text
 
-from domain.lanes import LANES, lane_of
+from domain.lanes import SLOTS, slot_of
 from domain.models import AuditEvent, LedgerEntry, Transfer
 from tests.factories import (
+    lane_of,
     open_account,
     operator_headers,
     post_deposit,
@@ -27,8 +28,8 @@ def test_python_and_postgres_agree_on_every_lane(session_factory):
             text("SELECT settle_lane(id) FROM unnest(CAST(:ids AS uuid[])) AS id"),
             {"ids": [str(i) for i in ids]},
         ).scalars()
-        assert list(lanes) == [lane_of(i) for i in ids]
-    assert {lane_of(i) for i in ids} == set(range(LANES))
+        assert list(lanes) == [slot_of(i) for i in ids]
+    assert {slot_of(i) for i in ids} == set(range(SLOTS))
 
 
 def test_a_transfer_a_trigger_always_rejects_is_quarantined_and_the_lane_goes_on(

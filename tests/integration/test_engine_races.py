@@ -7,9 +7,9 @@ import uuid
 
 from sqlalchemy import func, select
 
-from domain.lanes import lane_of
 from domain.models import Account, LedgerEntry, Transfer
 from tests.factories import (
+    lane_of,
     open_account,
     operator_headers,
     post_deposit,

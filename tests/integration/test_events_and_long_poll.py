@@ -8,9 +8,9 @@ import uuid
 
 from sqlalchemy import select
 
-from domain.lanes import lane_of
 from domain.models import Event, Transfer
 from tests.factories import (
+    lane_of,
     open_account,
     operator_headers,
     post_deposit,
