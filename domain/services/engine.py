@@ -2,10 +2,10 @@
 
 A worker calls `apply_next_batch` repeatedly, one unit of work per call, until the
 result says the lane is empty. Each batch
-- peeks at the lane's oldest pending transfers (unlocked) to learn which accounts
-  they touch, then locks all of those accounts in id order (so concurrent drains
-  never deadlock) and re-reads the pending transfers under the locks (so a
-  duplicate wake-up or a redelivered message finds nothing left to do);
+- locks the lane's oldest pending transfers (so a duplicate wake-up or a
+  redelivered message, running at the same time, waits and then finds nothing left
+  to do), then every account they touch, in id order (so concurrent drains never
+  deadlock);
 - applies them in acceptance order against in-memory account states, with the
   pure rules of `domain/rules.py`: per source account strictly first in, first out;
 - writes the whole batch set-based (entries, transfer outcomes, balances, audit
@@ -118,17 +118,9 @@ def apply_next_batch(
     instead (quarantine of a transfer that keeps breaking a database invariant)."""
     session = uow.session
     result = BatchResult()
-    peek = _with_whole_atomic_batches(
-        uow, engine_repo.pending_in_lane(session, slots, limit=batch_size), slots, lock=False
-    )
-    if not peek:
-        return result
-    involved = {t.source_account_id for t in peek} | {t.destination_account_id for t in peek}
-    accounts = {
-        row.id: AccountState(**row._mapping) for row in engine_repo.lock_accounts(session, involved)
-    }
-    # Under the source locks nobody else applies these transfers: what is still
-    # pending now is exactly what is ours to apply.
+    # Lock the lane's oldest pending transfers first: a concurrent drain of the same
+    # lane waits here, then finds them no longer pending. Lanes hold disjoint rows,
+    # so this cannot deadlock with other lanes; accounts are locked after, in id order.
     pending = _with_whole_atomic_batches(
         uow,
         engine_repo.pending_in_lane(session, slots, limit=batch_size, lock=True),
@@ -137,19 +129,15 @@ def apply_next_batch(
     )
     if not pending:
         return result
+    involved = {t.source_account_id for t in pending}
+    involved |= {t.destination_account_id for t in pending}
+    accounts = {
+        row.id: AccountState(**row._mapping) for row in engine_repo.lock_accounts(session, involved)
+    }
     now = datetime.now(UTC)
     outcomes: list[Outcome] = []
     held: set[uuid.UUID] = set()  # sources whose next transfer must wait (FIFO)
     for unit in _units(pending):
-        if any(
-            t.source_account_id not in accounts or t.destination_account_id not in accounts
-            for t in unit
-        ):
-            # Accepted after the peek, touching an account we did not lock: the next
-            # batch will lock it. Its sources wait, to keep their order.
-            held.update(t.source_account_id for t in unit)
-            result.more = True
-            continue
         if any(t.source_account_id in held or (t.older_elsewhere or t.seq) < t.seq for t in unit):
             held.update(t.source_account_id for t in unit)
             result.waiting += len(unit)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,11 +32,18 @@ def _verify_json():
     return result.returncode, json.loads(result.stdout)
 
 
-def _seal_all(session_factory):
+def _seal_all(session_factory, timeout=30.0):
+    """Seal until nothing is left unsealed. Rows become sealable once every older
+    writing transaction in the PostgreSQL cluster has ended, so on a busy shared
+    server this can take a moment."""
+    deadline = time.monotonic() + timeout
     while True:
         with unit_of_work(session_factory) as uow:
-            if not audit.seal(uow.session):
-                return
+            audit.seal(uow.session)
+            left = uow.session.scalar(text("SELECT count(*) FROM audit_events WHERE hash IS NULL"))
+        if not left or time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
 
 
 def _activity(client, session_factory, drain_pending):
