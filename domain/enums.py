@@ -47,6 +47,23 @@ class TransferStatus(StrEnum):
         return self is not TransferStatus.PENDING
 
 
+class ApprovalAction(StrEnum):
+    """What a four-eyes approval would do once a second operator approves it."""
+
+    DEPOSIT = "deposit"
+    LIMITS_CHANGE = "limits_change"
+
+
+class ApprovalStatus(StrEnum):
+    """`pending` until decided once: approved or rejected by a second operator, or
+    expired (left undecided past its `expires_at`)."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
 class EventType(StrEnum):
     TRANSFER_SUCCEEDED = "transfer.succeeded"
     TRANSFER_FAILED = "transfer.failed"

@@ -15,7 +15,14 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
-from domain.enums import AccountStatus, EventType, TransferKind, TransferStatus
+from domain.enums import (
+    AccountStatus,
+    ApprovalAction,
+    ApprovalStatus,
+    EventType,
+    TransferKind,
+    TransferStatus,
+)
 
 
 def _in_utc(moment: datetime) -> datetime:
@@ -115,3 +122,42 @@ class EventResource(Resource):
     type: EventType
     created_at: UtcDatetime
     data: TransferEventData
+
+
+class ApprovalResource(Resource):
+    """A request parked for a second operator (four eyes): a large deposit or a limit change."""
+
+    id: uuid.UUID
+    action: ApprovalAction
+    requested_by: uuid.UUID
+    status: ApprovalStatus = Field(
+        description="pending, then approved or rejected by another operator, or expired"
+    )
+    account_id: uuid.UUID
+    request: dict[str, Any] = Field(
+        description="What was asked: the deposit body, or the limits change, as sent"
+    )
+    created_at: UtcDatetime
+    expires_at: UtcDatetime = Field(description="Undecided by then, it expires")
+    decided_by: uuid.UUID | None
+    decided_at: UtcDatetime | None
+    transfer_id: uuid.UUID | None = Field(description="The deposit an approval created")
+
+    @classmethod
+    def of(cls, approval: Any, *, now: datetime) -> ApprovalResource:
+        status = ApprovalStatus(approval.status)
+        if status is ApprovalStatus.PENDING and approval.expires_at <= now:
+            status = ApprovalStatus.EXPIRED
+        return cls(
+            id=approval.id,
+            action=approval.action,
+            requested_by=approval.requested_by,
+            status=status,
+            account_id=approval.account_id,
+            request=approval.payload,
+            created_at=approval.created_at,
+            expires_at=approval.expires_at,
+            decided_by=approval.decided_by,
+            decided_at=approval.decided_at,
+            transfer_id=approval.transfer_id,
+        )

@@ -21,7 +21,7 @@ from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from gateway.query_params import reject_unknown_query_parameters
 from gateway.ratelimit import AsyncRateLimiter, Lockout, RateLimiter
 from gateway.routes import accounts as accounts_routes
-from gateway.routes import admin, auth, events, health, money, transfers, webhooks
+from gateway.routes import admin, approvals, auth, events, health, money, transfers, webhooks
 from gateway.security_events import SecurityLog
 from gateway.tokens import VerifiedTokens
 from settle.broker import async_redis_client, redis_client
@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_amount=settings.max_transfer_amount,
             large_transfer_threshold=settings.large_transfer_threshold,
         )
+        app.state.approval_policy = settings.approval_policy
         dsn = asyncpg_dsn(settings.database_url)
         app.state.db_pool = await asyncpg.create_pool(
             dsn, min_size=1, max_size=settings.db_pool_size
@@ -134,7 +135,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     openapi.install(app)
-    for module in (auth, accounts_routes, money, transfers, webhooks, events, admin, health):
+    for module in (
+        auth,
+        accounts_routes,
+        money,
+        transfers,
+        webhooks,
+        events,
+        admin,
+        approvals,
+        health,
+    ):
         app.include_router(module.router)
     # Added last = outermost: ids and headers apply even to 413s and CORS answers.
     if settings.cors_origins:

@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.rules import Limits
+from domain.services.approvals import ApprovalPolicy
 from domain.services.webhooks import WebhookPolicy
 
 RUN_ENV_FILE = "var/run.env"
@@ -93,6 +94,12 @@ class Settings(BaseSettings):
     large_transfer_threshold: int = 10_000_000
     daily_velocity_threshold: int = 200  # money requests per user per UTC day
 
+    # Four eyes (domain/services/approvals.py): deposits at or above this amount, and
+    # every limit change, wait for a second operator's approval. (Above
+    # max_transfer_amount, no deposit does; there is no switch to turn it off.)
+    approval_threshold: int = Field(default=10_000_000, ge=1)
+    approval_ttl_seconds: int = Field(default=72 * 3600, ge=60)
+
     # Webhooks. The encryption key protects endpoint secrets at rest; like the JWT
     # secret it must be set outside development.
     webhook_encryption_key: str = DEV_WEBHOOK_KEY
@@ -138,6 +145,12 @@ class Settings(BaseSettings):
         return Limits(
             max_amount=self.max_transfer_amount,
             default_daily_outgoing=self.daily_outgoing_limit,
+        )
+
+    @property
+    def approval_policy(self) -> ApprovalPolicy:
+        return ApprovalPolicy(
+            deposit_threshold=self.approval_threshold, ttl_seconds=self.approval_ttl_seconds
         )
 
     @property

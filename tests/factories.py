@@ -137,3 +137,22 @@ def wait_for_events(
         if time.monotonic() > deadline:
             raise AssertionError(f"{len(events)} of {count} events visible after {timeout}s")
         time.sleep(0.05)
+
+
+def decide(client: Client, headers: dict[str, str], approval_id: str, verb: str) -> httpx.Response:
+    """Approve (`verb="approve"`) or reject an approval as the operator of `headers`."""
+    return client.post(f"/v1/admin/approvals/{approval_id}/{verb}", headers=headers)
+
+
+def change_limits(
+    client: Client,
+    requester: dict[str, str],
+    approver: dict[str, str],
+    account_id: str,
+    limits: dict[str, Any],
+) -> httpx.Response:
+    """Ask for a limit change as one operator and approve it as another (four eyes);
+    the approval's answer."""
+    asked = client.patch(f"/v1/admin/accounts/{account_id}/limits", json=limits, headers=requester)
+    assert asked.status_code == 202, asked.text
+    return decide(client, approver, asked.json()["id"], "approve")

@@ -3,7 +3,8 @@
 The function claims the Idempotency-Key, replays or refuses a reused key,
 resolves and checks every account, and writes the transfers, the key and the
 audit rows, all in one statement: one round trip, its own transaction, durable
-when it returns. This module speaks to it through an asyncpg-style connection.
+when it returns. This module speaks to it through an asyncpg-style connection,
+or (`accept_in_session`) inside the transaction of a SQLAlchemy session.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 
 class Connection(Protocol):
@@ -66,6 +70,65 @@ async def accept(
         request_id,
         large_threshold,
     )
+    return [
+        Row(
+            outcome=r[0],
+            item=r[1],
+            detail=r[2],
+            transfer=json.loads(r[3]) if r[3] is not None else None,
+        )
+        for r in records
+    ]
+
+
+# The same function on a SQLAlchemy session, inside that session's transaction: for
+# a deposit applied by an approval (domain/services/approvals.py), which must commit
+# together with the approval's decision. Values go in as text and are cast here, so
+# the call does not depend on how the driver adapts uuids or arrays.
+_ACCEPT_IN_SESSION = text(
+    "SELECT outcome, item, detail, transfer::text FROM settle_accept("
+    "CAST(:user_id AS uuid), :key, :fingerprint, CAST(:kinds AS text[]), "
+    "CAST(:accounts AS uuid[]), CAST(:destinations AS text[]), CAST(:amounts AS bigint[]), "
+    "CAST(:currencies AS text[]), CAST(:descriptions AS text[]), CAST(:batch_id AS uuid), "
+    ":atomic, CAST(:request_id AS text), CAST(:large_threshold AS bigint))"
+)
+
+
+def accept_in_session(
+    session: Session,
+    *,
+    user_id: uuid.UUID,
+    key: str,
+    fingerprint: str,
+    kinds: Sequence[str],
+    accounts: Sequence[uuid.UUID],
+    destinations: Sequence[str | None],
+    amounts: Sequence[int],
+    currencies: Sequence[str],
+    descriptions: Sequence[str | None],
+    batch_id: uuid.UUID | None,
+    atomic: bool,
+    request_id: str | None,
+    large_threshold: int | None,
+) -> list[Row]:
+    records = session.execute(
+        _ACCEPT_IN_SESSION,
+        {
+            "user_id": str(user_id),
+            "key": key,
+            "fingerprint": fingerprint,
+            "kinds": list(kinds),
+            "accounts": [str(a) for a in accounts],
+            "destinations": list(destinations),
+            "amounts": list(amounts),
+            "currencies": list(currencies),
+            "descriptions": list(descriptions),
+            "batch_id": str(batch_id) if batch_id else None,
+            "atomic": atomic,
+            "request_id": request_id,
+            "large_threshold": large_threshold,
+        },
+    ).all()
     return [
         Row(
             outcome=r[0],

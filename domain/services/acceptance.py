@@ -11,8 +11,9 @@ durable. Nothing is written when any item is refused.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from domain import anomalies
 from domain.enums import TransferKind
@@ -29,7 +30,7 @@ from domain.errors import (
 from domain.money import check_amount, check_currency
 from domain.repositories import acceptance as acceptance_repo
 from domain.resources import TransferResource
-from domain.uow import AsyncUnitOfWork
+from domain.uow import AsyncUnitOfWork, UnitOfWork
 
 MAX_BATCH_ITEMS = 1000
 
@@ -84,30 +85,80 @@ async def accept(
         raise InvalidRequest(
             f"a batch holds 1 to {MAX_BATCH_ITEMS} transfers", code="invalid_batch_size"
         )
-    _check_items(items, limits, batch=batch)
+    check_items(items, limits, batch=batch)
     rows = await acceptance_repo.accept(
         uow.conn,
-        user_id=user_id,
-        key=idempotency.key,
-        fingerprint=idempotency.fingerprint,
-        kinds=[i.kind.value for i in items],
-        accounts=[i.account_id for i in items],
-        destinations=[i.destination_account_number for i in items],
-        amounts=[i.amount for i in items],
-        currencies=[i.currency for i in items],
-        descriptions=[i.description for i in items],
-        batch_id=uuid.uuid4() if batch else None,
-        atomic=atomic,
-        request_id=request_id,
-        large_threshold=limits.large_transfer_threshold,
+        **_arguments(
+            user_id, items, idempotency, limits, batch=batch, atomic=atomic, request_id=request_id
+        ),
     )
+    return _outcome(rows, items, limits, batch=batch, wake=uow.wake_slots)
+
+
+def accept_in(
+    *,
+    uow: UnitOfWork,
+    user_id: uuid.UUID,
+    items: Sequence[MoneyItem],
+    idempotency: Idempotency,
+    limits: MoneyLimits,
+    request_id: str | None = None,
+) -> Accepted:
+    """`accept`, inside a unit of work's transaction: the same statement, checks and
+    outcomes, committed (and the engine woken) with the rest of that unit. For a
+    deposit an approval applies (domain/services/approvals.py)."""
+    check_items(items, limits, batch=False)
+    rows = acceptance_repo.accept_in_session(
+        uow.session,
+        **_arguments(
+            user_id, items, idempotency, limits, batch=False, atomic=False, request_id=request_id
+        ),
+    )
+    return _outcome(rows, items, limits, batch=False, wake=uow.wake_slots)
+
+
+def _arguments(
+    user_id: uuid.UUID,
+    items: Sequence[MoneyItem],
+    idempotency: Idempotency,
+    limits: MoneyLimits,
+    *,
+    batch: bool,
+    atomic: bool,
+    request_id: str | None,
+) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "key": idempotency.key,
+        "fingerprint": idempotency.fingerprint,
+        "kinds": [i.kind.value for i in items],
+        "accounts": [i.account_id for i in items],
+        "destinations": [i.destination_account_number for i in items],
+        "amounts": [i.amount for i in items],
+        "currencies": [i.currency for i in items],
+        "descriptions": [i.description for i in items],
+        "batch_id": uuid.uuid4() if batch else None,
+        "atomic": atomic,
+        "request_id": request_id,
+        "large_threshold": limits.large_transfer_threshold,
+    }
+
+
+def _outcome(
+    rows: Sequence[acceptance_repo.Row],
+    items: Sequence[MoneyItem],
+    limits: MoneyLimits,
+    *,
+    batch: bool,
+    wake: Callable[[Collection[int]], None],
+) -> Accepted:
     outcome = rows[0].outcome
     if outcome in ("accepted", "replayed"):
         transfers = [TransferResource.as_accepted(r.transfer) for r in rows]
         threshold = limits.large_transfer_threshold
         replayed = outcome == "replayed"
         if not replayed:
-            uow.wake_slots({_slot(r.transfer) for r in rows})
+            wake({_slot(r.transfer) for r in rows})
         return Accepted(
             transfers=transfers,
             replayed=replayed,
@@ -151,7 +202,7 @@ def _slot(transfer: dict[str, object] | None) -> int:
     return int(str(transfer["lane"]))
 
 
-def _check_items(items: Sequence[MoneyItem], limits: MoneyLimits, *, batch: bool) -> None:
+def check_items(items: Sequence[MoneyItem], limits: MoneyLimits, *, batch: bool) -> None:
     """Amount and currency rules that need no database, for every item."""
     errors: list[tuple[int, DomainError]] = []
     for index, item in enumerate(items):
@@ -175,6 +226,10 @@ def _refusal(code: str, detail: str | None, item: MoneyItem) -> DomainError:
         return NotFound("account not found")
     if code == "forbidden":
         return PermissionDenied("only operators may deposit")
+    if code == "own_account":
+        return PermissionDenied(
+            "an operator cannot deposit into an account they own", code="own_account"
+        )
     if code == "destination_not_found":
         return InvalidRequest(
             "no account has that destination account number", code="destination_not_found"

@@ -1,7 +1,9 @@
 """Operator controls on accounts: freeze, unfreeze, overdraft and daily limits. Each is audited.
 
 Changes take the account's row lock, so they serialise with the engine: a
-transfer is applied entirely before or entirely after a freeze.
+transfer is applied entirely before or entirely after a freeze. Separation of
+duties: nobody unfreezes an account of their own, and a limit change is only
+applied by an approval (domain/services/approvals.py), never by its requester.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from domain.enums import AccountKind, AccountStatus
-from domain.errors import Conflict, InvalidRequest, NotFound
+from domain.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from domain.lanes import slot_of
 from domain.models import Account, AuditEvent, User
 from domain.repositories import accounts as accounts_repo
@@ -35,6 +37,14 @@ def _locked_customer_account(session: Session, account_id: uuid.UUID) -> Account
     return account
 
 
+def refuse_own_account(actor: User, account: Account, doing: str) -> None:
+    """Separation of duties: an operator never acts on money of their own."""
+    if account.owner_id == actor.id:
+        raise PermissionDenied(
+            f"an operator cannot {doing} an account they own", code="own_account"
+        )
+
+
 def set_status(
     *, uow: UnitOfWork, actor: User, account_id: uuid.UUID, status: AccountStatus
 ) -> Account:
@@ -42,6 +52,8 @@ def set_status(
     (account_frozen) rather than at the next sweep."""
     session = uow.session
     account = _locked_customer_account(session, account_id)
+    if status == AccountStatus.ACTIVE:
+        refuse_own_account(actor, account, "unfreeze")
     previous = account.status
     account.status = status
     session.flush()
@@ -59,13 +71,19 @@ def set_status(
     return account
 
 
-def change_limits(
-    *, session: Session, actor: User, account_id: uuid.UUID, change: LimitsChange
-) -> Account:
+def check_change(change: LimitsChange) -> None:
     for value in (change.overdraft_limit, change.daily_outgoing_limit):
         if value is not None and value < 0:
             raise InvalidRequest("limits must be zero or positive", code="invalid_limit")
+
+
+def change_limits(
+    *, session: Session, actor: User, account_id: uuid.UUID, change: LimitsChange
+) -> Account:
+    """Apply a limit change; `actor` is the operator who approved it."""
+    check_change(change)
     account = _locked_customer_account(session, account_id)
+    refuse_own_account(actor, account, "change the limits of")
     before = {
         "overdraft_limit": account.overdraft_limit,
         "daily_outgoing_limit": account.daily_outgoing_limit,

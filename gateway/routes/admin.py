@@ -1,17 +1,21 @@
-"""Operator endpoints: freeze/unfreeze accounts, change limits, read the audit trail."""
+"""Operator endpoints: freeze/unfreeze accounts, ask for limit changes, read the audit trail."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 
 from domain.enums import AccountStatus
 from domain.models import Account, AuditEvent
-from domain.services import admin
+from domain.resources import ApprovalResource
+from domain.services import admin, approvals
 from gateway import cursors
 from gateway.deps import OperatorUser, SessionDep, UowDep
+from gateway.errors import problem_responses
+from gateway.middleware import request_id_var
 from gateway.schemas.admin import AdminAccountOut, AuditEventOut, LimitsUpdate
 from gateway.schemas.common import CursorParam, Limit, Page, paginate
 
@@ -38,7 +42,12 @@ def freeze(account_id: uuid.UUID, user: OperatorUser, uow: UowDep) -> AdminAccou
     return admin_account_out(account)
 
 
-@router.post("/accounts/{account_id}/unfreeze", response_model=AdminAccountOut, summary="Unfreeze")
+@router.post(
+    "/accounts/{account_id}/unfreeze",
+    response_model=AdminAccountOut,
+    summary="Unfreeze (never an account of your own)",
+    responses=problem_responses({403: "The account is the operator's own (`own_account`)"}),
+)
 def unfreeze(account_id: uuid.UUID, user: OperatorUser, uow: UowDep) -> AdminAccountOut:
     account = admin.set_status(
         uow=uow, actor=user, account_id=account_id, status=AccountStatus.ACTIVE
@@ -48,19 +57,41 @@ def unfreeze(account_id: uuid.UUID, user: OperatorUser, uow: UowDep) -> AdminAcc
 
 @router.patch(
     "/accounts/{account_id}/limits",
-    response_model=AdminAccountOut,
-    summary="Set the overdraft limit and/or the daily outgoing limit",
+    status_code=202,
+    response_model=ApprovalResource,
+    summary="Ask for a new overdraft and/or daily outgoing limit (a second operator approves)",
+    responses={
+        202: {
+            "description": "Parked: a pending approval, applied when another operator "
+            "approves it (POST /v1/admin/approvals/{id}/approve)",
+            "headers": {"Location": {"schema": {"type": "string"}}},
+        },
+        **problem_responses(
+            {
+                403: "Not an operator, or the account is the operator's own (`own_account`)",
+                404: "No such customer account",
+            }
+        ),
+    },
 )
 def change_limits(
-    account_id: uuid.UUID, body: LimitsUpdate, user: OperatorUser, session: SessionDep
-) -> AdminAccountOut:
-    account = admin.change_limits(
-        session=session,
-        actor=user,
+    account_id: uuid.UUID, body: LimitsUpdate, user: OperatorUser, uow: UowDep, request: Request
+) -> Response:
+    approval = approvals.request_limits_change(
+        uow=uow,
+        requester=user,
         account_id=account_id,
         change=admin.LimitsChange(**body.model_dump()),
+        policy=request.app.state.approval_policy,
+        request_id=request_id_var.get(),
     )
-    return admin_account_out(account)
+    resource = ApprovalResource.of(approval, now=datetime.now(UTC))
+    return Response(
+        resource.model_dump_json(),
+        status_code=202,
+        headers={"Location": f"/v1/admin/approvals/{resource.id}"},
+        media_type="application/json",
+    )
 
 
 @router.get(

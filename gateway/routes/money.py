@@ -6,6 +6,10 @@ daily-velocity counter in one Redis round trip, and the request recorded by one
 SQL statement (`settle_accept`) that has committed when it returns, so the 202
 always describes something durable. The engine is woken after that, through a
 coalescing lane marker (settle/wakeups.py).
+
+A deposit at or above `SETTLE_APPROVAL_THRESHOLD` is not accepted but parked for
+a second operator (domain/services/approvals.py): 202 with the approval. That is
+decided from the body alone, so deposits below it take the path above unchanged.
 """
 
 # No `from __future__ import annotations` here: FastAPI must resolve the
@@ -13,6 +17,7 @@ coalescing lane marker (settle/wakeups.py).
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Request, Response
@@ -21,11 +26,12 @@ from pydantic import BaseModel
 
 from domain import anomalies
 from domain.enums import TransferKind
-from domain.resources import BatchResource, TransferResource
-from domain.services import acceptance
-from domain.uow import async_unit_of_work
+from domain.models import User
+from domain.resources import ApprovalResource, BatchResource, TransferResource
+from domain.services import acceptance, approvals
+from domain.uow import UnitOfWork, async_unit_of_work
 from gateway import security_events
-from gateway.deps import OperatorUser, TokenCaller
+from gateway.deps import OperatorUser, TokenCaller, UowDep
 from gateway.errors import ApiError, problem_responses
 from gateway.idempotency import require_key
 from gateway.metrics import ANOMALIES, RATE_LIMITED, TRANSFERS_ACCEPTED, WAKEUPS_FAILED
@@ -79,6 +85,14 @@ class MoneyDesk:
     settings: Settings
     idempotency_key: str | None
 
+    def idempotency(self, body: BaseModel) -> acceptance.Idempotency:
+        return require_key(
+            self.idempotency_key,
+            method=self.request.method,
+            path=self.request.url.path,
+            body=body.model_dump(mode="json"),
+        )
+
     async def accept(
         self,
         user_id: uuid.UUID,
@@ -89,12 +103,7 @@ class MoneyDesk:
         atomic: bool = False,
     ) -> acceptance.Accepted:
         state = self.request.app.state
-        idempotency = require_key(
-            self.idempotency_key,
-            method=self.request.method,
-            path=self.request.url.path,
-            body=body.model_dump(mode="json"),
-        )
+        idempotency = self.idempotency(body)
         rule = Rule.parse(self.settings.rate_limit_money_per_user)
         (money, money_ttl_ms), (today, _) = await state.async_limiter.count_many(
             [
@@ -145,6 +154,24 @@ class MoneyDesk:
                 )
         return outcome
 
+    async def park(
+        self, requester: User, item: acceptance.MoneyItem, body: BaseModel, uow: UnitOfWork
+    ) -> Response:
+        """A deposit that needs a second operator: parked, answered with its approval."""
+        state = self.request.app.state
+        parked = await run_in_threadpool(
+            approvals.request_deposit,
+            uow=uow,
+            requester=requester,
+            item=item,
+            idempotency=self.idempotency(body),
+            limits=state.money_limits,
+            policy=state.approval_policy,
+            request_id=request_id_var.get(),
+        )
+        approval = ApprovalResource.of(parked.approval, now=datetime.now(UTC))
+        return _answer(approval, f"/v1/admin/approvals/{approval.id}", parked.replayed)
+
 
 async def money_desk(request: Request, idempotency_key: IdempotencyKeyHeader = None) -> MoneyDesk:
     settings: Settings = request.app.state.settings
@@ -182,9 +209,36 @@ async def create_transfer(body: TransferCreate, caller: TokenCaller, desk: Desk)
     return _single(await desk.accept(caller.user_id, [item], body))
 
 
-@_route("/v1/deposits", "Credit an account from outside Settle (operators only)")
-async def create_deposit(body: AccountMoneyCreate, user: OperatorUser, desk: Desk) -> Response:
+_DEPOSIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_ACCEPTED,
+    202: {
+        **_ACCEPTED[202],
+        "description": "Accepted: a pending transfer; or, at or above SETTLE_APPROVAL_THRESHOLD, "
+        "an approval waiting for a second operator (Location: /v1/admin/approvals/{id})",
+    },
+    **problem_responses(
+        {403: "Not an operator, or the account is the operator's own (`own_account`)"}
+    ),
+}
+
+
+@router.post(
+    "/v1/deposits",
+    status_code=202,
+    response_model=TransferResource | ApprovalResource,
+    responses=_DEPOSIT_RESPONSES,
+    summary="Credit an account from outside Settle (operators only; large ones need approval)",
+)
+async def create_deposit(
+    body: AccountMoneyCreate, user: OperatorUser, uow: UowDep, desk: Desk
+) -> Response:
+    """An operator cannot deposit into an account they own (403 `own_account`). A deposit
+    at or above SETTLE_APPROVAL_THRESHOLD answers 202 with a pending approval instead of a
+    transfer: another operator approves it (POST /v1/admin/approvals/{id}/approve), which
+    creates the deposit."""
     item = acceptance.MoneyItem(kind=TransferKind.DEPOSIT, **body.item_fields())
+    if approvals.needs_approval(item, policy=desk.request.app.state.approval_policy):
+        return await desk.park(user, item, body, uow)
     return _single(await desk.accept(user.id, [item], body))
 
 

@@ -31,7 +31,14 @@ from sqlalchemy import select
 from domain.models import Account, LedgerEntry, Transfer
 from settle import processes
 from settle.devservices import EmbeddedRedis
-from tests.factories import login, make_user, open_account, post_deposit, wait_terminal
+from tests.factories import (
+    change_limits,
+    login,
+    make_user,
+    open_account,
+    post_deposit,
+    wait_terminal,
+)
 from tests.processes import Process, running_gateway, worker_args
 
 pytestmark = pytest.mark.e2e
@@ -147,12 +154,12 @@ def test_bank_money_is_conserved_under_worker_and_redis_crashes(session_factory,
             headers = [login(api, owner.email) for owner in owners]
             operator = login(api, make_user(session_factory, role="operator").email)
             accounts = [open_account(api, headers[i % CLIENTS]) for i in range(ACCOUNTS)]
+            approver = login(api, make_user(session_factory, role="operator").email)
             for account in accounts[:2]:
-                api.patch(
-                    f"/v1/admin/accounts/{account['id']}/limits",
-                    json={"overdraft_limit": OVERDRAFT},
-                    headers=operator,
+                applied = change_limits(
+                    api, operator, approver, account["id"], {"overdraft_limit": OVERDRAFT}
                 )
+                assert applied.status_code == 200, applied.text
             for account in accounts:
                 deposit = post_deposit(api, operator, account["id"], OPENING_BALANCE)
                 assert wait_terminal(api, operator, deposit["id"])["status"] == "succeeded"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.factories import (
+    change_limits,
     open_account,
     operator_headers,
     post_deposit,
@@ -70,10 +71,9 @@ def test_overdraft_limit_lets_the_balance_go_negative_down_to_it(
     client, session_factory, drain_pending
 ):
     operator, alice, _, a, b = _setup(client, session_factory, drain_pending, funds=1_000)
-    response = client.patch(
-        f"/v1/admin/accounts/{a['id']}/limits", json={"overdraft_limit": 500}, headers=operator
-    )
-    assert response.status_code == 200 and response.json()["overdraft_limit"] == 500
+    second = operator_headers(client, session_factory)
+    response = change_limits(client, operator, second, a["id"], {"overdraft_limit": 500})
+    assert response.status_code == 200 and response.json()["status"] == "approved"
     ok = post_transfer(client, alice, a["id"], b["number"], 1_500).json()
     too_far = post_transfer(client, alice, a["id"], b["number"], 1).json()
     drain_pending()
@@ -82,19 +82,15 @@ def test_overdraft_limit_lets_the_balance_go_negative_down_to_it(
     assert refused["failure_code"] == "insufficient_funds"
     assert client.get(f"/v1/accounts/{a['id']}", headers=alice).json()["balance"] == -500
     # The limit cannot be lowered below what the account already owes.
-    lowered = client.patch(
-        f"/v1/admin/accounts/{a['id']}/limits", json={"overdraft_limit": 100}, headers=operator
-    )
+    lowered = change_limits(client, operator, second, a["id"], {"overdraft_limit": 100})
     assert lowered.status_code == 409 and lowered.json()["code"] == "limit_below_balance"
 
 
 def test_daily_outgoing_limit(client, session_factory, drain_pending):
     operator, alice, _, a, b = _setup(client, session_factory, drain_pending)
-    client.patch(
-        f"/v1/admin/accounts/{a['id']}/limits",
-        json={"daily_outgoing_limit": 1_000},
-        headers=operator,
-    )
+    second = operator_headers(client, session_factory)
+    applied = change_limits(client, operator, second, a["id"], {"daily_outgoing_limit": 1_000})
+    assert applied.status_code == 200, applied.text
     first = post_transfer(client, alice, a["id"], b["number"], 600).json()
     second = post_transfer(client, alice, a["id"], b["number"], 600).json()
     third = post_transfer(client, alice, a["id"], b["number"], 400).json()
