@@ -18,6 +18,8 @@ from domain.services.webhooks import WebhookPolicy
 RUN_ENV_FILE = "var/run.env"
 DEV_WEBHOOK_KEY = "settle-development-webhook-key-do-not-use-in-production"
 DEV_JWT_SECRET = "settle-development-secret-do-not-use-in-production"  # noqa: S105
+# No setting can make access tokens live longer; tokens claiming more are refused.
+MAX_ACCESS_TOKEN_TTL_SECONDS = 3600
 
 
 class Settings(BaseSettings):
@@ -53,7 +55,7 @@ class Settings(BaseSettings):
     jwt_active_kid: str = "default"
     jwt_issuer: str = "settle"
     jwt_audience: str = "settle-api"
-    access_token_ttl_seconds: int = 15 * 60
+    access_token_ttl_seconds: int = Field(default=15 * 60, ge=1, le=MAX_ACCESS_TOKEN_TTL_SECONDS)
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
 
     currencies: list[str] = ["USD", "EUR", "GBP", "CHF", "JPY"]
