@@ -28,7 +28,7 @@ VARIANTS = [
     "bob@example.com\u3000",  # IDEOGRAPHIC SPACE
     " \u2003bob@example.com",  # leading whitespace
     "\u200bbob@example.com\ufeff",  # zero-width space, BOM
-    "ＢＯＢ＠ｅｘａｍｐｌｅ．ｃｏｍ",  # full-width letters and punctuation
+    "".join(chr(ord(c) + 0xFEE0) for c in "BOB@example.com"),  # full-width
     "BoB@Example.COM",  # mixed case
     "\nBOB@EXAMPLE.COM\r\n",
 ]
