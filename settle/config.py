@@ -1,11 +1,15 @@
 """All runtime configuration, read once from the environment (and `.env`).
 
 One pydantic-settings class. Outside development it refuses to start with the
-development JWT secret, so a forgotten variable cannot ship a forgeable token key.
+development JWT or webhook keys, so a forgotten variable cannot ship a forgeable
+token key; in production it also needs a /metrics token and turns /docs off unless
+asked. The image sets SETTLE_ENVIRONMENT=production (Dockerfile), so a container
+started with nothing but the database URLs refuses to start.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from typing import Literal
 
@@ -106,9 +110,14 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []
     max_body_bytes: int = 64 * 1024
     max_batch_body_bytes: int = 1024 * 1024  # 1,000 transfers with descriptions
-    expose_docs: bool = True  # /docs, /redoc, /openapi.json
-    metrics_token: str = ""  # when set, /metrics needs "Authorization: Bearer <token>"
+    # /docs, /redoc, /openapi.json. Unset: on, except in production.
+    expose_docs: bool | None = None
+    # When set, /metrics needs "Authorization: Bearer <token>"; required in production.
+    metrics_token: str = ""
     hsts: bool = False  # send Strict-Transport-Security (only behind TLS)
+    # Peers (addresses or networks, e.g. ["10.0.0.2", "10.1.0.0/16"]) whose
+    # X-Forwarded-For/-Proto the gateway believes. Default none: the TCP peer is the client.
+    trusted_proxies: list[str] = []
 
     # Processes (`settle serve NAME`, settle/processes.py). None: one per core.
     http_host: str = "127.0.0.1"
@@ -128,6 +137,13 @@ class Settings(BaseSettings):
     def _empty_means_default(cls, value: object) -> object:
         # docker-compose passes `${VAR:-}` through as an empty string: "use the default".
         return None if value == "" else value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # ValueError: refused at start
+        return value
 
     @property
     def engine_limits(self) -> Limits:
@@ -165,6 +181,13 @@ class Settings(BaseSettings):
             raise ValueError("SETTLE_WEBHOOK_ENCRYPTION_KEY must be set outside development")
         if len(self.webhook_encryption_key) < 32:
             raise ValueError("SETTLE_WEBHOOK_ENCRYPTION_KEY must be at least 32 characters")
+        if self.environment == "production" and len(self.metrics_token) < 32:
+            raise ValueError(
+                "SETTLE_METRICS_TOKEN (at least 32 characters) must be set in production: "
+                "/metrics is never open there"
+            )
+        if self.expose_docs is None:
+            self.expose_docs = self.environment != "production"
         self.currencies = [c.strip().upper() for c in self.currencies]
         return self
 
