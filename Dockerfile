@@ -6,7 +6,12 @@
 #
 #   docker build -t settle .
 #   docker run --rm -p 8000:8000 -e DATABASE_URL=... -e REDIS_URL=... \
-#       -e SETTLE_ENVIRONMENT=production -e SETTLE_JWT_SECRET=... settle
+#       -e SETTLE_JWT_SECRET=... -e SETTLE_WEBHOOK_ENCRYPTION_KEY=... \
+#       -e SETTLE_METRICS_TOKEN=... settle
+#
+# The image is production unless told otherwise (SETTLE_ENVIRONMENT=production):
+# without those secrets every process refuses to start rather than run with the
+# publicly known development keys.
 
 # ---------------------------------------------------------------------------
 # builder: install Settle and its runtime dependencies into /opt/venv
@@ -38,6 +43,7 @@ FROM python:3.12-slim AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    SETTLE_ENVIRONMENT=production \
     SETTLE_HTTP_HOST=0.0.0.0 \
     SETTLE_HTTP_PORT=8000 \
     SETTLE_FLOWER_ADDRESS=0.0.0.0 \

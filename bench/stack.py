@@ -150,9 +150,8 @@ def running_stack(opts: StackOptions) -> Iterator[Stack]:
         started["webhooks"].wait_for_log("ready.")
         started["web"].wait_for_http(f"{base_url}/healthz")
         if "flower" in started:
-            started["flower"].wait_for_http(
-                f"http://127.0.0.1:{env['SETTLE_FLOWER_PORT']}/healthcheck"
-            )
+            # Every Flower path, /healthcheck included, needs its credentials (settle/flower.py).
+            started["flower"].wait_for_log("Visit me at")
         yield Stack(env, database_url, name, base_url, started)
     finally:
         for process in reversed(list(started.values())):

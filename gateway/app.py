@@ -19,9 +19,19 @@ from gateway.completions import Completions
 from gateway.guards import BucketLimits, Guards
 from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, request_id_var
 from gateway.query_params import reject_unknown_query_parameters
-from gateway.ratelimit import AsyncRateLimiter, Lockout, RateLimiter
+from gateway.ratelimit import AsyncRateLimiter, Lockout, RateLimiter, TokenCutoffs
 from gateway.routes import accounts as accounts_routes
-from gateway.routes import admin, approvals, auth, events, health, money, transfers, webhooks
+from gateway.routes import (
+    admin,
+    approvals,
+    auth,
+    events,
+    health,
+    money,
+    people,
+    transfers,
+    webhooks,
+)
 from gateway.security_events import SecurityLog
 from gateway.tokens import VerifiedTokens
 from settle.broker import async_redis_client, redis_client
@@ -95,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.guards = Guards(
             limiter=RateLimiter(app.state.redis, prefix=settings.redis_prefix)
         )
+        app.state.token_cutoffs = TokenCutoffs(app.state.redis, prefix=settings.redis_prefix)
         app.state.logins = logins.Logins(
             rate_limits=BucketLimits(
                 app.state.guards,
@@ -144,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events,
         admin,
         approvals,
+        people,
         health,
     ):
         app.include_router(module.router)

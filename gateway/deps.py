@@ -16,8 +16,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from domain.enums import Role
 from domain.models import User
 from domain.repositories import users as users_repo
+from domain.services import sessions
 from domain.services.logins import Logins
 from domain.uow import UnitOfWork, unit_of_work
 from gateway import security_events
@@ -84,9 +86,12 @@ def _claims(request: Request, credentials: HTTPAuthorizationCredentials | None) 
 def _authenticate(
     request: Request, session: Session, credentials: HTTPAuthorizationCredentials | None
 ) -> User:
-    user = users_repo.get(session, _claims(request, credentials).user_id)
-    if user is None:
+    claims = _claims(request, credentials)
+    user = users_repo.get(session, claims.user_id)
+    # Revoked (password change, role change, disabled): the users row says so.
+    if user is None or sessions.token_revoked(user, claims.issued_at):
         raise _invalid_token()
+    request.state.access_claims = claims
     return user
 
 
@@ -102,9 +107,24 @@ async def token_caller(request: Request, credentials: Credentials) -> AccessClai
 
     For the money routes: `settle_accept` checks in the same statement that the
     user still exists (and, for deposits, the role), so a lookup here would only
-    add a round trip.
+    add a round trip. Revocation is checked by the route, against the cutoff it
+    reads from Redis in its one pipeline (`token_still_valid`).
     """
     return _claims(request, credentials)
+
+
+def token_still_valid(claims: AccessClaims, cutoff: float | None) -> None:
+    """Refuse a token issued before its user's cutoff (as read from Redis)."""
+    if cutoff is not None and claims.issued_at < cutoff:
+        raise _invalid_token()
+
+
+def get_token_cutoffs(request: Request) -> sessions.TokenCutoffs:
+    found: sessions.TokenCutoffs = request.app.state.token_cutoffs
+    return found
+
+
+CutoffsDep = Annotated[sessions.TokenCutoffs, Depends(get_token_cutoffs)]
 
 
 def current_user_detached(request: Request, credentials: Credentials) -> User:
@@ -131,3 +151,15 @@ def operator_user(user: CurrentUser, request: Request) -> User:
 
 
 OperatorUser = Annotated[User, Depends(operator_user)]
+
+
+def admin_user(user: CurrentUser, request: Request) -> User:
+    if user.role != Role.ADMIN:
+        security_events.record(
+            request, "auth.permission_denied", actor_id=user.id, data={"method": request.method}
+        )
+        raise ApiError(403, "forbidden", "this operation needs the admin role")
+    return user
+
+
+AdminUser = Annotated[User, Depends(admin_user)]

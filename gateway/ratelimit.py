@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import redis
 import redis.asyncio as aioredis
 
+from settle.config import MAX_ACCESS_TOKEN_TTL_SECONDS
+
 logger = logging.getLogger("settle.gateway.ratelimit")
+
+# A cutoff only matters while tokens issued before it can still be unexpired.
+CUTOFF_KEEP_SECONDS = MAX_ACCESS_TOKEN_TTL_SECONDS + 60
 
 _HIT = """
 local current = redis.call('INCR', KEYS[1])
@@ -138,6 +145,26 @@ class Lockout:
             return 0
 
 
+def cutoff_key(prefix: str, user_id: uuid.UUID | str) -> str:
+    return f"{prefix}cutoff:{user_id}"
+
+
+class TokenCutoffs:
+    """`sessions.TokenCutoffs` on Redis: per user, the instant before which its access
+    tokens are void, kept as long as such tokens could be unexpired. Unlike the rate
+    limits this fails *closed*: a Redis error propagates, so the revoking request
+    fails (and rolls back) rather than leaving revoked tokens working."""
+
+    def __init__(self, client: redis.Redis[bytes], *, prefix: str) -> None:
+        self._client = client
+        self._prefix = prefix
+
+    def revoke_before(self, user_id: uuid.UUID, at: datetime) -> None:
+        self._client.set(
+            cutoff_key(self._prefix, user_id), repr(at.timestamp()), ex=CUTOFF_KEEP_SECONDS
+        )
+
+
 class AsyncRateLimiter:
     """The same fixed windows on the event loop, several counters in one round trip.
 
@@ -149,10 +176,19 @@ class AsyncRateLimiter:
 
     def __init__(self, client: aioredis.Redis[bytes], *, prefix: str) -> None:
         self._client = client
+        self._root = prefix
         self._prefix = f"{prefix}rl:"
 
     async def count_many(self, hits: list[tuple[str, str, int]]) -> list[tuple[int, int]]:
         """(bucket, subject, window seconds) each → (hits so far, ms left); zeros if down."""
+        counts, _ = await self.count_many_and_cutoff(hits, cutoff_of=None)
+        return counts
+
+    async def count_many_and_cutoff(
+        self, hits: list[tuple[str, str, int]], *, cutoff_of: uuid.UUID | None
+    ) -> tuple[list[tuple[int, int]], float | None]:
+        """`count_many`, and in the same round trip the token cutoff of user `cutoff_of`
+        (epoch seconds; None if the user has none, or Redis is down)."""
         try:
             async with self._client.pipeline(transaction=True) as pipe:
                 for bucket, subject, window in hits:
@@ -160,8 +196,15 @@ class AsyncRateLimiter:
                     pipe.set(key, 0, px=window * 1000, nx=True)
                     pipe.incr(key)
                     pipe.pttl(key)
+                if cutoff_of is not None:
+                    pipe.get(cutoff_key(self._root, cutoff_of))
                 results = await pipe.execute()
         except (redis.RedisError, OSError):
             logger.warning("rate limiter unavailable; allowing", exc_info=True)
-            return [(0, 0)] * len(hits)
-        return [(int(results[i + 1]), int(results[i + 2])) for i in range(0, len(results), 3)]
+            return [(0, 0)] * len(hits), None
+        cutoff: float | None = None
+        if cutoff_of is not None:
+            raw = results.pop()
+            cutoff = float(raw) if raw is not None else None
+        counts = [(int(results[i + 1]), int(results[i + 2])) for i in range(0, len(results), 3)]
+        return counts, cutoff

@@ -1,15 +1,22 @@
-"""Access tokens: short-lived HS256 JWTs. The algorithm is pinned on both sides."""
+"""Access tokens: short-lived HS256 JWTs. The algorithm is pinned on both sides.
+
+Every token carries `iat`, `nbf` and `exp`, and its lifetime (exp - iat) may not
+exceed MAX_ACCESS_TOKEN_TTL_SECONDS: a token minted with a longer one is refused
+even if its signature is good. `iat` keeps sub-second precision (RFC 7519
+NumericDate may be fractional) so a revocation cutoff (domain/services/sessions.py)
+separates the tokens issued just before it from those issued just after.
+`sid` names the session (refresh-token family) the token was issued for.
+"""
 
 from __future__ import annotations
 
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import jwt
 
-from settle.config import Settings
+from settle.config import MAX_ACCESS_TOKEN_TTL_SECONDS, Settings
 
 ALGORITHM = "HS256"
 ACCESS_TOKEN_TYPE = "access"  # noqa: S105 - the `typ` claim value
@@ -19,21 +26,27 @@ ACCESS_TOKEN_TYPE = "access"  # noqa: S105 - the `typ` claim value
 class AccessClaims:
     user_id: uuid.UUID
     role: str
+    issued_at: float = 0.0  # epoch seconds; compared with the user's revocation cutoff
+    session_id: uuid.UUID | None = None
 
 
-def issue_access_token(settings: Settings, *, user_id: uuid.UUID, role: str) -> str:
-    now = datetime.now(UTC)
-    claims = {
+def issue_access_token(
+    settings: Settings, *, user_id: uuid.UUID, role: str, session_id: uuid.UUID | None = None
+) -> str:
+    now = round(time.time(), 6)
+    claims: dict[str, object] = {
         "sub": str(user_id),
         "role": role,
         "typ": ACCESS_TOKEN_TYPE,
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
         "iat": now,
-        "nbf": now,
-        "exp": now + timedelta(seconds=settings.access_token_ttl_seconds),
+        "nbf": int(now),
+        "exp": int(now) + settings.access_token_ttl_seconds,
         "jti": uuid.uuid4().hex,
     }
+    if session_id is not None:
+        claims["sid"] = str(session_id)
     kid = settings.jwt_active_kid
     return jwt.encode(claims, settings.jwt_keys[kid], algorithm=ALGORITHM, headers={"kid": kid})
 
@@ -87,12 +100,24 @@ def _decode(settings: Settings, token: str) -> tuple[AccessClaims, float]:
         algorithms=[ALGORITHM],  # never trust the token's own "alg"
         audience=settings.jwt_audience,
         issuer=settings.jwt_issuer,
-        options={"require": ["exp", "iat", "sub", "iss", "aud", "typ", "jti"]},
+        options={"require": ["exp", "iat", "nbf", "sub", "iss", "aud", "typ", "jti"]},
     )
     if claims.get("typ") != ACCESS_TOKEN_TYPE:
         raise jwt.InvalidTokenError("not an access token")
     try:
-        found = AccessClaims(user_id=uuid.UUID(claims["sub"]), role=str(claims.get("role", "")))
+        issued_at, expires = float(claims["iat"]), float(claims["exp"])
+    except (TypeError, ValueError) as exc:
+        raise jwt.InvalidTokenError("bad time claims") from exc
+    if expires - issued_at > MAX_ACCESS_TOKEN_TTL_SECONDS:
+        raise jwt.InvalidTokenError("token lifetime exceeds the maximum")
+    try:
+        sid = claims.get("sid")
+        found = AccessClaims(
+            user_id=uuid.UUID(claims["sub"]),
+            role=str(claims.get("role", "")),
+            issued_at=issued_at,
+            session_id=uuid.UUID(sid) if isinstance(sid, str) else None,
+        )
     except ValueError as exc:
         raise jwt.InvalidTokenError("bad subject") from exc
     return found, float(claims["exp"])

@@ -1,11 +1,15 @@
 """All runtime configuration, read once from the environment (and `.env`).
 
 One pydantic-settings class. Outside development it refuses to start with the
-development JWT secret, so a forgotten variable cannot ship a forgeable token key.
+development JWT or webhook keys, so a forgotten variable cannot ship a forgeable
+token key; in production it also needs a /metrics token and turns /docs off unless
+asked. The image sets SETTLE_ENVIRONMENT=production (Dockerfile), so a container
+started with nothing but the database URLs refuses to start.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from typing import Literal
 
@@ -19,6 +23,8 @@ from domain.services.webhooks import WebhookPolicy
 RUN_ENV_FILE = "var/run.env"
 DEV_WEBHOOK_KEY = "settle-development-webhook-key-do-not-use-in-production"
 DEV_JWT_SECRET = "settle-development-secret-do-not-use-in-production"  # noqa: S105
+# No setting can make access tokens live longer; tokens claiming more are refused.
+MAX_ACCESS_TOKEN_TTL_SECONDS = 3600
 
 
 class Settings(BaseSettings):
@@ -54,7 +60,7 @@ class Settings(BaseSettings):
     jwt_active_kid: str = "default"
     jwt_issuer: str = "settle"
     jwt_audience: str = "settle-api"
-    access_token_ttl_seconds: int = 15 * 60
+    access_token_ttl_seconds: int = Field(default=15 * 60, ge=1, le=MAX_ACCESS_TOKEN_TTL_SECONDS)
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
 
     currencies: list[str] = ["USD", "EUR", "GBP", "CHF", "JPY"]
@@ -115,9 +121,14 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []
     max_body_bytes: int = 64 * 1024
     max_batch_body_bytes: int = 1024 * 1024  # 1,000 transfers with descriptions
-    expose_docs: bool = True  # /docs, /redoc, /openapi.json
-    metrics_token: str = ""  # when set, /metrics needs "Authorization: Bearer <token>"
+    # /docs, /redoc, /openapi.json. Unset: on, except in production.
+    expose_docs: bool | None = None
+    # When set, /metrics needs "Authorization: Bearer <token>"; required in production.
+    metrics_token: str = ""
     hsts: bool = False  # send Strict-Transport-Security (only behind TLS)
+    # Peers (addresses or networks, e.g. ["10.0.0.2", "10.1.0.0/16"]) whose
+    # X-Forwarded-For/-Proto the gateway believes. Default none: the TCP peer is the client.
+    trusted_proxies: list[str] = []
 
     # Processes (`settle serve NAME`, settle/processes.py). None: one per core.
     http_host: str = "127.0.0.1"
@@ -139,6 +150,13 @@ class Settings(BaseSettings):
     def _empty_means_default(cls, value: object) -> object:
         # docker-compose passes `${VAR:-}` through as an empty string: "use the default".
         return None if value == "" else value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # ValueError: refused at start
+        return value
 
     @property
     def engine_limits(self) -> Limits:
@@ -182,6 +200,13 @@ class Settings(BaseSettings):
             raise ValueError("SETTLE_WEBHOOK_ENCRYPTION_KEY must be set outside development")
         if len(self.webhook_encryption_key) < 32:
             raise ValueError("SETTLE_WEBHOOK_ENCRYPTION_KEY must be at least 32 characters")
+        if self.environment == "production" and len(self.metrics_token) < 32:
+            raise ValueError(
+                "SETTLE_METRICS_TOKEN (at least 32 characters) must be set in production: "
+                "/metrics is never open there"
+            )
+        if self.expose_docs is None:
+            self.expose_docs = self.environment != "production"
         self.currencies = [c.strip().upper() for c in self.currencies]
         return self
 

@@ -93,7 +93,16 @@ def beat_argv(*, schedule: str, loglevel: str = "INFO") -> list[str]:
 def flower_argv(*, address: str, port: int) -> list[str]:
     # No --basic-auth: Flower reads FLOWER_BASIC_AUTH from its environment itself
     # (every option has a FLOWER_* variable), so the password never shows in `ps`.
-    return celery_argv("flower", f"--address={address}", f"--port={port}")
+    # settle.flower puts every Flower page, /metrics and /healthcheck included,
+    # behind that authentication before handing over to celery's command line.
+    return [
+        sys.executable,
+        "-m",
+        "settle.flower",
+        "flower",
+        f"--address={address}",
+        f"--port={port}",
+    ]
 
 
 def argv(name: str, settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:

@@ -18,6 +18,7 @@ import subprocess
 import threading
 import time
 from types import FrameType
+from typing import Any
 
 from settle.config import Settings
 from settle.processes import GATEWAY_FACTORY, web_child_argv, web_processes
@@ -54,16 +55,21 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="settle-parent-watch", daemon=True).start()
 
 
-def serve_one(settings: Settings, *, supervised: bool = True) -> int:
-    """One gateway process on its own SO_REUSEPORT socket (what each child runs)."""
+def gateway_config(settings: Settings, app: Any = GATEWAY_FACTORY) -> Any:
+    """The uvicorn.Config of one gateway process (`app`: the gateway factory's path,
+    or, in tests, any ASGI app).
+
+    Proxy headers (X-Forwarded-For/-Proto) are honoured only from the peers listed
+    in SETTLE_TRUSTED_PROXIES, by default none. uvicorn's own default trusts
+    127.0.0.1 (or its FORWARDED_ALLOW_IPS variable), which let any client arriving
+    over loopback choose the address its rate limits and lockouts key on.
+    """
     import uvicorn
 
-    sock = bind_reuseport(settings.http_host, settings.http_port)
-    if supervised:
-        _exit_with_parent()
-    config = uvicorn.Config(
-        GATEWAY_FACTORY,
-        factory=True,
+    trusted = list(settings.trusted_proxies)
+    return uvicorn.Config(
+        app,
+        factory=isinstance(app, str),
         host=settings.http_host,
         port=settings.http_port,
         access_log=settings.http_access_log,
@@ -71,9 +77,19 @@ def serve_one(settings: Settings, *, supervised: bool = True) -> int:
         # "auto" picks uvloop and httptools when installed (they are dependencies).
         loop="auto",
         http="auto",
-        proxy_headers=True,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted,
     )
-    server = uvicorn.Server(config)
+
+
+def serve_one(settings: Settings, *, supervised: bool = True) -> int:
+    """One gateway process on its own SO_REUSEPORT socket (what each child runs)."""
+    import uvicorn
+
+    sock = bind_reuseport(settings.http_host, settings.http_port)
+    if supervised:
+        _exit_with_parent()
+    server = uvicorn.Server(gateway_config(settings))
     # uvicorn re-raises the stop signal once it has shut down; with a no-op handler in
     # place, a requested stop ends in exit status 0 instead of death by signal.
     for sig in STOP_SIGNALS:

@@ -29,3 +29,15 @@ def revoke_family(session: Session, family_id: uuid.UUID, *, at: datetime) -> No
         .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=at)
     )
+
+
+def revoke_user(
+    session: Session, user_id: uuid.UUID, *, at: datetime, keep_family: uuid.UUID | None = None
+) -> None:
+    """Revoke every live refresh token of the user, except those of `keep_family`."""
+    query = update(RefreshToken).where(
+        RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None)
+    )
+    if keep_family is not None:
+        query = query.where(RefreshToken.family_id != keep_family)
+    session.execute(query.values(revoked_at=at))

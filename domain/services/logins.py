@@ -15,6 +15,7 @@ must not take login down with it.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -77,7 +78,7 @@ class LockoutPolicy:
 
 @dataclass(frozen=True, kw_only=True)
 class LogIn:
-    email: str  # as typed: counters and the trail key on it, `authenticate` normalises
+    email: str  # as typed; normalised (users.normalise_email) before anything keys on it
     password: str
     origin: audit.Origin
 
@@ -86,6 +87,7 @@ class LogIn:
 class LoggedIn:
     user: User
     refresh_token: str
+    family_id: uuid.UUID  # the session: access tokens name it in their `sid`
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,12 +107,14 @@ class Logins:
         password work, and AuthenticationFailed for wrong credentials; the events
         of refused attempts go to the monitor, since `session` will roll back.
         """
-        email, client = cmd.email, cmd.origin.client
+        # One identity for every variant of the address: the counters, the lockout
+        # and the credential check all key on the normalised form.
+        email, client = users.normalise_email(cmd.email), cmd.origin.client
         self._throttle(PER_CLIENT, client)
         self._throttle(PER_ACCOUNT, email)
         locked_for = self.lockouts.locked_for(email, client)
         if locked_for:
-            self._record(cmd, "auth.login_locked")
+            self._record(cmd, email, "auth.login_locked")
             raise TooManyAttempts(
                 "too many failed logins; try again later",
                 code="login_locked",
@@ -120,14 +124,15 @@ class Logins:
             user = users.authenticate(session=session, email=email, password=cmd.password)
         except AuthenticationFailed:
             imposed = self._count_failure(email, client)
-            self._record(cmd, "auth.login_failed")
+            self._record(cmd, email, "auth.login_failed")
             if imposed:
                 self.monitor.flag(anomalies.FAILED_LOGIN_BURST)
-                self._record(cmd, "auth.lockout", seconds=imposed)
+                self._record(cmd, email, "auth.lockout", seconds=imposed)
             raise
         self.lockouts.reset(email, client)
+        family_id = uuid.uuid4()
         token = sessions.issue_refresh_token(
-            session=session, user=user, ttl_seconds=self.refresh_ttl_seconds
+            session=session, user=user, ttl_seconds=self.refresh_ttl_seconds, family_id=family_id
         )
         # In the request's own transaction: no success is recorded unless the token is.
         audit.append(
@@ -141,7 +146,7 @@ class Logins:
                 )
             ],
         )
-        return LoggedIn(user=user, refresh_token=token)
+        return LoggedIn(user=user, refresh_token=token, family_id=family_id)
 
     def _throttle(self, bucket: str, subject: str) -> None:
         wait = self.rate_limits.retry_after(bucket, subject)
@@ -161,5 +166,5 @@ class Logins:
         seconds = self.policy.duration(lockouts)
         return seconds if self.lockouts.lock(email, client, seconds) else 0
 
-    def _record(self, cmd: LogIn, event_type: str, **data: object) -> None:
-        self.monitor.record(cmd.origin.record(event_type, data={"email": cmd.email, **data}))
+    def _record(self, cmd: LogIn, email: str, event_type: str, **data: object) -> None:
+        self.monitor.record(cmd.origin.record(event_type, data={"email": email, **data}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
@@ -11,10 +12,24 @@ from domain.models import User
 from domain.services import audit, sessions, users
 from domain.services.logins import LogIn
 from gateway import security_events
-from gateway.deps import CurrentUser, GuardsDep, LoginsDep, SessionDep, SettingsDep, UowDep
-from gateway.errors import PROBLEM_JSON
+from gateway.deps import (
+    CurrentUser,
+    CutoffsDep,
+    GuardsDep,
+    LoginsDep,
+    SessionDep,
+    SettingsDep,
+    UowDep,
+)
+from gateway.errors import PROBLEM_JSON, problem_responses
 from gateway.guards import too_many_attempts
-from gateway.schemas.auth import Credentials, RefreshRequest, TokenPair, UserOut
+from gateway.schemas.auth import (
+    Credentials,
+    PasswordChange,
+    RefreshRequest,
+    TokenPair,
+    UserOut,
+)
 from gateway.tokens import issue_access_token
 from settle.config import Settings
 
@@ -32,9 +47,13 @@ def _user_out(user: User) -> UserOut:
     return UserOut.model_validate(user, from_attributes=True)
 
 
-def _token_pair(settings: Settings, user: User, refresh_token: str) -> TokenPair:
+def _token_pair(
+    settings: Settings, user: User, refresh_token: str, session_id: uuid.UUID
+) -> TokenPair:
     return TokenPair(
-        access_token=issue_access_token(settings, user_id=user.id, role=user.role),
+        access_token=issue_access_token(
+            settings, user_id=user.id, role=user.role, session_id=session_id
+        ),
         refresh_token=refresh_token,
         expires_in=settings.access_token_ttl_seconds,
     )
@@ -97,7 +116,7 @@ def token(
         done = logins.log_in(session=session, cmd=cmd)
     except TooManyAttempts as exc:
         raise too_many_attempts(exc) from exc
-    return _token_pair(settings, done.user, done.refresh_token)
+    return _token_pair(settings, done.user, done.refresh_token, done.family_id)
 
 
 @router.post(
@@ -110,13 +129,13 @@ def token(
 def refresh(
     body: RefreshRequest, request: Request, uow: UowDep, settings: SettingsDep
 ) -> TokenPair:
-    user, new_refresh = sessions.rotate_refresh_token(
+    user, new_refresh, family_id = sessions.rotate_refresh_token(
         uow=uow,
         token=body.refresh_token,
         ttl_seconds=settings.refresh_token_ttl_seconds,
         origin=security_events.origin(request),
     )
-    return _token_pair(settings, user, new_refresh)
+    return _token_pair(settings, user, new_refresh, family_id)
 
 
 @router.post(
@@ -126,6 +145,44 @@ def refresh(
 )
 def logout(body: RefreshRequest, session: SessionDep) -> Response:
     sessions.revoke_refresh_token(session=session, token=body.refresh_token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/v1/auth/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(
+        {
+            401: "Not authenticated, or the current password is wrong",
+            422: "The new password does not meet the policy",
+            429: "Rate limited; see Retry-After",
+        }
+    ),
+    summary="Change your password; every other session ends",
+    description="Every refresh token of yours but this session's is revoked, and every "
+    "access token issued so far (this one included) is refused from the next request "
+    "on: use this session's refresh token for a new pair.",
+)
+def change_password(
+    body: PasswordChange,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    guards: GuardsDep,
+    cutoffs: CutoffsDep,
+) -> Response:
+    # Guessing the current password here is throttled like guessing it at login.
+    guards.enforce("password-user", str(user.id), settings.rate_limit_login_per_account)
+    users.change_password(
+        session=session,
+        user=user,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        keep_family=request.state.access_claims.session_id,
+        cutoffs=cutoffs,
+        origin=security_events.origin(request),
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

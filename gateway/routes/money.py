@@ -31,7 +31,7 @@ from domain.resources import ApprovalResource, BatchResource, TransferResource
 from domain.services import acceptance, approvals
 from domain.uow import UnitOfWork, async_unit_of_work
 from gateway import security_events
-from gateway.deps import OperatorUser, TokenCaller, UowDep
+from gateway.deps import OperatorUser, TokenCaller, UowDep, token_still_valid
 from gateway.errors import ApiError, problem_responses
 from gateway.idempotency import require_key
 from gateway.metrics import ANOMALIES, RATE_LIMITED, TRANSFERS_ACCEPTED, WAKEUPS_FAILED
@@ -42,6 +42,7 @@ from gateway.schemas.transfers import (
     TransferBatchCreate,
     TransferCreate,
 )
+from gateway.tokens import AccessClaims
 from settle.config import Settings
 
 router = APIRouter(tags=["money movement"])
@@ -58,6 +59,7 @@ _ACCEPTED: dict[int | str, dict[str, Any]] = {
     **problem_responses(
         {
             400: "Missing or malformed Idempotency-Key",
+            401: "Missing, invalid, expired or revoked access token",
             404: "Account not found (or not yours)",
             409: "The same Idempotency-Key is still in flight",
             422: "Invalid amount, currency, account, or key reused with another body",
@@ -101,16 +103,23 @@ class MoneyDesk:
         *,
         batch: bool = False,
         atomic: bool = False,
+        claims: AccessClaims | None = None,
     ) -> acceptance.Accepted:
+        """`claims`: the caller's token, when the route did not load the user; its
+        revocation cutoff is read in the same Redis round trip as the counters."""
         state = self.request.app.state
         idempotency = self.idempotency(body)
         rule = Rule.parse(self.settings.rate_limit_money_per_user)
-        (money, money_ttl_ms), (today, _) = await state.async_limiter.count_many(
+        counts, cutoff = await state.async_limiter.count_many_and_cutoff(
             [
                 ("money-user", str(user_id), rule.window_seconds),
                 ("velocity", str(user_id), anomalies.DAILY_VELOCITY_WINDOW_SECONDS),
-            ]
+            ],
+            cutoff_of=claims.user_id if claims is not None else None,
         )
+        if claims is not None:
+            token_still_valid(claims, cutoff)
+        (money, money_ttl_ms), (today, _) = counts
         if money > rule.limit:
             RATE_LIMITED.labels(bucket="money-user").inc()
             raise ApiError(
@@ -206,7 +215,7 @@ def _route(
 @_route("/v1/transfers", "Move money from one of your accounts to another account")
 async def create_transfer(body: TransferCreate, caller: TokenCaller, desk: Desk) -> Response:
     item = acceptance.MoneyItem(kind=TransferKind.TRANSFER, **body.item_fields())
-    return _single(await desk.accept(caller.user_id, [item], body))
+    return _single(await desk.accept(caller.user_id, [item], body, claims=caller))
 
 
 _DEPOSIT_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -245,7 +254,7 @@ async def create_deposit(
 @_route("/v1/withdrawals", "Pay money out of one of your accounts")
 async def create_withdrawal(body: AccountMoneyCreate, caller: TokenCaller, desk: Desk) -> Response:
     item = acceptance.MoneyItem(kind=TransferKind.WITHDRAWAL, **body.item_fields())
-    return _single(await desk.accept(caller.user_id, [item], body))
+    return _single(await desk.accept(caller.user_id, [item], body, claims=caller))
 
 
 @_route(
@@ -262,7 +271,9 @@ async def create_batch(body: TransferBatchCreate, caller: TokenCaller, desk: Des
         acceptance.MoneyItem(kind=TransferKind.TRANSFER, **item.item_fields())
         for item in body.transfers
     ]
-    outcome = await desk.accept(caller.user_id, items, body, batch=True, atomic=body.atomic)
+    outcome = await desk.accept(
+        caller.user_id, items, body, batch=True, atomic=body.atomic, claims=caller
+    )
     assert outcome.batch_id is not None
     batch = BatchResource.of(outcome.batch_id, body.atomic, outcome.transfers)
     return _answer(batch, f"/v1/transfer-batches/{batch.id}", outcome.replayed)

@@ -16,6 +16,11 @@ class Credentials(StrictRequest):
     password: StrictStr = Field(min_length=1, max_length=128, examples=["correct horse battery"])
 
 
+class PasswordChange(StrictRequest):
+    current_password: StrictStr = Field(min_length=1, max_length=128)
+    new_password: StrictStr = Field(min_length=1, max_length=128)
+
+
 class RefreshRequest(StrictRequest):
     refresh_token: StrictStr = Field(min_length=1, max_length=200)
 
