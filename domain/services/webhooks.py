@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from domain.errors import Conflict, InvalidRequest, NotFound
 from domain.models import Event, User, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from domain.repositories import events as events_repo
+from domain.repositories import quotas as quotas_repo
 from domain.repositories import webhooks as webhooks_repo
 from domain.secret_box import SecretBox
 from domain.services import audit
@@ -70,8 +71,14 @@ def create_endpoint(
         allowed_ports=policy.allowed_ports,
         explain_private=policy.explain_private,
     )
-    if len(webhooks_repo.endpoints_of(session, user.id)) >= MAX_ENDPOINTS_PER_USER:
-        raise InvalidRequest("too many webhook endpoints", code="too_many_endpoints")
+    # Under the user's quota lock, so concurrent creates cannot all pass the count.
+    quotas_repo.lock_user_quotas(session, user.id)
+    if webhooks_repo.count_endpoints(session, user.id) >= MAX_ENDPOINTS_PER_USER:
+        raise InvalidRequest(
+            f"at most {MAX_ENDPOINTS_PER_USER} webhook endpoints per user; "
+            "delete one you no longer use first",
+            code="too_many_endpoints",
+        )
     secret = new_secret()
     endpoint = WebhookEndpoint(
         id=uuid.uuid4(),
