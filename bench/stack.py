@@ -102,6 +102,8 @@ def _bench_env(
         # A bulk client is the normal case here, not an anomaly: without this every
         # request past the 200th of the day writes a velocity flag to the audit chain.
         SETTLE_DAILY_VELOCITY_THRESHOLD="1000000000",
+        # One customer owns every account a scenario opens.
+        SETTLE_MAX_ACCOUNTS_PER_USER="1000000000",
         # The receiver listens on 127.0.0.1.
         SETTLE_WEBHOOK_ALLOW_PRIVATE="true",
         # A soak outlives the default 15-minute access token.

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     idempotency_retention_seconds: float = 24 * 3600
     # Concurrent ?wait= long-polls one user may hold open (per gateway process); 429 past it.
     max_waits_per_user: int = 20
+    # Accounts one user may open (POST /v1/accounts answers 422 too_many_accounts past it).
+    max_accounts_per_user: int = Field(default=20, ge=1)
 
     # Rate limits ("count/seconds" windows), enforced in Redis per key.
     rate_limit_login_per_ip: str = "30/60"
