@@ -104,6 +104,8 @@ def _bench_env(
         SETTLE_DAILY_VELOCITY_THRESHOLD="1000000000",
         # The bench funds its hot source with one large deposit: no second operator here.
         SETTLE_APPROVAL_THRESHOLD="1000000000000",
+        # One customer owns every account a scenario opens.
+        SETTLE_MAX_ACCOUNTS_PER_USER="1000000000",
         # The receiver listens on 127.0.0.1.
         SETTLE_WEBHOOK_ALLOW_PRIVATE="true",
         # A soak outlives the default 15-minute access token.

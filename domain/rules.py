@@ -12,7 +12,13 @@ from typing import Protocol
 from domain.enums import AccountStatus
 
 INSUFFICIENT_FUNDS = "insufficient_funds"
-ACCOUNT_FROZEN = "account_frozen"
+ACCOUNT_FROZEN = "account_frozen"  # the source (the payer's own account) is frozen
+# The destination cannot receive (frozen, or another currency): deliberately vague, the
+# payer must not learn another customer's account state or currency from it.
+DESTINATION_UNAVAILABLE = "destination_unavailable"
+DESTINATION_UNAVAILABLE_DETAIL = (
+    "the destination account cannot receive this transfer; check the account number with its holder"
+)
 CURRENCY_MISMATCH = "currency_mismatch"
 AMOUNT_OVER_LIMIT = "amount_over_limit"
 DAILY_LIMIT_EXCEEDED = "daily_limit_exceeded"
@@ -25,6 +31,7 @@ INTERNAL_ERROR = "internal_error"
 FAILURE_CODES = (
     INSUFFICIENT_FUNDS,
     ACCOUNT_FROZEN,
+    DESTINATION_UNAVAILABLE,
     CURRENCY_MISMATCH,
     AMOUNT_OVER_LIMIT,
     DAILY_LIMIT_EXCEEDED,
@@ -73,10 +80,14 @@ def failure_for(
 
     `sent_today`: what `source` already sent since midnight UTC (succeeded transfers).
     """
-    if source.status != AccountStatus.ACTIVE or destination.status != AccountStatus.ACTIVE:
+    if source.status != AccountStatus.ACTIVE:
         return ACCOUNT_FROZEN
-    if transfer.currency != source.currency or transfer.currency != destination.currency:
+    if destination.status != AccountStatus.ACTIVE:
+        return DESTINATION_UNAVAILABLE
+    if transfer.currency != source.currency:
         return CURRENCY_MISMATCH
+    if transfer.currency != destination.currency:
+        return DESTINATION_UNAVAILABLE
     if transfer.amount > limits.max_amount:
         return AMOUNT_OVER_LIMIT
     if source.is_system:

@@ -12,6 +12,7 @@ import uuid
 from contextvars import ContextVar
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 request_id_var: ContextVar[str | None] = ContextVar("settle_request_id", default=None)
@@ -94,17 +95,31 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _BodyTooLargeError
+                    raise BodyTooLargeError(limit)
             return message
 
         try:
             await self.app(scope, counting_receive, send)
-        except _BodyTooLargeError:
+        except BodyTooLargeError:
+            # Only when raised outside the routes (their handler answers it): a
+            # started response cannot be replaced.
             await _too_large(send, limit)
 
 
-class _BodyTooLargeError(Exception):
-    pass
+class BodyTooLargeError(HTTPException):
+    """Raised from `receive` once a streamed body passes the limit.
+
+    An HTTPException on purpose: FastAPI turns any other exception raised while it
+    reads the body into "400 error parsing the body", but re-raises HTTPException,
+    so the app's handler answers 413 (`gateway/errors.py`).
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413, detail=too_large_detail(limit))
+
+
+def too_large_detail(limit: int) -> str:
+    return f"the request body exceeds {limit} bytes"
 
 
 async def _too_large(send: Send, limit: int) -> None:
@@ -112,7 +127,7 @@ async def _too_large(send: Send, limit: int) -> None:
         "type": "urn:settle:problem:request-too-large",
         "title": "Request too large",
         "status": 413,
-        "detail": f"the request body exceeds {limit} bytes",
+        "detail": too_large_detail(limit),
         "code": "request_too_large",
     }
     payload = json.dumps(body).encode()

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from domain.rules import Limits
 from domain.services.approvals import ApprovalPolicy
 from domain.services.webhooks import WebhookPolicy
+from domain.webhook_urls import DEFAULT_PORTS
 
 RUN_ENV_FILE = "var/run.env"
 DEV_WEBHOOK_KEY = "settle-development-webhook-key-do-not-use-in-production"
@@ -84,6 +85,8 @@ class Settings(BaseSettings):
     idempotency_retention_seconds: float = 24 * 3600
     # Concurrent ?wait= long-polls one user may hold open (per gateway process); 429 past it.
     max_waits_per_user: int = 20
+    # Accounts one user may open (POST /v1/accounts answers 422 too_many_accounts past it).
+    max_accounts_per_user: int = Field(default=20, ge=1)
 
     # Rate limits ("count/seconds" windows), enforced in Redis per key.
     rate_limit_login_per_ip: str = "30/60"
@@ -110,6 +113,8 @@ class Settings(BaseSettings):
     # secret it must be set outside development.
     webhook_encryption_key: str = DEV_WEBHOOK_KEY
     webhook_allow_private: bool = False  # UNSAFE outside development: lifts the SSRF guard
+    # Ports webhook URLs may use (JSON list); the SSRF guard refuses any other.
+    webhook_allowed_ports: list[int] = sorted(DEFAULT_PORTS)
     webhook_timeout_seconds: float = 10.0
     # Seconds before attempt 1, 2, ...: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
     webhook_retry_schedule: list[float] = [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
@@ -158,6 +163,13 @@ class Settings(BaseSettings):
             ipaddress.ip_network(entry, strict=False)  # ValueError: refused at start
         return value
 
+    @field_validator("webhook_allowed_ports")
+    @classmethod
+    def _ports_in_range(cls, ports: list[int]) -> list[int]:
+        if not ports or any(not 1 <= port <= 65535 for port in ports):
+            raise ValueError("SETTLE_WEBHOOK_ALLOWED_PORTS must list ports between 1 and 65535")
+        return ports
+
     @property
     def engine_limits(self) -> Limits:
         return Limits(
@@ -178,6 +190,8 @@ class Settings(BaseSettings):
             retry_schedule=self.webhook_retry_schedule,
             disable_after_seconds=self.webhook_disable_after_seconds,
             secret_grace_seconds=self.webhook_secret_grace_seconds,
+            allowed_ports=frozenset(self.webhook_allowed_ports),
+            explain_private=self.environment == "development",
         )
 
     @model_validator(mode="after")

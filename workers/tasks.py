@@ -130,7 +130,7 @@ def deliver(delivery_id: uuid.UUID) -> str | None:
         return None
     outcome = webhook_sender.send(
         plan,
-        allow_private=settings.webhook_allow_private,
+        policy=settings.webhook_policy,
         timeout=settings.webhook_timeout_seconds,
     )
     with unit_of_work(factory) as uow:

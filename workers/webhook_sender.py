@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from domain.errors import InvalidRequest
-from domain.services.webhooks import AttemptPlan
+from domain.services.webhooks import AttemptPlan, WebhookPolicy
 from domain.webhook_signing import signature_header
 from domain.webhook_urls import resolve
 
@@ -29,14 +29,16 @@ class AttemptOutcome:
     duration_ms: int
 
 
-def send(plan: AttemptPlan, *, allow_private: bool, timeout: float) -> AttemptOutcome:
+def send(plan: AttemptPlan, *, policy: WebhookPolicy, timeout: float) -> AttemptOutcome:
     started = time.monotonic()
 
     def outcome(status: int | None, error: str | None) -> AttemptOutcome:
         return AttemptOutcome(status, error, int((time.monotonic() - started) * 1000))
 
     try:
-        target = resolve(plan.url, allow_private=allow_private)
+        target = resolve(
+            plan.url, allow_private=policy.allow_private, allowed_ports=policy.allowed_ports
+        )
     except InvalidRequest as exc:
         return outcome(None, exc.detail)
     address = target.addresses[0]

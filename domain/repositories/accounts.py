@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from domain.models import Account
@@ -32,6 +32,10 @@ def list_for_owner(
     if after is not None:
         query = query.where(Account.id > after)
     return list(session.scalars(query.order_by(Account.id).limit(limit)))
+
+
+def count_for_owner(session: Session, owner_id: uuid.UUID) -> int:
+    return session.scalar(select(func.count()).where(Account.owner_id == owner_id)) or 0
 
 
 def add(session: Session, account: Account) -> Account:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from domain.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -14,6 +14,13 @@ from domain.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 def add(session: Session, endpoint: WebhookEndpoint) -> None:
     session.add(endpoint)
     session.flush()
+
+
+def count_endpoints(session: Session, user_id: uuid.UUID) -> int:
+    query = select(func.count()).where(
+        WebhookEndpoint.user_id == user_id, WebhookEndpoint.deleted_at.is_(None)
+    )
+    return session.scalar(query) or 0
 
 
 def get_endpoint(session: Session, endpoint_id: uuid.UUID) -> WebhookEndpoint | None:

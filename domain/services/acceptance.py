@@ -30,6 +30,7 @@ from domain.errors import (
 from domain.money import check_amount, check_currency
 from domain.repositories import acceptance as acceptance_repo
 from domain.resources import TransferResource
+from domain.rules import DESTINATION_UNAVAILABLE, DESTINATION_UNAVAILABLE_DETAIL
 from domain.uow import AsyncUnitOfWork, UnitOfWork
 
 MAX_BATCH_ITEMS = 1000
@@ -239,10 +240,14 @@ def _refusal(code: str, detail: str | None, item: MoneyItem) -> DomainError:
             "source and destination must be different accounts", code="same_account"
         )
     if code == "currency_mismatch" and detail:
+        # Only ever about the caller's own account (or, for a deposit, one an operator
+        # may see): settle_accept says `destination_unavailable` about anyone else's.
         number, _, held = detail.partition(" ")
         return InvalidRequest(
             f"account {number} holds {held}, not {item.currency}", code="currency_mismatch"
         )
+    if code == DESTINATION_UNAVAILABLE:
+        return InvalidRequest(DESTINATION_UNAVAILABLE_DETAIL, code=DESTINATION_UNAVAILABLE)
     if code == "no_settlement_account":
         return InvalidRequest(
             f"no settlement account exists for {detail}; it is created when the gateway starts",

@@ -11,11 +11,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from domain.enums import AccountKind, AccountStatus
-from domain.errors import NotFound
+from domain.errors import InvalidRequest, NotFound
 from domain.models import Account, LedgerEntry, User
 from domain.money import check_currency, new_account_number
 from domain.repositories import accounts as accounts_repo
 from domain.repositories import ledger as ledger_repo
+from domain.repositories import quotas as quotas_repo
 
 _NUMBER_ATTEMPTS = 5
 
@@ -27,8 +28,19 @@ class OpenAccount:
     name: str | None = None
 
 
-def open_account(*, session: Session, cmd: OpenAccount, currencies: list[str]) -> Account:
+def open_account(
+    *, session: Session, cmd: OpenAccount, currencies: list[str], max_accounts: int | None = None
+) -> Account:
+    """A new active account; `max_accounts` caps how many one owner may hold."""
     check_currency(cmd.currency, supported=currencies)
+    if max_accounts is not None:
+        # Under the owner's quota lock, so concurrent opens cannot all pass the count.
+        quotas_repo.lock_user_quotas(session, cmd.owner.id)
+        if accounts_repo.count_for_owner(session, cmd.owner.id) >= max_accounts:
+            raise InvalidRequest(
+                f"at most {max_accounts} accounts per user; use an account you already have",
+                code="too_many_accounts",
+            )
     for attempt in range(_NUMBER_ATTEMPTS):
         account = Account(
             number=new_account_number(),

@@ -19,12 +19,13 @@ from sqlalchemy.orm import Session
 from domain.errors import Conflict, InvalidRequest, NotFound
 from domain.models import Event, User, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from domain.repositories import events as events_repo
+from domain.repositories import quotas as quotas_repo
 from domain.repositories import webhooks as webhooks_repo
 from domain.secret_box import SecretBox
 from domain.services import audit
 from domain.services.events import EVENT_TYPES
 from domain.webhook_signing import new_secret
-from domain.webhook_urls import resolve
+from domain.webhook_urls import DEFAULT_PORTS, resolve
 
 MAX_ENDPOINTS_PER_USER = 20
 
@@ -35,6 +36,8 @@ class WebhookPolicy:
     retry_schedule: list[float]  # seconds before attempt 1, 2, 3... (first is usually 0)
     disable_after_seconds: float
     secret_grace_seconds: float
+    allowed_ports: frozenset[int] = DEFAULT_PORTS
+    explain_private: bool = False  # development: refusals name the switch that lifts them
 
 
 @dataclass(frozen=True)
@@ -62,9 +65,20 @@ def create_endpoint(
             f"events must be a non-empty subset of {', '.join(EVENT_TYPES)}",
             code="invalid_event_types",
         )
-    resolve(url, allow_private=policy.allow_private)
-    if len(webhooks_repo.endpoints_of(session, user.id)) >= MAX_ENDPOINTS_PER_USER:
-        raise InvalidRequest("too many webhook endpoints", code="too_many_endpoints")
+    resolve(
+        url,
+        allow_private=policy.allow_private,
+        allowed_ports=policy.allowed_ports,
+        explain_private=policy.explain_private,
+    )
+    # Under the user's quota lock, so concurrent creates cannot all pass the count.
+    quotas_repo.lock_user_quotas(session, user.id)
+    if webhooks_repo.count_endpoints(session, user.id) >= MAX_ENDPOINTS_PER_USER:
+        raise InvalidRequest(
+            f"at most {MAX_ENDPOINTS_PER_USER} webhook endpoints per user; "
+            "delete one you no longer use first",
+            code="too_many_endpoints",
+        )
     secret = new_secret()
     endpoint = WebhookEndpoint(
         id=uuid.uuid4(),

@@ -30,6 +30,8 @@ def entry_out(entry: LedgerEntry) -> EntryResource:
     status_code=status.HTTP_201_CREATED,
     response_model=AccountResource,
     summary="Open an account in one currency",
+    description="A user holds at most `SETTLE_MAX_ACCOUNTS_PER_USER` accounts (20 by "
+    "default); past it, 422 `too_many_accounts`.",
 )
 def create_account(
     body: AccountCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep
@@ -38,6 +40,7 @@ def create_account(
         session=session,
         cmd=accounts.OpenAccount(owner=user, currency=body.currency, name=body.name),
         currencies=settings.currencies,
+        max_accounts=settings.max_accounts_per_user,
     )
     return account_out(account)
 

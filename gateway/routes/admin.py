@@ -33,7 +33,8 @@ def audit_event_out(event: AuditEvent) -> AuditEventOut:
 @router.post(
     "/accounts/{account_id}/freeze",
     response_model=AdminAccountOut,
-    summary="Freeze an account: its pending and future transfers fail with account_frozen",
+    summary="Freeze an account: its pending and future transfers fail "
+    "(account_frozen from it, destination_unavailable to it)",
 )
 def freeze(account_id: uuid.UUID, user: OperatorUser, uow: UowDep) -> AdminAccountOut:
     account = admin.set_status(

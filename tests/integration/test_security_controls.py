@@ -207,6 +207,25 @@ def test_oversized_bodies_are_refused_with_413(client):
     assert response.json()["code"] == "request_too_large"
 
 
+@pytest.mark.parametrize("path", ["/v1/auth/register", "/v1/transfer-batches"])
+def test_streamed_oversized_bodies_are_refused_with_413(client, path):
+    """Issue 10, finding 7: a chunked body (no Content-Length) over the limit got 400,
+    because FastAPI turned the middleware's exception into "error parsing the body"."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"email": "'
+        for _ in range(2_000):
+            yield b"a" * 1024
+        yield b'"}'
+
+    response = client.post(path, content=chunks(), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["code"] == "request_too_large"
+    assert "exceeds" in body["detail"]
+
+
 def test_cors_allowlist(settings, redis_client):
     with app_with(settings, redis_client, cors_origins=["https://app.example"]) as client:
         allowed = client.options(

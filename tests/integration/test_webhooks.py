@@ -241,6 +241,47 @@ def test_registration_refuses_private_urls_by_default(client):
     assert bad_events.status_code == 422
 
 
+def test_registration_refuses_non_global_ipv6_and_ports_outside_the_allowlist(client):
+    """Issue 10, finding 9: `http://[fec0::1]/`, `:6379` and `:0` were accepted."""
+    headers = register_and_login(client)
+    expected = {
+        "http://[fec0::1]/": "fec0::1 is a site-local address",
+        "http://[2002:a00:1::1]/": "6to4 form of a private address",
+        "http://[64:ff9b::a9fe:a9fe]/": "NAT64 form of a link-local address",
+        "http://93.184.216.34:6379/": "ports 80, 443, 8080, 8443; port 6379 is not allowed",
+        "http://93.184.216.34:0/": "port 0",
+    }
+    for url, detail in expected.items():
+        response = client.post(
+            "/v1/webhook-endpoints",
+            headers=headers,
+            json={"url": url, "events": ["transfer.succeeded"]},
+        )
+        assert response.status_code == 422, url
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "webhook_url_not_allowed"
+        assert detail in response.json()["detail"], response.json()
+
+
+def test_delivery_rechecks_the_port_allowlist():
+    """Issue 10, finding 9: an endpoint registered before the allowlist is not called."""
+    from domain.services.webhooks import AttemptPlan, WebhookPolicy
+    from workers import webhook_sender
+
+    plan = AttemptPlan(
+        delivery_id=uuid.uuid4(),
+        url="http://93.184.216.34:6379/",
+        msg_id="m",
+        body=b"{}",
+        secrets=["whsec_" + "A" * 43],
+    )
+    policy = WebhookPolicy(
+        allow_private=False, retry_schedule=[0], disable_after_seconds=1, secret_grace_seconds=1
+    )
+    outcome = webhook_sender.send(plan, policy=policy, timeout=1)
+    assert outcome.status_code is None and "port 6379 is not allowed" in (outcome.error or "")
+
+
 def test_deliveries_to_a_deleted_endpoint_are_closed_not_retried_forever(
     hooks_app, session_factory, drain_pending
 ):

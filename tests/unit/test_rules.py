@@ -50,8 +50,19 @@ def test_system_accounts_may_go_negative_and_have_no_daily_quota():
 
 
 def test_frozen_either_side():
+    """A frozen destination is `destination_unavailable`: the payer must not learn that
+    another customer's account is frozen (issue 10, finding 11)."""
     assert check(_transfer(), _account(1000, status="frozen")) == "account_frozen"
-    assert check(_transfer(), _account(1000), _account(status="frozen")) == "account_frozen"
+    frozen_payee = check(_transfer(), _account(1000), _account(status="frozen"))
+    assert frozen_payee == "destination_unavailable"
+    both = check(_transfer(), _account(1000, status="frozen"), _account(status="frozen"))
+    assert both == "account_frozen"
+
+
+def test_a_destination_in_another_currency_is_unavailable_not_named():
+    assert check(_transfer(), _account(1000), _account(currency="EUR")) == (
+        "destination_unavailable"
+    )
 
 
 def test_currency_mismatch_and_maximum():
