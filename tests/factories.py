@@ -128,3 +128,28 @@ def wait_for_events(
         if time.monotonic() > deadline:
             raise AssertionError(f"{len(events)} of {count} events visible after {timeout}s")
         time.sleep(0.05)
+
+
+def seal_all(factory: sessionmaker[Session], *, timeout: float = 15.0) -> None:
+    """Seal until no audit row is left unsealed, as the sealer would over a few runs.
+
+    A row becomes sealable once no older transaction is still running anywhere on the
+    server (xids are server-wide), so on a shared server this may take a moment.
+    """
+    from sqlalchemy import text
+
+    from domain.services import audit
+    from settle.config import get_settings
+
+    unsealed = text(
+        "SELECT count(*) FROM audit_events a"
+        " WHERE NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.audit_id = a.id)"
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        with unit_of_work(factory) as uow:
+            if audit.seal(uow.session, keys=get_settings().audit_keyring):
+                continue
+            if not uow.session.scalar(unsealed) or time.monotonic() > deadline:
+                return
+        time.sleep(0.05)
