@@ -53,7 +53,7 @@ FORBIDDEN = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def funded(client, session_factory, drain_pending):
     operator = operator_headers(client, session_factory)
     account = open_account(client, register_and_login(client))
