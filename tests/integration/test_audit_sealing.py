@@ -68,6 +68,24 @@ def test_rows_are_sealed_in_commit_order_with_a_gapless_chain(
     assert unsealed == 0, rows
 
 
+def test_the_admin_trail_shows_each_rows_seal_and_null_while_unsealed(
+    client, session_factory, drain_pending
+):
+    _activity(client, session_factory, drain_pending)
+    operator = operator_headers(client, session_factory)
+    with session_factory() as session:
+        seals = {
+            r.audit_id: (r.chain_seq, r.prev_hash, r.hash)
+            for r in session.execute(text("SELECT * FROM audit_seals"))
+        }
+    page = client.get("/v1/admin/audit-events", params={"limit": 200}, headers=operator).json()
+    shown = {e["id"]: (e["chain_seq"], e["prev_hash"], e["hash"]) for e in page["data"]}
+    sealed = {i: v for i, v in shown.items() if i in seals}
+    assert sealed and all(seals[i] == v for i, v in sealed.items())
+    # The operator's own login, after the seal: not sealed yet, so its chain fields are null.
+    assert all(v == (None, None, None) for i, v in shown.items() if i not in seals)
+
+
 FIRST = "(SELECT audit_id FROM audit_seals WHERE chain_seq = 1)"
 CHANGES = [
     f"UPDATE audit_events SET data = '{{}}' WHERE id = {FIRST}",
