@@ -47,7 +47,7 @@ def pending_in_lane(
     # Only constant SQL is composed here; every value is a bound parameter.
     return session.execute(
         text(
-            f"SELECT {_TRANSFER_COLUMNS} FROM transfers t"  # noqa: S608 (constant SQL)
+            f"SELECT {_TRANSFER_COLUMNS} FROM transfers t"  # noqa: S608 (constant SQL)  # nosec B608
             " LEFT JOIN transfer_batches b ON b.id = t.batch_id"
             " JOIN users u ON u.id = t.initiated_by"
             " WHERE t.lane = :lane AND t.status = 'pending'"
@@ -65,7 +65,7 @@ def pending_of_batches(
         return []
     return session.execute(
         text(
-            f"SELECT {_TRANSFER_COLUMNS} FROM transfers t"  # noqa: S608 (constant SQL)
+            f"SELECT {_TRANSFER_COLUMNS} FROM transfers t"  # noqa: S608 (constant SQL)  # nosec B608
             " JOIN transfer_batches b ON b.id = t.batch_id"
             " JOIN users u ON u.id = t.initiated_by"
             " WHERE t.batch_id = ANY(CAST(:ids AS uuid[])) AND t.status = 'pending'"
