@@ -47,11 +47,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     SETTLE_HTTP_HOST=0.0.0.0 \
     SETTLE_HTTP_PORT=8000 \
     SETTLE_FLOWER_ADDRESS=0.0.0.0 \
-    SETTLE_BEAT_SCHEDULE=/tmp/celerybeat-schedule
+    SETTLE_BEAT_SCHEDULE=/tmp/celerybeat-schedule \
+    SETTLE_AUDIT_CHECKPOINT_PATH=/var/lib/settle/audit/checkpoints.jsonl
 
 RUN groupadd --system --gid 10001 settle \
     && useradd --system --uid 10001 --gid settle --create-home --home-dir /home/settle \
-       --shell /usr/sbin/nologin settle
+       --shell /usr/sbin/nologin settle \
+    && install -d -o settle -g settle -m 0700 /var/lib/settle/audit
 
 # Owned by root and read-only for `settle`: the processes cannot modify their own code.
 COPY --from=builder /opt/venv /opt/venv

@@ -179,7 +179,8 @@ async def _ceiling(
     task = ctx.progress.add_task("direct-SQL ceiling", total=None)
     measured = await asyncio.to_thread(
         ceiling.run,
-        ctx.stack.database_url,
+        # It installs its own SQL function: the owner's connection (the app role may not).
+        ctx.stack.env["SETTLE_MIGRATION_DATABASE_URL"],
         ctx.accounts.ids,
         ctx.api.customer_id,
         seconds=args.ceiling_seconds,

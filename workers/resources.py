@@ -105,11 +105,14 @@ class _LaneClaims:
             return True
 
 
-_sealer = Sealer()
+_sealer: Sealer | None = None
 
 
 def sealer() -> Sealer:
     """One per process: seals at most every half second (see draining.Sealer)."""
+    global _sealer
+    if _sealer is None:
+        _sealer = Sealer(keys=get_settings().audit_keyring)
     return _sealer
 
 

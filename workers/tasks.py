@@ -51,7 +51,7 @@ def drain(lane: int, lane_count: int | None = None) -> int:
 
 
 def seal_audit() -> int:
-    return draining.seal_audit(_units)
+    return draining.seal_audit(_units, keys=get_settings().audit_keyring)
 
 
 @app.task(name=DRAIN_LANE_TASK, bind=True, max_retries=MAX_DRAIN_RETRIES)
@@ -107,7 +107,12 @@ def sweep_pending() -> int:
 def verify_and_record() -> verify.Report:
     factory = resources.session_factory()
     with unit_of_work(factory) as uow:
-        report = verify.verify(session=uow.session)
+        settings = get_settings()
+        report = verify.verify(
+            session=uow.session,
+            keys=settings.audit_keyring,
+            checkpoints=settings.audit_checkpoints,
+        )
     with unit_of_work(factory) as uow:
         verify.record(session=uow.session, report=report)
     if not report.ok:

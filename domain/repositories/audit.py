@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
-from domain.models import AuditChainHead, AuditEvent
+from domain.models import AuditChainHead, AuditEvent, AuditSeal
 
 
 class Sealable(Protocol):
@@ -46,6 +46,18 @@ def claim_head(session: Session) -> tuple[int, str] | None:
     return None if row is None else (int(row[0]), str(row[1]))
 
 
+# Every row after the last sealed (xid, id) is unsealed: the sealer takes rows in that
+# order, and only rows of transactions below the snapshot's xmin, so no row can later
+# commit before the last sealed one.
+_AFTER_LAST_SEALED = (
+    "WITH last AS (SELECT a.xid, a.id FROM audit_seals s JOIN audit_events a"
+    " ON a.id = s.audit_id ORDER BY s.chain_seq DESC LIMIT 1)"
+    " SELECT {columns} FROM audit_events e"
+    " WHERE (e.xid, e.id) > (COALESCE((SELECT xid FROM last), CAST('0' AS xid8)),"
+    " COALESCE((SELECT id FROM last), 0))"
+)
+
+
 def unsealed_final(session: Session, *, limit: int) -> Sequence[Any]:
     """Unsealed rows of transactions that can no longer commit, in (xid, id) order.
 
@@ -53,36 +65,44 @@ def unsealed_final(session: Session, *, limit: int) -> Sequence[Any]:
     finished one; waiting until it is below the snapshot's xmin keeps the
     chain order fixed once written.
     """
+    columns = (
+        "e.id, e.occurred_at, e.event_type, e.actor_id, e.subject_type, e.subject_id,"
+        " e.request_id, e.data"
+    )
     return session.execute(
         text(
-            "SELECT id, occurred_at, event_type, actor_id, subject_type, subject_id,"
-            " request_id, data FROM audit_events"
-            " WHERE chain_seq IS NULL AND xid < pg_snapshot_xmin(pg_current_snapshot())"
-            " ORDER BY xid, id LIMIT :limit"
+            _AFTER_LAST_SEALED.format(columns=columns)
+            + " AND e.xid < pg_snapshot_xmin(pg_current_snapshot())"
+            " ORDER BY e.xid, e.id LIMIT :limit"
         ),
         {"limit": limit},
     ).all()
 
 
-def write_seals(
-    session: Session, seals: Sequence[tuple[int, int, str, str]], *, head: tuple[int, str]
-) -> None:
-    """(id, chain_seq, prev_hash, hash) per row, and the new head, in two statements."""
+class Seal(NamedTuple):
+    audit_id: int
+    chain_seq: int
+    prev_hash: str
+    hash: str
+    key_id: str
+
+
+def write_seals(session: Session, seals: Sequence[Seal], *, head: tuple[int, str]) -> None:
+    """One seal row per event (INSERT only), and the new head, in two statements."""
     if not seals:
         return
     session.execute(
         text(
-            "UPDATE audit_events a SET chain_seq = s.chain_seq, prev_hash = s.prev_hash,"
-            " hash = s.hash"
-            " FROM unnest(CAST(:ids AS bigint[]), CAST(:seqs AS bigint[]),"
-            " CAST(:prevs AS text[]), CAST(:hashes AS text[])) AS s(id, chain_seq, prev_hash, hash)"
-            " WHERE a.id = s.id"
+            "INSERT INTO audit_seals (audit_id, chain_seq, prev_hash, hash, key_id)"
+            " SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:seqs AS bigint[]),"
+            " CAST(:prevs AS text[]), CAST(:hashes AS text[]), CAST(:kids AS text[]))"
         ),
         {
-            "ids": [s[0] for s in seals],
-            "seqs": [s[1] for s in seals],
-            "prevs": [s[2] for s in seals],
-            "hashes": [s[3] for s in seals],
+            "ids": [s.audit_id for s in seals],
+            "seqs": [s.chain_seq for s in seals],
+            "prevs": [s.prev_hash for s in seals],
+            "hashes": [s.hash for s in seals],
+            "kids": [s.key_id for s in seals],
         },
     )
     session.execute(
@@ -103,23 +123,37 @@ def page(
     return list(session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit)))
 
 
-def iterate_chain(session: Session, *, chunk: int = 5000) -> Iterator[AuditEvent]:
-    """Every sealed event in chain order, read in chunks so memory stays flat."""
+def iterate_chain(session: Session, *, chunk: int = 5000) -> Iterator[Any]:
+    """Every sealed event with its seal, in chain order, in chunks so memory stays flat.
+
+    Each row has the Sealable fields and `chain_seq`, `prev_hash`, `hash`, `key_id`.
+    """
     after = 0
     while True:
-        rows = list(
-            session.scalars(
-                select(AuditEvent)
-                .where(AuditEvent.chain_seq > after)
-                .order_by(AuditEvent.chain_seq)
-                .limit(chunk)
+        rows = session.execute(
+            select(
+                AuditEvent.id,
+                AuditEvent.occurred_at,
+                AuditEvent.event_type,
+                AuditEvent.actor_id,
+                AuditEvent.subject_type,
+                AuditEvent.subject_id,
+                AuditEvent.request_id,
+                AuditEvent.data,
+                AuditSeal.chain_seq,
+                AuditSeal.prev_hash,
+                AuditSeal.hash,
+                AuditSeal.key_id,
             )
-        )
+            .join(AuditSeal, AuditSeal.audit_id == AuditEvent.id)
+            .where(AuditSeal.chain_seq > after)
+            .order_by(AuditSeal.chain_seq)
+            .limit(chunk)
+        ).all()
         if not rows:
             return
         yield from rows
-        after = rows[-1].chain_seq or after
-        session.expunge_all()
+        after = rows[-1].chain_seq
 
 
 def head(session: Session) -> AuditChainHead:
@@ -129,8 +163,8 @@ def head(session: Session) -> AuditChainHead:
 def unsealed_older_than(session: Session, cutoff: datetime) -> list[dict[str, Any]]:
     rows = session.execute(
         text(
-            "SELECT id, event_type, occurred_at FROM audit_events"
-            " WHERE chain_seq IS NULL AND occurred_at < :cutoff ORDER BY id LIMIT 20"
+            _AFTER_LAST_SEALED.format(columns="e.id, e.event_type, e.occurred_at")
+            + " AND e.occurred_at < :cutoff ORDER BY e.id LIMIT 20"
         ),
         {"cutoff": cutoff},
     )

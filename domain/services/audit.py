@@ -1,12 +1,15 @@
-"""The append-only, hash-chained audit trail, sealed after commit.
+"""The append-only, keyed hash chain of audit events, sealed after commit.
 
 Writers only insert rows (unsealed): no lock, so audit adds no serialisation
 point to the money path. One sealer at a time (`seal`, run by workers after each
 drain and by the periodic sweep) takes the rows whose transactions can no longer
-commit, in `(xid, id)` order, and chains them: each row gets the next `chain_seq`,
-the previous row's hash, and a hash over its own content and that previous hash.
-Changing, removing or reordering any sealed row breaks every hash after it;
-`settle verify` recomputes the chain and names the first broken row.
+commit, in `(xid, id)` order, and chains them: each row gets a seal (a row of
+`audit_seals`, INSERT-only) with the next `chain_seq`, the previous hash, and an
+HMAC-SHA256 over its own content and that previous hash, under a key that is not
+in the database (SETTLE_AUDIT_KEY). Changing, removing or reordering any sealed row
+breaks every hash after it, and without the key nobody can compute new ones;
+`settle verify` recomputes the chain and names the first broken row, and checks it
+against the signed checkpoints kept outside the database (domain/audit_anchor.py).
 
 A row is only tamper-evident once sealed; the sealer runs within seconds, and
 `settle verify` reports rows that stay unsealed for long.
@@ -15,9 +18,10 @@ A row is only tamper-evident once sealed; the sealer runs within seconds, and
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -82,7 +86,21 @@ class SecurityMonitor(Protocol):
         ...
 
 
-def event_hash(event: audit_repo.Sealable, *, chain_seq: int, prev_hash: str) -> str:
+@dataclass(frozen=True, kw_only=True)
+class AuditKeys:
+    """The chain's HMAC keys by id: new seals use `active`; verify accepts any of `keys`."""
+
+    active: str
+    keys: Mapping[str, bytes]
+
+    def key(self, key_id: str) -> bytes | None:
+        return self.keys.get(key_id)
+
+    def mac(self, key_id: str, message: bytes) -> str:
+        return hmac.new(self.keys[key_id], message, hashlib.sha256).hexdigest()
+
+
+def event_hash(event: audit_repo.Sealable, *, chain_seq: int, prev_hash: str, key: bytes) -> str:
     canonical = json.dumps(
         {
             "seq": chain_seq,
@@ -98,7 +116,7 @@ def event_hash(event: audit_repo.Sealable, *, chain_seq: int, prev_hash: str) ->
         separators=(",", ":"),
         default=str,
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
 
 
 def record(session: Session, event_type: str, **fields: Any) -> None:
@@ -129,18 +147,19 @@ def rows(records: Sequence[AuditRecord], now: datetime | None = None) -> list[di
     ]
 
 
-def seal(session: Session, *, limit: int = SEAL_BATCH) -> int:
+def seal(session: Session, *, keys: AuditKeys, limit: int = SEAL_BATCH) -> int:
     """Chains up to `limit` final unsealed rows; 0 if another sealer is at work."""
     head = audit_repo.claim_head(session)
     if head is None:
         return 0
     last_seq, last_hash = head
     rows = audit_repo.unsealed_final(session, limit=limit)
+    key = keys.keys[keys.active]
     seals = []
     for row in rows:
         last_seq += 1
-        digest = event_hash(row, chain_seq=last_seq, prev_hash=last_hash)
-        seals.append((row.id, last_seq, last_hash, digest))
+        digest = event_hash(row, chain_seq=last_seq, prev_hash=last_hash, key=key)
+        seals.append(audit_repo.Seal(row.id, last_seq, last_hash, digest, keys.active))
         last_hash = digest
     audit_repo.write_seals(session, seals, head=(last_seq, last_hash))
     return len(seals)

@@ -66,7 +66,8 @@ class Sealer:
     every short drain it would be most of a drain's overhead.
     """
 
-    def __init__(self, every_seconds: float = 0.5) -> None:
+    def __init__(self, *, keys: audit.AuditKeys, every_seconds: float = 0.5) -> None:
+        self.keys = keys
         self.every_seconds = every_seconds
         self._last = 0.0
 
@@ -74,7 +75,7 @@ class Sealer:
         if time.monotonic() - self._last < self.every_seconds:
             return 0
         self._last = time.monotonic()
-        return seal_audit(units)
+        return seal_audit(units, keys=self.keys)
 
 
 def drain_lane(
@@ -113,9 +114,9 @@ def drain_lane(
     return applied
 
 
-def seal_audit(units: Units) -> int:
+def seal_audit(units: Units, *, keys: audit.AuditKeys) -> int:
     with units() as uow:
-        return audit.seal(uow.session)
+        return audit.seal(uow.session, keys=keys)
 
 
 def _apply(

@@ -1,4 +1,9 @@
-"""The audit chain is sealed after commit, in commit order, and tampering shows."""
+"""The audit chain is sealed after commit, in commit order, and tampering shows.
+
+Seals live in `audit_seals` (INSERT-only); the app role can neither change nor remove
+an audit row or a seal, and the table owner is stopped by triggers until it switches
+them off (which verify then catches: see also test_audit_anchor.py).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,19 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from domain.services import audit
-from domain.uow import unit_of_work
-from tests.factories import open_account, operator_headers, post_deposit, register_and_login
+from tests.factories import (
+    open_account,
+    operator_headers,
+    post_deposit,
+    register_and_login,
+    seal_all,
+)
 
 SETTLE = Path(sys.executable).parent / "settle"
 
@@ -32,27 +40,19 @@ def _verify_json():
     return result.returncode, json.loads(result.stdout)
 
 
-def _seal_all(session_factory, timeout=30.0):
-    """Seal until nothing is left unsealed. Rows become sealable once every older
-    writing transaction in the PostgreSQL cluster has ended, so on a busy shared
-    server this can take a moment."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with unit_of_work(session_factory) as uow:
-            audit.seal(uow.session)
-            left = uow.session.scalar(text("SELECT count(*) FROM audit_events WHERE hash IS NULL"))
-        if not left or time.monotonic() > deadline:
-            return
-        time.sleep(0.1)
-
-
 def _activity(client, session_factory, drain_pending):
     operator = operator_headers(client, session_factory)
     account = open_account(client, register_and_login(client))
     for amount in (100, 200, 300):
         post_deposit(client, operator, account["id"], amount)
     drain_pending()
-    _seal_all(session_factory)
+    seal_all(session_factory)
+
+
+SEALED = (
+    "SELECT s.chain_seq, a.xid::text::bigint, a.id FROM audit_events a"
+    " LEFT JOIN audit_seals s ON s.audit_id = a.id"
+)
 
 
 def test_rows_are_sealed_in_commit_order_with_a_gapless_chain(
@@ -60,50 +60,81 @@ def test_rows_are_sealed_in_commit_order_with_a_gapless_chain(
 ):
     _activity(client, session_factory, drain_pending)
     with session_factory() as session:
-        rows = session.execute(
-            text("SELECT chain_seq, xid::text::bigint, id FROM audit_events ORDER BY chain_seq")
-        ).all()
-        unsealed = session.scalar(text("SELECT count(*) FROM audit_events WHERE hash IS NULL"))
+        rows = session.execute(text(SEALED + " ORDER BY s.chain_seq")).all()
     sealed = [r for r in rows if r[0] is not None]
+    unsealed = len(rows) - len(sealed)
     assert [r[0] for r in sealed] == list(range(1, len(sealed) + 1))
     assert [(r[1], r[2]) for r in sealed] == sorted((r[1], r[2]) for r in sealed)
-    assert unsealed == 0
+    assert unsealed == 0, rows
 
 
-def test_content_of_audit_rows_cannot_change_and_seals_cannot_be_redone(
+def test_the_admin_trail_shows_each_rows_seal_and_null_while_unsealed(
     client, session_factory, drain_pending
 ):
     _activity(client, session_factory, drain_pending)
-    attempts = [
-        "UPDATE audit_events SET data = '{}' WHERE chain_seq = 1",
-        "UPDATE audit_events SET hash = repeat('0', 64) WHERE chain_seq = 1",
-        "DELETE FROM audit_events WHERE chain_seq = 1",
-    ]
-    for statement in attempts:
-        with (
-            session_factory() as session,
-            session.begin(),
-            pytest.raises(DBAPIError, match="append-only"),
-        ):
+    operator = operator_headers(client, session_factory)
+    with session_factory() as session:
+        seals = {
+            r.audit_id: (r.chain_seq, r.prev_hash, r.hash)
+            for r in session.execute(text("SELECT * FROM audit_seals"))
+        }
+    page = client.get("/v1/admin/audit-events", params={"limit": 200}, headers=operator).json()
+    shown = {e["id"]: (e["chain_seq"], e["prev_hash"], e["hash"]) for e in page["data"]}
+    sealed = {i: v for i, v in shown.items() if i in seals}
+    assert sealed and all(seals[i] == v for i, v in sealed.items())
+    # The operator's own login, after the seal: not sealed yet, so its chain fields are null.
+    assert all(v == (None, None, None) for i, v in shown.items() if i not in seals)
+
+
+FIRST = "(SELECT audit_id FROM audit_seals WHERE chain_seq = 1)"
+CHANGES = [
+    f"UPDATE audit_events SET data = '{{}}' WHERE id = {FIRST}",
+    "UPDATE audit_seals SET hash = repeat('0', 64) WHERE chain_seq = 1",
+    "UPDATE audit_seals SET chain_seq = chain_seq + 1000000 WHERE chain_seq = 1",
+    "DELETE FROM audit_seals WHERE chain_seq = 1",
+    f"DELETE FROM audit_events WHERE id = {FIRST}",
+    "TRUNCATE audit_seals CASCADE",
+    "TRUNCATE audit_events CASCADE",
+]
+
+
+@pytest.mark.parametrize("statement", CHANGES)
+def test_audit_rows_and_seals_cannot_change(
+    client, session_factory, owner_session_factory, drain_pending, statement
+):
+    """Finding 3 (issue 10): the app role is not even granted UPDATE, DELETE or TRUNCATE
+    on audit rows and seals (on main it could UPDATE audit_events to seal them); the
+    owner is refused by the append-only triggers."""
+    _activity(client, session_factory, drain_pending)
+    for factory, refusal in (
+        (session_factory, "permission denied"),
+        (owner_session_factory, "append-only"),
+    ):
+        with factory() as session, session.begin(), pytest.raises(DBAPIError, match=refusal):
             session.execute(text(statement))
 
 
 def test_a_sealed_row_removed_from_the_middle_is_named_by_verify(
-    client, session_factory, drain_pending
+    client, session_factory, owner_session_factory, drain_pending
 ):
     _activity(client, session_factory, drain_pending)
-    columns = (
-        "id, xid, chain_seq, occurred_at, event_type, actor_id, subject_type, subject_id,"
-        " request_id, data, prev_hash, hash"
+    event_columns = (
+        "id, xid, occurred_at, event_type, actor_id, subject_type, subject_id, request_id, data"
     )
-    with session_factory() as session, session.begin():
-        middle = session.scalar(text("SELECT max(chain_seq) / 2 FROM audit_events"))
-        row = session.execute(
-            text(f"SELECT {columns} FROM audit_events WHERE chain_seq = :s"), {"s": middle}
+    with owner_session_factory() as session, session.begin():
+        middle = session.scalar(text("SELECT max(chain_seq) / 2 FROM audit_seals"))
+        seal = session.execute(
+            text("SELECT * FROM audit_seals WHERE chain_seq = :s"), {"s": middle}
         ).one()
-        session.execute(text("ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_delete"))
-        session.execute(text("DELETE FROM audit_events WHERE chain_seq = :s"), {"s": middle})
-        session.execute(text("ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_delete"))
+        row = session.execute(
+            text(f"SELECT {event_columns} FROM audit_events WHERE id = :i"), {"i": seal.audit_id}
+        ).one()
+        session.execute(text("ALTER TABLE audit_seals DISABLE TRIGGER USER"))
+        session.execute(text("ALTER TABLE audit_events DISABLE TRIGGER USER"))
+        session.execute(text("DELETE FROM audit_seals WHERE chain_seq = :s"), {"s": middle})
+        session.execute(text("DELETE FROM audit_events WHERE id = :i"), {"i": seal.audit_id})
+        session.execute(text("ALTER TABLE audit_seals ENABLE TRIGGER USER"))
+        session.execute(text("ALTER TABLE audit_events ENABLE TRIGGER USER"))
     try:
         code, report = _verify_json()
         assert code == 1
@@ -112,15 +143,21 @@ def test_a_sealed_row_removed_from_the_middle_is_named_by_verify(
         assert problem["error"] == f"expected seq {middle}"
     finally:  # put the row back exactly as it was, so the chain verifies again
         values = dict(row._mapping, data=json.dumps(row.data), xid=str(row.xid))
-        with session_factory() as session, session.begin():
+        with owner_session_factory() as session, session.begin():
             session.execute(
                 text(
-                    f"INSERT INTO audit_events ({columns}) OVERRIDING SYSTEM VALUE VALUES"
-                    " (:id, CAST(:xid AS xid8), :chain_seq, :occurred_at, :event_type,"
-                    " :actor_id, :subject_type, :subject_id, :request_id, CAST(:data AS jsonb),"
-                    " :prev_hash, :hash)"
+                    f"INSERT INTO audit_events ({event_columns}) OVERRIDING SYSTEM VALUE VALUES"
+                    " (:id, CAST(:xid AS xid8), :occurred_at, :event_type, :actor_id,"
+                    " :subject_type, :subject_id, :request_id, CAST(:data AS jsonb))"
                 ),
                 values,
+            )
+            session.execute(
+                text(
+                    "INSERT INTO audit_seals (audit_id, chain_seq, prev_hash, hash, key_id)"
+                    " VALUES (:audit_id, :chain_seq, :prev_hash, :hash, :key_id)"
+                ),
+                dict(seal._mapping),
             )
     assert _verify_json()[0] == 0
 
@@ -139,5 +176,5 @@ def test_an_unsealed_row_left_behind_is_reported(session_factory):
         problems = report["problems"]["audit_chain"]
         assert any(p["error"].startswith("left unsealed") for p in problems)
     finally:
-        _seal_all(session_factory)
+        seal_all(session_factory)
     assert _verify_json()[0] == 0

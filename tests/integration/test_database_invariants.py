@@ -25,7 +25,10 @@ def _execute(session_factory, sql, **params):
         session.execute(text(sql), params)
 
 
-def test_ledger_entries_cannot_be_updated_or_deleted(session_factory, funded):
+def test_ledger_entries_cannot_be_updated_or_deleted(owner_session_factory, funded):
+    """The triggers hold even for the table owner (the app role is not even granted
+    these: tests/integration/test_database_roles.py)."""
+    session_factory = owner_session_factory
     with pytest.raises(DBAPIError, match="append-only"):
         _execute(
             session_factory,

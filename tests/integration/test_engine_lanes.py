@@ -33,7 +33,7 @@ def test_python_and_postgres_agree_on_every_lane(session_factory):
 
 
 def test_a_transfer_a_trigger_always_rejects_is_quarantined_and_the_lane_goes_on(
-    client, session_factory, drain_pending
+    client, session_factory, owner_session_factory, drain_pending
 ):
     operator = operator_headers(client, session_factory)
     alice = register_and_login(client)
@@ -46,7 +46,7 @@ def test_a_transfer_a_trigger_always_rejects_is_quarantined_and_the_lane_goes_on
         post_transfer(client, alice, source["id"], sink["number"], a).json()["id"] for a in amounts
     ]
 
-    with session_factory() as session, session.begin():
+    with owner_session_factory() as session, session.begin():  # DDL: the owner's
         session.execute(
             text(
                 f"""
@@ -62,7 +62,7 @@ def test_a_transfer_a_trigger_always_rejects_is_quarantined_and_the_lane_goes_on
     try:
         drain(lane_of(uuid.UUID(source["id"])))
     finally:
-        with session_factory() as session, session.begin():
+        with owner_session_factory() as session, session.begin():
             session.execute(text("DROP TRIGGER test_poison ON ledger_entries"))
             session.execute(text("DROP FUNCTION test_poison()"))
 

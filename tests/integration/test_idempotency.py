@@ -108,7 +108,7 @@ def test_key_in_flight_answers_409(client, session_factory):
     assert _count_for(session_factory, account["id"]) == 1
 
 
-def test_keys_past_retention_are_purged(client, session_factory):
+def test_keys_past_retention_are_purged(client, session_factory, owner_session_factory):
     from datetime import UTC, datetime, timedelta
 
     from domain.models import IdempotencyKey
@@ -124,7 +124,8 @@ def test_keys_past_retention_are_purged(client, session_factory):
         ).status_code
         == 202
     )
-    with session_factory() as session, session.begin():
+    # Ageing a key is not something the app does: the owner role plays the clock.
+    with owner_session_factory() as session, session.begin():
         record = session.scalars(select(IdempotencyKey).where(IdempotencyKey.key == key)).one()
         record.created_at = datetime.now(UTC) - timedelta(hours=25)
     with session_factory() as session, session.begin():

@@ -17,6 +17,7 @@ from tests.factories import (
     post_deposit,
     post_transfer,
     register_and_login,
+    seal_all,
 )
 
 SETTLE = Path(sys.executable).parent / "settle"
@@ -47,7 +48,10 @@ def _activity(client, session_factory, drain_pending):
 
 @contextmanager
 def _triggers_disabled(session_factory, table, trigger):
-    """Simulates an attacker with superuser rights who bypasses the database's own guards."""
+    """Simulates an attacker with the owner's rights who bypasses the database's own guards.
+
+    `session_factory` must be the owner's: the app role may not disable triggers.
+    """
     with session_factory() as session, session.begin():
         session.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER {trigger}"))
     try:
@@ -70,12 +74,13 @@ def test_verify_passes_on_a_healthy_ledger_and_records_for_metrics(
 
 
 def test_verify_detects_a_balance_edited_behind_the_ledgers_back(
-    client, session_factory, drain_pending
+    client, session_factory, owner_session_factory, drain_pending
 ):
     account = _activity(client, session_factory, drain_pending)
     edit = "UPDATE accounts SET balance = balance + :d WHERE id = :a"
-    with _triggers_disabled(session_factory, "accounts", "accounts_balance_matches_ledger"):
-        with session_factory() as session, session.begin():
+    owner = owner_session_factory
+    with _triggers_disabled(owner, "accounts", "accounts_balance_matches_ledger"):
+        with owner() as session, session.begin():
             session.execute(text(edit), {"d": 1, "a": account["id"]})
         try:
             result = _verify("--json")
@@ -85,20 +90,30 @@ def test_verify_detects_a_balance_edited_behind_the_ledgers_back(
                 account["number"]
             ]
         finally:
-            with session_factory() as session, session.begin():
+            with owner() as session, session.begin():
                 session.execute(text(edit), {"d": -1, "a": account["id"]})
     assert _verify().returncode == 0
 
 
-def test_verify_names_the_first_broken_audit_row(client, session_factory, drain_pending):
+def test_verify_names_the_first_broken_audit_row(
+    client, session_factory, owner_session_factory, drain_pending
+):
     _activity(client, session_factory, drain_pending)
+    seal_all(session_factory)
     with session_factory() as session:
         seq, original = session.execute(
-            text("SELECT chain_seq, data FROM audit_events ORDER BY chain_seq LIMIT 1 OFFSET 2")
+            text(
+                "SELECT s.chain_seq, a.data FROM audit_seals s JOIN audit_events a"
+                " ON a.id = s.audit_id ORDER BY s.chain_seq LIMIT 1 OFFSET 2"
+            )
         ).one()
-    change = "UPDATE audit_events SET data = CAST(:d AS jsonb) WHERE chain_seq = :s"
-    with _triggers_disabled(session_factory, "audit_events", "audit_events_seal_only"):
-        with session_factory() as session, session.begin():
+    change = (
+        "UPDATE audit_events SET data = CAST(:d AS jsonb)"
+        " WHERE id = (SELECT audit_id FROM audit_seals WHERE chain_seq = :s)"
+    )
+    owner = owner_session_factory
+    with _triggers_disabled(owner, "audit_events", "audit_events_append_only"):
+        with owner() as session, session.begin():
             session.execute(text(change), {"d": json.dumps({**original, "amount": 1}), "s": seq})
         try:
             result = _verify("--json")
@@ -106,6 +121,6 @@ def test_verify_names_the_first_broken_audit_row(client, session_factory, drain_
             [problem] = json.loads(result.stdout)["problems"]["audit_chain"]
             assert problem["chain_seq"] == seq
         finally:
-            with session_factory() as session, session.begin():
+            with owner() as session, session.begin():
                 session.execute(text(change), {"d": json.dumps(original), "s": seq})
     assert _verify().returncode == 0

@@ -16,7 +16,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _settings(**overrides):
     return Settings(
-        environment="test", jwt_secret="s" * 48, webhook_encryption_key="w" * 48, **overrides
+        environment="test",
+        jwt_secret="s" * 48,
+        webhook_encryption_key="w" * 48,
+        audit_key="a" * 48,
+        **overrides,
     )
 
 

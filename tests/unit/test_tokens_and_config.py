@@ -18,6 +18,7 @@ from settle.config import DEV_JWT_SECRET, Settings
 
 SECRET = "s" * 48
 WEBHOOK_KEY = "w" * 48  # required, like the JWT secret, outside development
+AUDIT_KEY = "a" * 48  # likewise
 
 
 @pytest.fixture
@@ -26,6 +27,7 @@ def settings():
         environment="test",
         jwt_secret=SECRET,
         webhook_encryption_key=WEBHOOK_KEY,
+        audit_key=AUDIT_KEY,
         database_url="",
         redis_url="",
     )
@@ -95,6 +97,7 @@ def test_keys_rotate_by_kid():
             jwt_keys=keys,
             jwt_active_kid=active,
             webhook_encryption_key=WEBHOOK_KEY,
+            audit_key=AUDIT_KEY,
         )
 
     old = keyed({"k1": "a" * 40}, "k1")
@@ -109,6 +112,29 @@ def test_keys_rotate_by_kid():
         decode_access_token(retired, token)
     with pytest.raises(ValidationError, match="must name a key"):
         keyed({"k2": "b" * 40}, "k1")
+
+
+def test_audit_key_is_required_outside_development_and_rotates_by_kid():
+    """Finding 3 (issue 10): the audit chain's key is not in the database and is no
+    public default outside development (fails on main: there was no audit key)."""
+    from settle.config import DEV_AUDIT_KEY
+
+    base = {"jwt_secret": SECRET, "webhook_encryption_key": WEBHOOK_KEY}
+    assert Settings(environment="development", **base).audit_keyring.active == "default"
+    for environment in ("test", "production"):
+        with pytest.raises(ValidationError, match="SETTLE_AUDIT_KEY must be set"):
+            Settings(environment=environment, audit_key=DEV_AUDIT_KEY, **base)
+    with pytest.raises(ValidationError, match="at least 32"):
+        Settings(environment="production", audit_key="short", **base)
+    rotated = Settings(
+        environment="production",
+        audit_keys={"k1": "1" * 40, "k2": "2" * 40},
+        audit_active_kid="k2",
+        **base,
+    ).audit_keyring
+    assert rotated.active == "k2" and set(rotated.keys) == {"k1", "k2"}
+    with pytest.raises(ValidationError, match="must name a key"):
+        Settings(environment="production", audit_keys={"k1": "1" * 40}, **base)
 
 
 def test_development_secret_is_refused_outside_development():

@@ -14,7 +14,7 @@
   as it is (and reported).
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-29
 """
 
@@ -28,7 +28,7 @@ from alembic import op
 logger = logging.getLogger("alembic.runtime.migration")
 
 revision: str = "0006"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
