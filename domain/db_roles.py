@@ -38,6 +38,8 @@ APP_GRANTS: dict[str, tuple[str, ...]] = {
     "webhook_endpoints": ("SELECT", "INSERT", "UPDATE"),
     "webhook_deliveries": ("SELECT", "INSERT", "UPDATE"),
     "webhook_attempts": ("SELECT", "INSERT"),
+    # Decided once: a trigger refuses changes to a decided approval and any delete.
+    "approvals": ("SELECT", "INSERT", "UPDATE"),
     "alembic_version": ("SELECT",),
 }
 APP_FUNCTIONS = (

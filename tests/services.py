@@ -41,6 +41,7 @@ class Services:
     redis_url: str
     redis_prefix: str
     owner_url: str  # the table owner (migrations; tests that play an attacker with it)
+    server_url: str  # a superuser of the server (tests that need a database of their own)
 
 
 def _admin_url(database_url: str) -> str:
@@ -153,6 +154,7 @@ def services() -> Iterator[Services]:
             redis_url=servers["REDIS_URL"],
             redis_prefix=prefix,
             owner_url=roles.owner_url,
+            server_url=server_url,
         )
 
 

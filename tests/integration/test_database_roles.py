@@ -98,9 +98,10 @@ def test_every_table_has_a_grant_policy(engine):
 
 
 def _migrate(**env):
+    # Production also insists on a metrics token (finding 4); irrelevant here.
     return subprocess.run(
         [SETTLE, "migrate"],
-        env={**os.environ, **env},
+        env={**os.environ, "SETTLE_METRICS_TOKEN": "m" * 40, **env},
         capture_output=True,
         text=True,
         check=False,

@@ -7,7 +7,6 @@ holds is left alone rather than breaking the migration.
 
 from __future__ import annotations
 
-import os
 import secrets
 import uuid
 
@@ -20,7 +19,7 @@ from tests.services import _execute_autocommit
 
 
 def test_stored_emails_are_normalised_once(services):
-    server_url = os.environ["DATABASE_URL"]
+    server_url = services.server_url
     name = f"settle_mig_{secrets.token_hex(4)}"
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
     _execute_autocommit(server_url, f'CREATE DATABASE "{name}"')

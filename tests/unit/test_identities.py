@@ -52,7 +52,11 @@ def test_inner_whitespace_is_kept_so_validation_refuses_it() -> None:
 
 def _settings(**overrides: object) -> Settings:
     return Settings(
-        environment="test", jwt_secret="k" * 40, webhook_encryption_key="w" * 40, **overrides
+        environment="test",
+        jwt_secret="k" * 40,
+        webhook_encryption_key="w" * 40,
+        audit_key="a" * 40,
+        **overrides,
     )  # type: ignore[arg-type]
 
 

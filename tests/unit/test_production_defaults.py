@@ -49,6 +49,9 @@ def test_the_image_refuses_to_start_with_only_the_database_urls(bare_environment
     with pytest.raises(ValidationError, match="SETTLE_JWT_SECRET must be set"):
         Settings(_env_file=None)  # type: ignore[call-arg]
     monkeypatch.setenv("SETTLE_JWT_SECRET", SECRET)
+    with pytest.raises(ValidationError, match="SETTLE_AUDIT_KEY must be set"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    monkeypatch.setenv("SETTLE_AUDIT_KEY", SECRET)
     with pytest.raises(ValidationError, match="SETTLE_WEBHOOK_ENCRYPTION_KEY must be set"):
         Settings(_env_file=None)  # type: ignore[call-arg]
     monkeypatch.setenv("SETTLE_WEBHOOK_ENCRYPTION_KEY", SECRET)
@@ -62,7 +65,12 @@ def test_the_image_refuses_to_start_with_only_the_database_urls(bare_environment
 
 
 def test_docs_default_on_outside_production_and_can_be_asked_for(bare_environment):
-    keys = {"jwt_secret": SECRET, "webhook_encryption_key": SECRET, "_env_file": None}
+    keys = {
+        "jwt_secret": SECRET,
+        "webhook_encryption_key": SECRET,
+        "audit_key": SECRET,
+        "_env_file": None,
+    }
     assert Settings(environment="test", **keys).expose_docs is True  # type: ignore[arg-type]
     production = Settings(environment="production", metrics_token=SECRET, expose_docs=True, **keys)  # type: ignore[arg-type]
     assert production.expose_docs is True
@@ -71,9 +79,14 @@ def test_docs_default_on_outside_production_and_can_be_asked_for(bare_environmen
 def test_compose_requires_every_secret():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     shared = compose["x-settle-env"]
-    for name in ("SETTLE_JWT_SECRET", "SETTLE_WEBHOOK_ENCRYPTION_KEY", "SETTLE_METRICS_TOKEN"):
+    for name in (
+        "SETTLE_JWT_SECRET",
+        "SETTLE_WEBHOOK_ENCRYPTION_KEY",
+        "SETTLE_METRICS_TOKEN",
+        "SETTLE_AUDIT_KEY",
+    ):
         assert f"${{{name}:?" in shared[name], name
-    assert "${POSTGRES_PASSWORD:?" in shared["DATABASE_URL"]
+    assert "${SETTLE_DB_APP_PASSWORD:?" in shared["DATABASE_URL"]
     assert shared["SETTLE_ENVIRONMENT"] == "production"
     flower = compose["services"]["flower"]["environment"]["FLOWER_BASIC_AUTH"]
     assert "${FLOWER_BASIC_AUTH:?" in flower

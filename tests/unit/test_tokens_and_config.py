@@ -119,7 +119,7 @@ def test_audit_key_is_required_outside_development_and_rotates_by_kid():
     public default outside development (fails on main: there was no audit key)."""
     from settle.config import DEV_AUDIT_KEY
 
-    base = {"jwt_secret": SECRET, "webhook_encryption_key": WEBHOOK_KEY}
+    base = {"jwt_secret": SECRET, "webhook_encryption_key": WEBHOOK_KEY, "metrics_token": SECRET}
     assert Settings(environment="development", **base).audit_keyring.active == "default"
     for environment in ("test", "production"):
         with pytest.raises(ValidationError, match="SETTLE_AUDIT_KEY must be set"):
