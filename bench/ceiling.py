@@ -40,9 +40,9 @@ BEGIN
     SELECT balance, last_sequence INTO v_destination_balance, v_destination_sequence
       FROM accounts WHERE id = p_destination;
     INSERT INTO transfers (id, kind, status, source_account_id, destination_account_id,
-                           amount, currency, initiated_by, completed_at)
+                           amount, currency, initiated_by, completed_at, lane)
     VALUES (v_id, 'transfer', 'succeeded', p_source, p_destination,
-            p_amount, v_currency, p_initiator, now());
+            p_amount, v_currency, p_initiator, now(), settle_lane(p_source));
     INSERT INTO ledger_entries (transfer_id, account_id, amount, currency,
                                 balance_before, balance_after, sequence)
     VALUES (v_id, p_source, -p_amount, v_currency, v_source_balance,
