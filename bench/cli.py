@@ -154,8 +154,8 @@ async def _run(args: argparse.Namespace, console: Console, results: dict[str, An
         results["config"]["processes"] = {
             name: " ".join(p.args[1:]) for name, p in stack.processes.items()
         }
-        async with open_client(stack.base_url, args.connections) as http:
-            api = Api(http)
+        async with open_client(args.connections) as session:
+            api = Api(session, stack.base_url)
             await sign_in(api, stack.database_url)
             with _progress(console) as progress:
                 funding = progress.add_task("opening and funding accounts", total=args.accounts)
