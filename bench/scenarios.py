@@ -358,7 +358,7 @@ async def latency(
     if endpoint.status_code != 201:
         result.errors.append(_error(endpoint, "POST /v1/webhook-endpoints"))
         return result
-    watcher = TerminalWatcher(ctx.stack.database_url)
+    watcher = TerminalWatcher(ctx.stack.database_url, ctx.api.customer_id)
     watcher.start()
     task = ctx.progress.add_task(f"latency at {rate:.1f}/s", total=max(1, int(rate * seconds)))
     try:
