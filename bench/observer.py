@@ -176,6 +176,9 @@ class TerminalWatcher(threading.Thread):
                 horizon = cur.fetchone()[0]
                 self._ready.set()
                 while not self._stop_event.is_set():
+                    if not self.outstanding:  # e.g. waiting for webhooks: nothing to see
+                        self._stop_event.wait(LATENCY_POLL_SECONDS)
+                        continue
                     polled_at = time.time()
                     cur.execute(self.POLL, (self.user_id, horizon))
                     horizon, transfer_ids = cur.fetchone()
