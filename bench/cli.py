@@ -38,9 +38,9 @@ from rich.text import Text
 from bench import ceiling, plot, report, scenarios
 from bench.client import Api, open_client, open_funded_accounts, sign_in
 from bench.observer import SettledCounter, max_seq, webhook_stats
-from bench.receiver import running_receiver
+from bench.receiver import Receipts, running_receiver
 from bench.resources import CpuWindow, rss_by_process
-from bench.stack import StackOptions, running_stack
+from bench.stack import Stack, StackOptions, running_stack
 from settle.processes import cpu_count
 
 RESULTS_DIR = Path("bench/results")
@@ -150,27 +150,38 @@ async def _run(args: argparse.Namespace, console: Console, results: dict[str, An
         access_log=args.access_log,
         keep_logs=args.keep_logs,
     )
-    with running_receiver() as receipts, running_stack(opts) as stack:
-        results["config"]["processes"] = {
-            name: " ".join(p.args[1:]) for name, p in stack.processes.items()
-        }
-        async with open_client(stack.base_url, args.connections) as http:
-            api = Api(http)
-            await sign_in(api, stack.database_url)
-            with _progress(console) as progress:
-                funding = progress.add_task("opening and funding accounts", total=args.accounts)
-                ctx = scenarios.Context(
-                    api=api,
-                    accounts=await open_funded_accounts(api, args.accounts, args.connections),
-                    stack=stack,
-                    progress=progress,
-                    connections=args.connections,
-                )
-                await _settle_setup(ctx, args.accounts, funding)
-                if args.soak:
-                    await _soak(args, ctx, results)
-                else:
-                    await _scenarios(args, ctx, results, receipts)
+    async with running_receiver() as receipts:
+        with running_stack(opts) as stack:
+            await _measure(args, console, results, receipts, stack)
+
+
+async def _measure(
+    args: argparse.Namespace,
+    console: Console,
+    results: dict[str, Any],
+    receipts: Receipts,
+    stack: Stack,
+) -> None:
+    results["config"]["processes"] = {
+        name: " ".join(p.args[1:]) for name, p in stack.processes.items()
+    }
+    async with open_client(args.connections) as session:
+        api = Api(session, stack.base_url)
+        await sign_in(api, stack.database_url)
+        with _progress(console) as progress:
+            funding = progress.add_task("opening and funding accounts", total=args.accounts)
+            ctx = scenarios.Context(
+                api=api,
+                accounts=await open_funded_accounts(api, args.accounts, args.connections),
+                stack=stack,
+                progress=progress,
+                connections=args.connections,
+            )
+            await _settle_setup(ctx, args.accounts, funding)
+            if args.soak:
+                await _soak(args, ctx, results)
+            else:
+                await _scenarios(args, ctx, results, receipts)
 
 
 async def _ceiling(
@@ -200,7 +211,7 @@ async def _scenarios(
     args: argparse.Namespace,
     ctx: scenarios.Context,
     results: dict[str, Any],
-    receipts: Any,
+    receipts: Receipts,
 ) -> None:
     results["notes"] += [
         "settled = terminal state observed in PostgreSQL; latency observations poll every 10 ms",

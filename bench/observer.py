@@ -2,10 +2,10 @@
 
 "Settled" means observed terminal in PostgreSQL, not answered by the API: the bench is
 the only writer of its database, so every transfer with `seq` above a scenario's
-starting point belongs to that scenario. Per-transfer observation (for latency) polls
-only the transfers still outstanding, so it stays cheap at any rate. Between scenarios
-the broker's queues are watched too: wake-ups that outlive their transfers would
-otherwise delay the next scenario.
+starting point belongs to that scenario. Per-transfer observation (for latency) reads
+only the events committed since its previous poll, so it stays cheap at any backlog.
+Between scenarios the broker's queues are watched too: wake-ups that outlive their
+transfers would otherwise delay the next scenario.
 """
 
 from __future__ import annotations
@@ -115,23 +115,53 @@ class SettledCounter(threading.Thread):
 class TerminalWatcher(threading.Thread):
     """Records the wall-clock time at which each watched transfer is first seen terminal.
 
+    It reads the user's event stream, not the transfers: Settle writes a
+    `transfer.succeeded`/`transfer.failed` event for the initiator in the very
+    transaction that makes a transfer terminal (the transactional outbox), so the
+    event becomes visible at the same commit. A poll returns only events of
+    transactions that had not finished at the previous poll: its cost follows the
+    settle rate, not the backlog (asking for every outstanding id cost milliseconds
+    of PostgreSQL per poll once thousands were outstanding, and slowed the very
+    system being measured). Each poll's snapshot also gives the horizon below which
+    every transaction has finished; the next poll starts there, so a transaction
+    that commits late is still read.
+
     The time recorded is when the poll that saw it started (the snapshot's moment), so
     the resolution is LATENCY_POLL_SECONDS plus one indexed query.
     """
 
-    def __init__(self, database_url: str) -> None:
+    POLL = (
+        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text,"
+        " ARRAY(SELECT payload #>> '{data,transfer,id}' FROM events"
+        "       WHERE user_id = %s AND xid >= %s::xid8"
+        "         AND type IN ('transfer.succeeded', 'transfer.failed'))"
+    )
+
+    def __init__(self, database_url: str, user_id: str) -> None:
         super().__init__(name="bench-terminal-watcher", daemon=True)
-        self.database_url = database_url
+        self.database_url, self.user_id = database_url, user_id
         self.terminal_at: dict[str, float] = {}
-        self.completed_at: dict[str, float] = {}
         self._outstanding: set[str] = set()
+        # Seen terminal before watch() was called (the event can beat the 202 here).
+        self._early: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
+        self._ready = threading.Event()
         self.error: BaseException | None = None
+
+    def start(self) -> None:
+        """Returns once the stream's starting point is read: nothing accepted after
+        this returns can be missed."""
+        super().start()
+        self._ready.wait()
 
     def watch(self, transfer_id: str) -> None:
         with self._lock:
-            self._outstanding.add(transfer_id)
+            seen = self._early.pop(transfer_id, None)
+            if seen is None:
+                self._outstanding.add(transfer_id)
+            else:
+                self.terminal_at[transfer_id] = seen
 
     @property
     def outstanding(self) -> int:
@@ -142,26 +172,31 @@ class TerminalWatcher(threading.Thread):
         try:
             conn = connect(self.database_url)
             with conn.cursor() as cur:
+                cur.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+                horizon = cur.fetchone()[0]
+                self._ready.set()
                 while not self._stop_event.is_set():
+                    if not self.outstanding:  # e.g. waiting for webhooks: nothing to see
+                        self._stop_event.wait(LATENCY_POLL_SECONDS)
+                        continue
+                    polled_at = time.time()
+                    cur.execute(self.POLL, (self.user_id, horizon))
+                    horizon, transfer_ids = cur.fetchone()
                     with self._lock:
-                        ids = list(self._outstanding)
-                    if ids:
-                        polled_at = time.time()
-                        cur.execute(
-                            "SELECT id::text, extract(epoch FROM completed_at) FROM transfers "
-                            "WHERE id = ANY(%s::uuid[]) AND status <> 'pending'",
-                            (ids,),
-                        )
-                        rows = cur.fetchall()
-                        with self._lock:
-                            for transfer_id, completed in rows:
+                        for transfer_id in transfer_ids:
+                            if transfer_id in self.terminal_at:
+                                continue  # read again: its transaction was in flight before
+                            if transfer_id in self._outstanding:
                                 self._outstanding.discard(transfer_id)
                                 self.terminal_at[transfer_id] = polled_at
-                                self.completed_at[transfer_id] = float(completed)
+                            else:
+                                self._early.setdefault(transfer_id, polled_at)
                     self._stop_event.wait(LATENCY_POLL_SECONDS)
             conn.close()
         except BaseException as exc:
             self.error = exc
+        finally:
+            self._ready.set()
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -16,11 +16,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import psutil
 from rich.progress import Progress, TaskID
 
-from bench.client import Accounts, Api, transfer_body
+from bench.client import Accounts, Api, Response, TransportError, encode, transfer_body
 from bench.observer import (
     SettledCounter,
     TerminalWatcher,
@@ -32,7 +31,7 @@ from bench.receiver import Receipts
 from bench.stack import Stack
 from settle.broker import TRANSFERS_QUEUE, WEBHOOKS_QUEUE
 
-Body = dict[str, Any]
+Body = dict[str, Any] | bytes  # bytes: serialised before the clock starts
 BATCHES_PATH = "/v1/transfer-batches"
 MONITOR_SECONDS = 0.2
 
@@ -113,7 +112,7 @@ def hot_source_pairs(ctx: Context, count: int) -> Iterator[tuple[int, int]]:
         yield hot, ctx.rng.choice(others)
 
 
-def _error(response: httpx.Response, what: str) -> str:
+def _error(response: Response, what: str) -> str:
     return f"{what}: HTTP {response.status_code} {response.text[:200]}"
 
 
@@ -211,17 +210,17 @@ async def transfers(
     async def send(body: Body) -> int:
         try:
             response = await ctx.api.money("/v1/transfers", body)
-        except httpx.HTTPError as exc:
-            result.errors.append(f"POST /v1/transfers: {exc!r}")
+        except TransportError as exc:
+            result.errors.append(str(exc))
             return 0
         if response.status_code != 202:
             result.errors.append(_error(response, "POST /v1/transfers"))
             return 0
         return 1
 
-    bodies = (transfer_body(ctx.accounts, s, d) for s, d in pairs)
+    bodies = [encode(transfer_body(ctx.accounts, s, d)) for s, d in pairs]
     try:
-        await _closed_loop(ctx, run, bodies, send)
+        await _closed_loop(ctx, run, iter(bodies), send)
     finally:
         run.finish()
     return result
@@ -250,8 +249,8 @@ async def batches(ctx: Context, count: int, batch_size: int) -> ScenarioResult:
     async def send(chunk: Body) -> int:
         try:
             response = await ctx.api.money(BATCHES_PATH, chunk)
-        except httpx.HTTPError as exc:
-            result.errors.append(f"POST {BATCHES_PATH}: {exc!r}")
+        except TransportError as exc:
+            result.errors.append(str(exc))
             return 0
         if response.status_code != 202:
             result.errors.append(_error(response, f"POST {BATCHES_PATH}"))
@@ -261,8 +260,8 @@ async def batches(ctx: Context, count: int, batch_size: int) -> ScenarioResult:
         return len(batch["transfers"])
 
     try:
-        items = ({"transfers": chunk, "atomic": False} for chunk in chunks)
-        await _closed_loop(ctx, run, items, send)
+        items = [encode({"transfers": chunk, "atomic": False}) for chunk in chunks]
+        await _closed_loop(ctx, run, iter(items), send)
     finally:
         run.finish()
     # The probe's one transfer was accepted before the counter's starting point, so it
@@ -271,9 +270,7 @@ async def batches(ctx: Context, count: int, batch_size: int) -> ScenarioResult:
 
     async def confirm(batch_id: str) -> None:
         async with gate:
-            response = await ctx.api.client.get(
-                f"{BATCHES_PATH}/{batch_id}", params={"wait": 5}, headers=ctx.api.customer
-            )
+            response = await ctx.api.get(f"{BATCHES_PATH}/{batch_id}?wait=5", ctx.api.customer)
         if response.status_code != 200:
             result.errors.append(_error(response, f"GET {BATCHES_PATH}/{{id}}?wait=5"))
 
@@ -307,8 +304,8 @@ async def open_loop(
     async def one(body: Body, scheduled: float) -> None:
         try:
             response = await ctx.api.money("/v1/transfers", body)
-        except httpx.HTTPError as exc:
-            result.errors.append(f"POST /v1/transfers: {exc!r}")
+        except TransportError as exc:
+            result.errors.append(str(exc))
             return
         if response.status_code != 202:
             result.errors.append(_error(response, "POST /v1/transfers"))
@@ -320,10 +317,10 @@ async def open_loop(
     for i, (source, destination) in enumerate(pairs):
         if i >= count or result.errors or ctx.stack.dead():
             break
+        body = encode(transfer_body(ctx.accounts, source, destination))
         delay = started + i / rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        body = transfer_body(ctx.accounts, source, destination)
         sent.append(asyncio.create_task(one(body, started_wall + i / rate)))
         if task is not None:
             ctx.progress.update(task, completed=i + 1)
@@ -361,7 +358,7 @@ async def latency(
     if endpoint.status_code != 201:
         result.errors.append(_error(endpoint, "POST /v1/webhook-endpoints"))
         return result
-    watcher = TerminalWatcher(ctx.stack.database_url)
+    watcher = TerminalWatcher(ctx.stack.database_url, ctx.api.customer_id)
     watcher.start()
     task = ctx.progress.add_task(f"latency at {rate:.1f}/s", total=max(1, int(rate * seconds)))
     try:
@@ -385,9 +382,7 @@ async def latency(
         await _wait(ctx, lambda: ids <= receipts.first.keys())
     finally:
         watcher.stop()
-        await ctx.api.client.delete(
-            f"/v1/webhook-endpoints/{endpoint.json()['id']}", headers=ctx.api.customer
-        )
+        await ctx.api.delete(f"/v1/webhook-endpoints/{endpoint.json()['id']}", ctx.api.customer)
     seen = sorted(
         (sent.submitted_at[i], watcher.terminal_at[i]) for i in ids if i in watcher.terminal_at
     )
