@@ -123,7 +123,8 @@ def _bench_env(
         # The receiver listens on 127.0.0.1.
         SETTLE_WEBHOOK_ALLOW_PRIVATE="true",
         # A soak outlives the default 15-minute access token.
-        SETTLE_ACCESS_TOKEN_TTL_SECONDS="86400",  # noqa: S106 (a lifetime, not a secret)
+        # The longest lifetime Settle allows: a run (soak included) is shorter.
+        SETTLE_ACCESS_TOKEN_TTL_SECONDS="3600",  # noqa: S106 (a lifetime, not a secret)
         SETTLE_BEAT_SCHEDULE=str(tmp / "celerybeat-schedule"),
         SETTLE_HTTP_ACCESS_LOG="true" if opts.access_log else "false",
     )
