@@ -8,7 +8,9 @@ Redirects are not followed: a 3xx is a failed attempt.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,6 +22,32 @@ from domain.webhook_signing import signature_header
 from domain.webhook_urls import resolve
 
 USER_AGENT = "Settle-Webhooks/1.0"
+CLIENTS_PER_THREAD = 64
+
+_local = threading.local()
+
+
+def _client_for(target: tuple[str, str, str, int]) -> httpx.Client:
+    """A kept-alive client per (scheme, host name, vetted address, port) and thread.
+
+    Building an httpx client (its TLS context) costs more than a local delivery, so
+    clients are reused; keyed by the host *name* too, so a pooled TLS connection
+    verified for one name is never reused for another name on the same address.
+    Least recently used clients are closed past CLIENTS_PER_THREAD.
+    """
+    clients: OrderedDict[tuple[str, str, str, int], httpx.Client] | None = getattr(
+        _local, "clients", None
+    )
+    if clients is None:
+        clients = _local.clients = OrderedDict()
+    client = clients.get(target)
+    if client is None:
+        client = httpx.Client(follow_redirects=False, trust_env=False)
+        clients[target] = client
+        if len(clients) > CLIENTS_PER_THREAD:
+            clients.popitem(last=False)[1].close()
+    clients.move_to_end(target)
+    return client
 
 
 @dataclass(frozen=True)
@@ -62,10 +90,10 @@ def send(plan: AttemptPlan, *, policy: WebhookPolicy, timeout: float) -> Attempt
     }
     extensions = {"sni_hostname": target.host} if parts.scheme == "https" else {}
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
-            response = client.post(
-                pinned, content=plan.body, headers=headers, extensions=extensions
-            )
+        client = _client_for((parts.scheme, target.host, str(address), target.port))
+        response = client.post(
+            pinned, content=plan.body, headers=headers, extensions=extensions, timeout=timeout
+        )
     except httpx.HTTPError as exc:
         return outcome(None, f"{type(exc).__name__}: {exc}"[:500])
     code = response.status_code
