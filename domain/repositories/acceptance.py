@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from sqlalchemy import text
@@ -37,39 +37,26 @@ _ACCEPT = (
 )
 
 
-async def accept(
-    conn: Connection,
-    *,
-    user_id: uuid.UUID,
-    key: str,
-    fingerprint: str,
-    kinds: Sequence[str],
-    accounts: Sequence[uuid.UUID],
-    destinations: Sequence[str | None],
-    amounts: Sequence[int],
-    currencies: Sequence[str],
-    descriptions: Sequence[str | None],
-    batch_id: uuid.UUID | None,
-    atomic: bool,
-    request_id: str | None,
-    large_threshold: int | None,
-) -> list[Row]:
-    records = await conn.fetch(
-        _ACCEPT,
-        user_id,
-        key,
-        fingerprint,
-        list(kinds),
-        list(accounts),
-        list(destinations),
-        list(amounts),
-        list(currencies),
-        list(descriptions),
-        batch_id,
-        atomic,
-        request_id,
-        large_threshold,
-    )
+@dataclass(frozen=True, kw_only=True)
+class AcceptCall:
+    """The arguments of `settle_accept`, one list entry per item."""
+
+    user_id: uuid.UUID
+    key: str
+    fingerprint: str
+    kinds: Sequence[str]
+    accounts: Sequence[uuid.UUID]
+    destinations: Sequence[str | None]
+    amounts: Sequence[int]
+    currencies: Sequence[str]
+    descriptions: Sequence[str | None]
+    batch_id: uuid.UUID | None
+    atomic: bool
+    request_id: str | None
+    large_threshold: int | None
+
+
+def _rows(records: Sequence[Any]) -> list[Row]:
     return [
         Row(
             outcome=r[0],
@@ -79,6 +66,28 @@ async def accept(
         )
         for r in records
     ]
+
+
+async def accept(conn: Connection, call: AcceptCall) -> list[Row]:
+    """The hot path: asyncpg, one prepared statement, autocommit."""
+    return _rows(
+        await conn.fetch(
+            _ACCEPT,
+            call.user_id,
+            call.key,
+            call.fingerprint,
+            list(call.kinds),
+            list(call.accounts),
+            list(call.destinations),
+            list(call.amounts),
+            list(call.currencies),
+            list(call.descriptions),
+            call.batch_id,
+            call.atomic,
+            call.request_id,
+            call.large_threshold,
+        )
+    )
 
 
 # The same function on a SQLAlchemy session, inside that session's transaction: for
@@ -94,47 +103,11 @@ _ACCEPT_IN_SESSION = text(
 )
 
 
-def accept_in_session(
-    session: Session,
-    *,
-    user_id: uuid.UUID,
-    key: str,
-    fingerprint: str,
-    kinds: Sequence[str],
-    accounts: Sequence[uuid.UUID],
-    destinations: Sequence[str | None],
-    amounts: Sequence[int],
-    currencies: Sequence[str],
-    descriptions: Sequence[str | None],
-    batch_id: uuid.UUID | None,
-    atomic: bool,
-    request_id: str | None,
-    large_threshold: int | None,
-) -> list[Row]:
-    records = session.execute(
-        _ACCEPT_IN_SESSION,
-        {
-            "user_id": str(user_id),
-            "key": key,
-            "fingerprint": fingerprint,
-            "kinds": list(kinds),
-            "accounts": [str(a) for a in accounts],
-            "destinations": list(destinations),
-            "amounts": list(amounts),
-            "currencies": list(currencies),
-            "descriptions": list(descriptions),
-            "batch_id": str(batch_id) if batch_id else None,
-            "atomic": atomic,
-            "request_id": request_id,
-            "large_threshold": large_threshold,
-        },
-    ).all()
-    return [
-        Row(
-            outcome=r[0],
-            item=r[1],
-            detail=r[2],
-            transfer=json.loads(r[3]) if r[3] is not None else None,
-        )
-        for r in records
-    ]
+def accept_in_session(session: Session, call: AcceptCall) -> list[Row]:
+    parameters = {
+        **{field.name: getattr(call, field.name) for field in fields(call)},
+        "user_id": str(call.user_id),
+        "accounts": [str(a) for a in call.accounts],
+        "batch_id": str(call.batch_id) if call.batch_id else None,
+    }
+    return _rows(session.execute(_ACCEPT_IN_SESSION, parameters).all())

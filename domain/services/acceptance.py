@@ -13,7 +13,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from domain import anomalies
 from domain.enums import TransferKind
@@ -89,7 +88,7 @@ async def accept(
     check_items(items, limits, batch=batch)
     rows = await acceptance_repo.accept(
         uow.conn,
-        **_arguments(
+        _call(
             user_id, items, idempotency, limits, batch=batch, atomic=atomic, request_id=request_id
         ),
     )
@@ -111,14 +110,14 @@ def accept_in(
     check_items(items, limits, batch=False)
     rows = acceptance_repo.accept_in_session(
         uow.session,
-        **_arguments(
+        _call(
             user_id, items, idempotency, limits, batch=False, atomic=False, request_id=request_id
         ),
     )
     return _outcome(rows, items, limits, batch=False, wake=uow.wake_slots)
 
 
-def _arguments(
+def _call(
     user_id: uuid.UUID,
     items: Sequence[MoneyItem],
     idempotency: Idempotency,
@@ -127,22 +126,22 @@ def _arguments(
     batch: bool,
     atomic: bool,
     request_id: str | None,
-) -> dict[str, Any]:
-    return {
-        "user_id": user_id,
-        "key": idempotency.key,
-        "fingerprint": idempotency.fingerprint,
-        "kinds": [i.kind.value for i in items],
-        "accounts": [i.account_id for i in items],
-        "destinations": [i.destination_account_number for i in items],
-        "amounts": [i.amount for i in items],
-        "currencies": [i.currency for i in items],
-        "descriptions": [i.description for i in items],
-        "batch_id": uuid.uuid4() if batch else None,
-        "atomic": atomic,
-        "request_id": request_id,
-        "large_threshold": limits.large_transfer_threshold,
-    }
+) -> acceptance_repo.AcceptCall:
+    return acceptance_repo.AcceptCall(
+        user_id=user_id,
+        key=idempotency.key,
+        fingerprint=idempotency.fingerprint,
+        kinds=[i.kind.value for i in items],
+        accounts=[i.account_id for i in items],
+        destinations=[i.destination_account_number for i in items],
+        amounts=[i.amount for i in items],
+        currencies=[i.currency for i in items],
+        descriptions=[i.description for i in items],
+        batch_id=uuid.uuid4() if batch else None,
+        atomic=atomic,
+        request_id=request_id,
+        large_threshold=limits.large_transfer_threshold,
+    )
 
 
 def _outcome(
