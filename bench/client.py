@@ -22,8 +22,9 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from domain.db import make_engine, make_session_factory, transaction
+from domain.db import make_engine, make_session_factory
 from domain.services import users
+from domain.uow import unit_of_work
 
 PASSWORD = "benchmark password 1"
 CURRENCY = "USD"
@@ -161,9 +162,9 @@ def _make_operator(database_url: str) -> str:
     """Operators cannot be registered over the API; the CLI's way, in process."""
     engine = make_engine(database_url, pool_size=1, max_overflow=0)
     try:
-        with transaction(make_session_factory(engine)) as session:
+        with unit_of_work(make_session_factory(engine)) as uow:
             user = users.register(
-                session=session,
+                session=uow.session,
                 cmd=users.RegisterUser(
                     email=f"op-{secrets.token_hex(4)}@bench.example",
                     password=PASSWORD,

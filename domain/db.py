@@ -1,9 +1,6 @@
-"""Engine and session factories. Callers (request and task boundaries) own the transactions."""
+"""Engine and session factories. Transactions belong to units of work (domain/uow.py)."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,13 +22,6 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     # expire_on_commit=False: objects stay readable after the boundary commits,
     # e.g. to render the 202 body or publish the wake-up.
     return sessionmaker(bind=engine, expire_on_commit=False)
-
-
-@contextmanager
-def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One session, one transaction: commit on success, roll back on any error."""
-    with factory() as session, session.begin():
-        yield session
 
 
 def asyncpg_dsn(database_url: str) -> str:

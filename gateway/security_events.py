@@ -15,8 +15,8 @@ from typing import Any
 from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain.db import transaction
 from domain.services import audit
+from domain.uow import unit_of_work
 from gateway.metrics import ANOMALIES, SECURITY_EVENTS
 from gateway.middleware import request_id_var
 
@@ -56,8 +56,8 @@ class SecurityLog:
     def record(self, event: audit.AuditRecord) -> None:
         SECURITY_EVENTS.labels(event_type=event.event_type).inc()
         try:
-            with transaction(self._session_factory) as session:
-                audit.append(session, [event])
+            with unit_of_work(self._session_factory) as uow:
+                audit.append(uow.session, [event])
         except Exception:
             logger.exception("could not record security event %s", event.event_type)
 

@@ -10,11 +10,12 @@ import os
 import sys
 from pathlib import Path
 
-from domain.db import make_engine, make_session_factory, transaction
+from domain.db import make_engine, make_session_factory
 from domain.enums import Role
 from domain.errors import DomainError
 from domain.migrate import migrate
 from domain.services import users, verify
+from domain.uow import unit_of_work
 from settle import processes, web
 from settle.config import get_settings
 
@@ -57,9 +58,9 @@ def cmd_create_user(args: argparse.Namespace) -> int:
     password = args.password or getpass.getpass("password: ")
     engine = make_engine(_database_url(), pool_size=1, max_overflow=0)
     try:
-        with transaction(make_session_factory(engine)) as session:
+        with unit_of_work(make_session_factory(engine)) as uow:
             user = users.register(
-                session=session,
+                session=uow.session,
                 cmd=users.RegisterUser(email=args.email, password=password, role=args.role),
             )
             print(f"created {user.role} {user.email} ({user.id})")
@@ -75,16 +76,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     engine = make_engine(_database_url(), pool_size=1, max_overflow=0)
     factory = make_session_factory(engine)
     try:
-        with transaction(factory) as session:
+        with unit_of_work(factory) as uow:
             settings = get_settings()
             report = verify.verify(
-                session=session,
+                session=uow.session,
                 keys=settings.audit_keyring,
                 checkpoints=settings.audit_checkpoints,
             )
         if args.record:
-            with transaction(factory) as session:
-                verify.record(session=session, report=report)
+            with unit_of_work(factory) as uow:
+                verify.record(session=uow.session, report=report)
     finally:
         engine.dispose()
     if args.json:
