@@ -18,14 +18,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis
-from sqlalchemy import create_engine, make_url, text
-
 from domain.db_roles import RoleUrls, provision_roles
 from domain.migrate import migrate
 from settle import processes
 from settle.devservices import start_missing_services, stop_all
-from settle.harness import Process, free_port, gateway_env
+from settle.harness import (
+    Process,
+    delete_redis_keys,
+    execute_as_admin,
+    free_port,
+    gateway_env,
+)
 
 UNLIMITED = "1000000000/60"
 
@@ -56,18 +59,11 @@ class Stack:
         ]
 
 
-def _admin_url(server_url: str) -> str:
-    return make_url(server_url).set(database="postgres").render_as_string(hide_password=False)
-
-
 def _create_database(server_url: str) -> tuple[str, RoleUrls]:
     """A database of its own, owned by an owner role; the stack runs as an app role,
     as in production (domain/db_roles.py)."""
     name = f"settle_bench_{secrets.token_hex(4)}"
-    admin = create_engine(_admin_url(server_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
+    execute_as_admin(server_url, f'CREATE DATABASE "{name}"')
     roles = provision_roles(
         server_url,
         database=name,
@@ -80,21 +76,11 @@ def _create_database(server_url: str) -> tuple[str, RoleUrls]:
 
 
 def _drop_database(server_url: str, name: str) -> None:
-    admin = create_engine(_admin_url(server_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        for role in (f"{name}_owner", f"{name}_app"):
-            conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
-    admin.dispose()
-
-
-def _delete_redis_keys(redis_url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            client.delete(key)
-    finally:
-        client.close()
+    execute_as_admin(
+        server_url,
+        f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+        *(f'DROP ROLE IF EXISTS "{role}"' for role in (f"{name}_owner", f"{name}_app")),
+    )
 
 
 def _bench_env(
@@ -177,6 +163,6 @@ def running_stack(opts: StackOptions) -> Iterator[Stack]:
         for process in reversed(list(started.values())):
             process.stop()
         _drop_database(server_url, name)
-        _delete_redis_keys(base["REDIS_URL"], env["SETTLE_REDIS_PREFIX"])
+        delete_redis_keys(base["REDIS_URL"], env["SETTLE_REDIS_PREFIX"])
         stop_all(services)
         shutil.rmtree(tmp, ignore_errors=True)

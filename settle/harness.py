@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import httpx
+import redis
+from sqlalchemy import create_engine, make_url, text
 
 
 def free_port() -> int:
@@ -88,3 +90,26 @@ def gateway_env(env: dict[str, str], *, port: int, processes: int | None) -> dic
     else:
         env.pop("SETTLE_WEB_PROCESSES", None)
     return env
+
+
+def execute_as_admin(server_url: str, *statements: str) -> None:
+    """Statements that cannot run in a transaction (CREATE/DROP DATABASE, roles), on the
+    server's `postgres` database, as the server URL's (superuser) role."""
+    admin_url = make_url(server_url).set(database="postgres").render_as_string(hide_password=False)
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        admin.dispose()
+
+
+def delete_redis_keys(redis_url: str, prefix: str) -> None:
+    """Everything a run wrote under its key prefix (Celery queues included)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()

@@ -30,9 +30,10 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+
+from settle.harness import delete_redis_keys, execute_as_admin
 
 
 @dataclass(frozen=True)
@@ -42,29 +43,6 @@ class Services:
     redis_prefix: str
     owner_url: str  # the table owner (migrations; tests that play an attacker with it)
     server_url: str  # a superuser of the server (tests that need a database of their own)
-
-
-def _admin_url(database_url: str) -> str:
-    return make_url(database_url).set(database="postgres").render_as_string(hide_password=False)
-
-
-def _execute_autocommit(server_url: str, statement: str) -> None:
-    # CREATE/DROP DATABASE cannot run inside a transaction.
-    admin = create_engine(_admin_url(server_url), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(statement))
-    finally:
-        admin.dispose()
-
-
-def _delete_keys(redis_url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            client.delete(key)
-    finally:
-        client.close()
 
 
 def _test_environment(
@@ -114,12 +92,12 @@ def services() -> Iterator[Services]:
 
         server_url = servers["DATABASE_URL"]
         database = f"settle_test_{run_id}"
-        _execute_autocommit(server_url, f'CREATE DATABASE "{database}"')
+        execute_as_admin(server_url, f'CREATE DATABASE "{database}"')
         owner, app = f"settle_test_{run_id}_owner", f"settle_test_{run_id}_app"
         for role in (owner, app):  # run after the database is dropped (LIFO)
-            cleanup.callback(_execute_autocommit, server_url, f'DROP ROLE IF EXISTS "{role}"')
+            cleanup.callback(execute_as_admin, server_url, f'DROP ROLE IF EXISTS "{role}"')
         cleanup.callback(
-            _execute_autocommit, server_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'
+            execute_as_admin, server_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'
         )
         roles = provision_roles(
             server_url,
@@ -131,7 +109,7 @@ def services() -> Iterator[Services]:
         )
         database_url = roles.app_url
         prefix = f"settle-test-{run_id}:"
-        cleanup.callback(_delete_keys, servers["REDIS_URL"], prefix)
+        cleanup.callback(delete_redis_keys, servers["REDIS_URL"], prefix)
 
         # get_settings() is cached: cleared now so the run's settings are read, and at
         # the end so they do not outlive the run.

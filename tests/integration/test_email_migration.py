@@ -15,14 +15,14 @@ from sqlalchemy.engine import make_url
 
 from domain.migrate import upgrade
 from domain.services.users import normalise_email
-from tests.services import _execute_autocommit
+from settle.harness import execute_as_admin
 
 
 def test_stored_emails_are_normalised_once(services):
     server_url = services.server_url
     name = f"settle_mig_{secrets.token_hex(4)}"
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    _execute_autocommit(server_url, f'CREATE DATABASE "{name}"')
+    execute_as_admin(server_url, f'CREATE DATABASE "{name}"')
     try:
         upgrade(url, "0004")
         legacy = {
@@ -51,4 +51,4 @@ def test_stored_emails_are_normalised_once(services):
         assert stored == set(legacy.values())
         assert normalise_email("STRASSE@example.com ") in stored
     finally:
-        _execute_autocommit(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        execute_as_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
