@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,10 +29,22 @@ class LaneWaker(Protocol):
     def wake_slots(self, slots: Collection[int]) -> None: ...
 
 
+class QueuedDelivery(NamedTuple):
+    """A webhook delivery to send, and the endpoint it goes to.
+
+    Senders group deliveries by endpoint: one message per endpoint keeps a slow
+    endpoint from delaying anyone else's, and lets one kept-alive connection carry
+    all of that endpoint's deliveries.
+    """
+
+    endpoint_id: uuid.UUID
+    delivery_id: uuid.UUID
+
+
 class DeliverySender(Protocol):
     """Queues webhook deliveries for sending."""
 
-    def send(self, delivery_ids: Sequence[uuid.UUID]) -> None: ...
+    def send(self, deliveries: Sequence[QueuedDelivery]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -47,7 +59,7 @@ class UnitOfWork:
         self._ports = ports or Ports()
         self._effects: list[tuple[str, Callable[[], object]]] = []
         self._slots: set[int] = set()
-        self._deliveries: list[uuid.UUID] = []
+        self._deliveries: list[QueuedDelivery] = []
         self.keep_when_refused = False
 
     def keep_on_refusal(self) -> None:
@@ -65,8 +77,8 @@ class UnitOfWork:
         """Wake the engine for the lanes of these slots once this unit commits."""
         self._slots.update(slots)
 
-    def send_deliveries(self, delivery_ids: Sequence[uuid.UUID]) -> None:
-        self._deliveries.extend(delivery_ids)
+    def send_deliveries(self, deliveries: Sequence[QueuedDelivery]) -> None:
+        self._deliveries.extend(deliveries)
 
     def commit(self) -> None:
         self.session.commit()

@@ -22,7 +22,8 @@ DRAIN_LANE_TASK = "settle.drain_lane"
 SWEEP_PENDING_TASK = "settle.sweep_pending"
 VERIFY_LEDGER_TASK = "settle.verify_ledger"
 PURGE_IDEMPOTENCY_TASK = "settle.purge_idempotency_keys"
-DELIVER_WEBHOOK_TASK = "settle.deliver_webhook"
+DELIVER_WEBHOOK_TASK = "settle.deliver_webhook"  # one delivery: messages queued before batches
+DELIVER_WEBHOOKS_TASK = "settle.deliver_webhooks"
 DISPATCH_WEBHOOKS_TASK = "settle.dispatch_due_webhooks"
 
 # Longer than any task can run (tasks are hard-limited far below this), so
@@ -54,6 +55,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             DRAIN_LANE_TASK: {"queue": TRANSFERS_QUEUE},
             DELIVER_WEBHOOK_TASK: {"queue": WEBHOOKS_QUEUE},
+            DELIVER_WEBHOOKS_TASK: {"queue": WEBHOOKS_QUEUE},
             DISPATCH_WEBHOOKS_TASK: {"queue": WEBHOOKS_QUEUE},
         },
         "task_serializer": "json",

@@ -14,8 +14,8 @@ from domain.db import make_engine, make_session_factory
 from domain.lanes import Lanes
 from domain.secret_box import SecretBox
 from domain.services.draining import Sealer
-from domain.uow import Ports
-from settle.broker import DELIVER_WEBHOOK_TASK, TRANSFERS_QUEUE, WEBHOOKS_QUEUE, redis_client
+from domain.uow import Ports, QueuedDelivery
+from settle.broker import DELIVER_WEBHOOKS_TASK, TRANSFERS_QUEUE, WEBHOOKS_QUEUE, redis_client
 from settle.config import get_settings
 from settle.wakeups import LanePublisher, LaneWaker
 from workers.delivery_guard import DeliveryGuard
@@ -57,14 +57,25 @@ def _redis_client() -> redis.Redis[bytes]:
     return _redis
 
 
+# Deliveries per message. One message per endpoint and chunk: an engine batch's
+# deliveries to one endpoint travel together (one task, one kept-alive connection,
+# one statement to record them), while a slow endpoint only holds up its own.
+DELIVERIES_PER_MESSAGE = 50
+
+
 class _CeleryDeliveries:
     """Queues webhook deliveries on the webhooks queue (domain.uow.DeliverySender)."""
 
-    def send(self, delivery_ids: Sequence[uuid.UUID]) -> None:
+    def send(self, deliveries: Sequence[QueuedDelivery]) -> None:
         from workers.celery_app import app
 
-        for delivery_id in delivery_ids:
-            app.send_task(DELIVER_WEBHOOK_TASK, args=[str(delivery_id)], queue=WEBHOOKS_QUEUE)
+        by_endpoint: dict[uuid.UUID, list[str]] = {}
+        for queued in deliveries:
+            by_endpoint.setdefault(queued.endpoint_id, []).append(str(queued.delivery_id))
+        for ids in by_endpoint.values():
+            for start in range(0, len(ids), DELIVERIES_PER_MESSAGE):
+                chunk = ids[start : start + DELIVERIES_PER_MESSAGE]
+                app.send_task(DELIVER_WEBHOOKS_TASK, args=[chunk], queue=WEBHOOKS_QUEUE)
 
 
 def lane_publisher(lanes: Lanes | None = None) -> LanePublisher:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
 from celery import Task
@@ -14,6 +15,7 @@ from domain.services import draining, sweeper, transfers, verify, webhooks
 from domain.uow import UnitOfWork, unit_of_work
 from settle.broker import (
     DELIVER_WEBHOOK_TASK,
+    DELIVER_WEBHOOKS_TASK,
     DISPATCH_WEBHOOKS_TASK,
     DRAIN_LANE_TASK,
     PURGE_IDEMPOTENCY_TASK,
@@ -124,39 +126,51 @@ def verify_and_record() -> verify.Report:
     return report
 
 
-def deliver(delivery_id: uuid.UUID) -> str | None:
-    """One attempt: plan (short read), send (no transaction open), record (short write)."""
+def deliver(delivery_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """One attempt for each delivery still pending: plan (one short read), send (no
+    transaction open; one after the other, as they share an endpoint and its kept-alive
+    connection), record (one short write). Returns each attempted delivery's status."""
     settings = get_settings()
     factory = resources.session_factory()
     box = resources.secret_box()
     with unit_of_work(factory) as uow:
-        plan = webhooks.plan_attempt(session=uow.session, delivery_id=delivery_id, box=box)
-    if plan is None:
-        return None
-    outcome = webhook_sender.send(
-        plan,
-        policy=settings.webhook_policy,
-        timeout=settings.webhook_timeout_seconds,
-    )
-    with unit_of_work(factory) as uow:
-        delivery = webhooks.record_attempt(
-            session=uow.session,
-            delivery_id=delivery_id,
-            status_code=outcome.status_code,
-            error=outcome.error,
-            duration_ms=outcome.duration_ms,
-            policy=settings.webhook_policy,
+        plans = webhooks.plan_attempts(session=uow.session, delivery_ids=delivery_ids, box=box)
+    if not plans:
+        return {}
+    outcomes = [
+        (
+            plan,
+            webhook_sender.send(
+                plan, policy=settings.webhook_policy, timeout=settings.webhook_timeout_seconds
+            ),
         )
-    return delivery.status if delivery else None
+        for plan in plans
+    ]
+    with unit_of_work(factory) as uow:
+        return webhooks.record_attempts(
+            session=uow.session, outcomes=outcomes, policy=settings.webhook_policy
+        )
+
+
+def _deliver_message(raw: object) -> int:
+    values = raw if isinstance(raw, list) else [raw]
+    try:
+        ids = [uuid.UUID(str(value)) for value in values]
+    except ValueError:
+        logger.error("deliver_webhooks: dropping malformed delivery ids %r", raw)
+        return 0
+    return len(deliver(ids))
+
+
+@app.task(name=DELIVER_WEBHOOKS_TASK, ignore_result=True)
+def deliver_webhooks(delivery_ids: list[str]) -> int:
+    return _deliver_message(delivery_ids)
 
 
 @app.task(name=DELIVER_WEBHOOK_TASK, ignore_result=True)
-def deliver_webhook(delivery_id: str) -> str | None:
-    try:
-        return deliver(uuid.UUID(delivery_id))
-    except ValueError:
-        logger.error("deliver_webhook: dropping malformed delivery id %r", delivery_id)
-        return None
+def deliver_webhook(delivery_id: str) -> int:
+    """The one-delivery message of earlier releases, still in queues after an upgrade."""
+    return _deliver_message(delivery_id)
 
 
 @app.task(name=DISPATCH_WEBHOOKS_TASK)

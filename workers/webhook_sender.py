@@ -11,13 +11,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from domain.errors import InvalidRequest
-from domain.services.webhooks import AttemptPlan, WebhookPolicy
+from domain.services.webhooks import AttemptOutcome, AttemptPlan, WebhookPolicy
 from domain.webhook_signing import signature_header
 from domain.webhook_urls import resolve
 
@@ -48,13 +47,6 @@ def _client_for(target: tuple[str, str, str, int]) -> httpx.Client:
             clients.popitem(last=False)[1].close()
     clients.move_to_end(target)
     return client
-
-
-@dataclass(frozen=True)
-class AttemptOutcome:
-    status_code: int | None
-    error: str | None
-    duration_ms: int
 
 
 def send(plan: AttemptPlan, *, policy: WebhookPolicy, timeout: float) -> AttemptOutcome:

@@ -16,6 +16,8 @@ from typing import Any
 from sqlalchemy import Row, text
 from sqlalchemy.orm import Session
 
+from domain.uow import QueuedDelivery
+
 # Sent in the transaction that finishes transfers (delivered only once it commits):
 # comma-separated transfer and batch ids. Gateways LISTEN to wake long-polls.
 FINISHED_CHANNEL = "settle_finished"
@@ -195,7 +197,7 @@ def write_batch(
 
 # Events, their webhook deliveries (every active endpoint of the recipient that is
 # subscribed to the type, due after the immediate-send lease) and the completion
-# notifications, in one statement. Returns the delivery ids.
+# notifications, in one statement. Returns the deliveries with their endpoints.
 _PUBLISH = text(
     """
     WITH ev AS (
@@ -211,9 +213,9 @@ _PUBLISH = text(
           FROM ev JOIN webhook_endpoints w
             ON w.user_id = ev.user_id AND w.status = 'active' AND w.deleted_at IS NULL
            AND ev.type = ANY(w.events)
-        RETURNING id
+        RETURNING id, endpoint_id
     )
-    SELECT (SELECT array_agg(id) FROM delivered) AS deliveries,
+    SELECT (SELECT array_agg(ARRAY[endpoint_id, id]) FROM delivered) AS deliveries,
            (SELECT string_agg(pg_notify(:channel, note)::text, '')
               FROM unnest(CAST(:notes AS text[])) AS note) AS notified
     """
@@ -226,7 +228,7 @@ def publish(
     events: Sequence[dict[str, Any]],
     due: datetime,
     finished_ids: Sequence[uuid.UUID],
-) -> list[uuid.UUID]:
+) -> list[QueuedDelivery]:
     unique = list(dict.fromkeys(str(i) for i in finished_ids))
     notes = [
         ",".join(unique[start : start + _NOTIFY_CHUNK])
@@ -245,4 +247,7 @@ def publish(
             "notes": notes,
         },
     ).one()
-    return [uuid.UUID(str(d)) for d in (row.deliveries or [])]
+    return [
+        QueuedDelivery(uuid.UUID(str(endpoint)), uuid.UUID(str(delivery)))
+        for endpoint, delivery in (row.deliveries or [])
+    ]

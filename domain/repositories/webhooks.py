@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import Row, func, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from domain.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from domain.uow import QueuedDelivery
 
 
 def add(session: Session, endpoint: WebhookEndpoint) -> None:
@@ -75,7 +78,7 @@ def deliveries_of(
 
 def claim_due(
     session: Session, *, now: datetime, lease_until: datetime, limit: int
-) -> list[uuid.UUID]:
+) -> list[QueuedDelivery]:
     """Due deliveries, leased so a second dispatcher does not send them again meanwhile."""
     rows = list(
         session.scalars(
@@ -89,7 +92,83 @@ def claim_due(
     for delivery in rows:
         delivery.next_attempt_at = lease_until
     session.flush()
-    return [delivery.id for delivery in rows]
+    return [QueuedDelivery(delivery.endpoint_id, delivery.id) for delivery in rows]
+
+
+# What sending needs, for many deliveries in one round trip: the pending ones among
+# `ids`, locked, with their endpoint (NULL columns when it is gone) and event.
+_SENDABLE = text(
+    """
+    SELECT d.id, w.id AS endpoint_id, w.url, w.status AS endpoint_status, w.deleted_at,
+           w.secret_ciphertext, w.previous_secret_ciphertext, w.previous_secret_expires_at,
+           e.id AS msg_id, e.payload
+      FROM webhook_deliveries d
+      LEFT JOIN webhook_endpoints w ON w.id = d.endpoint_id
+      LEFT JOIN events e ON e.seq = d.event_seq
+     WHERE d.id = ANY(CAST(:ids AS uuid[])) AND d.status = 'pending'
+     ORDER BY d.event_seq
+       FOR UPDATE OF d
+    """
+)
+
+
+def sendable(session: Session, delivery_ids: Sequence[uuid.UUID]) -> Sequence[Row[Any]]:
+    return session.execute(_SENDABLE, {"ids": [str(i) for i in delivery_ids]}).all()
+
+
+def close_undeliverable(
+    session: Session, delivery_ids: Sequence[uuid.UUID], *, now: datetime, reason: str
+) -> None:
+    session.execute(
+        text(
+            """
+            UPDATE webhook_deliveries
+               SET status = 'failed', completed_at = :now, next_attempt_at = NULL,
+                   last_error = :reason
+             WHERE id = ANY(CAST(:ids AS uuid[]))
+            """
+        ),
+        {"ids": [str(i) for i in delivery_ids], "now": now, "reason": reason},
+    )
+
+
+# Successful attempts, recorded together: the attempt rows and the deliveries closed
+# as succeeded, in one statement.
+_RECORD_SUCCESSES = text(
+    """
+    WITH done AS (
+        SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:codes AS int[]),
+                             CAST(:durations AS int[])) AS t(id, code, duration_ms)
+    ), attempts AS (
+        INSERT INTO webhook_attempts (delivery_id, attempted_at, status_code, duration_ms)
+        SELECT id, :now, code, duration_ms FROM done
+    )
+    UPDATE webhook_deliveries d
+       SET attempts = d.attempts + 1, last_status_code = done.code, last_error = NULL,
+           status = 'succeeded', completed_at = :now, next_attempt_at = NULL
+      FROM done
+     WHERE d.id = done.id
+    """
+)
+
+
+def record_successes(
+    session: Session,
+    *,
+    now: datetime,
+    delivery_ids: Sequence[uuid.UUID],
+    status_codes: Sequence[int],
+    durations_ms: Sequence[int],
+) -> None:
+    session.execute(
+        _RECORD_SUCCESSES,
+        {
+            "ids": [str(i) for i in delivery_ids],
+            "codes": list(status_codes),
+            "durations": list(durations_ms),
+            "now": now,
+        },
+    )
 
 
 def add_attempt(session: Session, attempt: WebhookAttempt) -> None:
@@ -100,3 +179,15 @@ def add_attempt(session: Session, attempt: WebhookAttempt) -> None:
 def attempts_of(session: Session, delivery_ids: list[uuid.UUID]) -> list[WebhookAttempt]:
     query = select(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(delivery_ids))
     return list(session.scalars(query.order_by(WebhookAttempt.id)))
+
+
+def end_failure_streaks(session: Session, endpoint_ids: Sequence[uuid.UUID]) -> None:
+    session.execute(
+        text(
+            """
+            UPDATE webhook_endpoints SET failing_since = NULL
+             WHERE id = ANY(CAST(:ids AS uuid[])) AND failing_since IS NOT NULL
+            """
+        ),
+        {"ids": [str(i) for i in endpoint_ids]},
+    )

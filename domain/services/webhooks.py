@@ -1,9 +1,11 @@
 """Webhook endpoints (create, list, delete, rotate secret) and the delivery state machine.
 
-Sending happens in workers; this module decides *what* to send (`plan_attempt`) and
-what an attempt's outcome means (`record_attempt`): success, a retry at the next step
+Sending happens in workers; this module decides *what* to send (`plan_attempts`) and
+what an attempt's outcome means (`record_attempts`): success, a retry at the next step
 of the schedule (with jitter), a 410 that disables the endpoint, or an endpoint that
-has failed for too long and is disabled with an audit event.
+has failed for too long and is disabled with an audit event. Both take many
+deliveries at once: planning is one query, and successes (the common case) are
+recorded in one statement, so the database work per webhook stays small under load.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -24,6 +27,7 @@ from domain.repositories import webhooks as webhooks_repo
 from domain.secret_box import SecretBox
 from domain.services import audit
 from domain.services.events import EVENT_TYPES
+from domain.uow import QueuedDelivery
 from domain.webhook_signing import new_secret
 from domain.webhook_urls import DEFAULT_PORTS, resolve
 
@@ -43,10 +47,22 @@ class WebhookPolicy:
 @dataclass(frozen=True)
 class AttemptPlan:
     delivery_id: uuid.UUID
+    endpoint_id: uuid.UUID
     url: str
     msg_id: str
     body: bytes
     secrets: list[str]
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
 
 
 def create_endpoint(
@@ -131,7 +147,7 @@ def rotate_secret(
     return endpoint, secret
 
 
-def claim_due(*, session: Session, lease_seconds: float, limit: int = 500) -> list[uuid.UUID]:
+def claim_due(*, session: Session, lease_seconds: float, limit: int = 500) -> list[QueuedDelivery]:
     """Due deliveries (retries, redeliveries, lost immediate sends), leased to the caller."""
     now = datetime.now(UTC)
     return webhooks_repo.claim_due(
@@ -194,34 +210,97 @@ def redeliver(
     return delivery
 
 
-def plan_attempt(*, session: Session, delivery_id: uuid.UUID, box: SecretBox) -> AttemptPlan | None:
-    """What to send for `delivery_id`, or None if there is nothing to send any more.
+def plan_attempts(
+    *, session: Session, delivery_ids: Sequence[uuid.UUID], box: SecretBox
+) -> list[AttemptPlan]:
+    """What to send for those of `delivery_ids` that are still pending, oldest event first.
 
     A pending delivery whose endpoint was deleted or disabled is closed as failed here;
     left pending, the dispatcher would claim it again at every lease expiry, forever.
     """
-    delivery = webhooks_repo.get_delivery(session, delivery_id, lock=True)
-    if delivery is None or delivery.status != "pending":
-        return None
-    endpoint = webhooks_repo.get_endpoint(session, delivery.endpoint_id)
-    event = events_repo.get(session, delivery.event_seq)
-    if endpoint is None or endpoint.status != "active" or event is None:
-        delivery.status, delivery.completed_at, delivery.next_attempt_at = (
-            "failed",
-            datetime.now(UTC),
-            None,
+    now = datetime.now(UTC)
+    plans: list[AttemptPlan] = []
+    undeliverable: list[uuid.UUID] = []
+    opened: dict[bytes, str] = {}  # one decryption per secret, not per delivery
+
+    def open_secret(ciphertext: bytes) -> str:
+        if ciphertext not in opened:
+            opened[ciphertext] = box.open(ciphertext)
+        return opened[ciphertext]
+
+    for row in webhooks_repo.sendable(session, delivery_ids):
+        if (
+            row.endpoint_id is None
+            or row.deleted_at is not None
+            or row.endpoint_status != "active"
+            or row.msg_id is None
+        ):
+            undeliverable.append(row.id)
+            continue
+        secrets = [open_secret(bytes(row.secret_ciphertext))]
+        expires = row.previous_secret_expires_at
+        if row.previous_secret_ciphertext and expires and expires > now:
+            secrets.append(open_secret(bytes(row.previous_secret_ciphertext)))
+        body = json.dumps(row.payload, separators=(",", ":"), sort_keys=True).encode()
+        plans.append(
+            AttemptPlan(
+                delivery_id=row.id,
+                endpoint_id=row.endpoint_id,
+                url=row.url,
+                msg_id=row.msg_id,
+                body=body,
+                secrets=secrets,
+            )
         )
-        delivery.last_error = "endpoint deleted or disabled"
-        session.flush()
-        return None
-    secrets = [box.open(endpoint.secret_ciphertext)]
-    expires = endpoint.previous_secret_expires_at
-    if endpoint.previous_secret_ciphertext and expires and expires > datetime.now(UTC):
-        secrets.append(box.open(endpoint.previous_secret_ciphertext))
-    body = json.dumps(event.payload, separators=(",", ":"), sort_keys=True).encode()
-    return AttemptPlan(
-        delivery_id=delivery.id, url=endpoint.url, msg_id=event.id, body=body, secrets=secrets
-    )
+    if undeliverable:
+        webhooks_repo.close_undeliverable(
+            session, undeliverable, now=now, reason="endpoint deleted or disabled"
+        )
+    return plans
+
+
+def record_attempts(
+    *,
+    session: Session,
+    outcomes: Sequence[tuple[AttemptPlan, AttemptOutcome]],
+    policy: WebhookPolicy,
+) -> dict[uuid.UUID, str]:
+    """Record what each attempt did, given in the order they were made; returns each
+    delivery's status afterwards.
+
+    Successes go in one statement. Failures, which need the retry schedule and may
+    disable their endpoint, go one by one (`record_attempt`). An endpoint whose last
+    attempt here succeeded has its failure streak ended.
+    """
+    now = datetime.now(UTC)
+    succeeded = [(plan, o) for plan, o in outcomes if o.succeeded]
+    if succeeded:
+        webhooks_repo.record_successes(
+            session,
+            now=now,
+            delivery_ids=[plan.delivery_id for plan, _ in succeeded],
+            status_codes=[o.status_code or 0 for _, o in succeeded],
+            durations_ms=[o.duration_ms for _, o in succeeded],
+        )
+    statuses = {plan.delivery_id: "succeeded" for plan, _ in succeeded}
+    for plan, outcome in outcomes:
+        if outcome.succeeded:
+            continue
+        delivery = record_attempt(
+            session=session,
+            delivery_id=plan.delivery_id,
+            status_code=outcome.status_code,
+            error=outcome.error,
+            duration_ms=outcome.duration_ms,
+            policy=policy,
+        )
+        if delivery is not None:
+            statuses[plan.delivery_id] = delivery.status
+    last_succeeded = {plan.endpoint_id: o.succeeded for plan, o in outcomes}
+    recovered = [endpoint for endpoint, ok in last_succeeded.items() if ok]
+    if recovered:
+        webhooks_repo.end_failure_streaks(session, recovered)
+    return statuses
 
 
 def record_attempt(

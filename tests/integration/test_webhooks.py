@@ -72,7 +72,7 @@ def _send_due(session_factory, endpoint_id, timeout=10.0) -> None:
             return
         for delivery in pending:
             if delivery.attempts == 0 or delivery.next_attempt_at.timestamp() <= time.time():
-                deliver(delivery.id)
+                deliver([delivery.id])
         time.sleep(0.05)
 
 
@@ -133,6 +133,45 @@ def test_failing_twice_then_succeeding_arrives_on_the_third_attempt(
     ).json()["data"]
     assert delivery["status"] == "succeeded" and delivery["attempts"] == 3
     assert [a["status_code"] for a in delivery["attempt_log"]] == [500, 503, 200]
+
+
+def test_one_message_sends_many_deliveries_and_records_each_outcome(
+    hooks_app, session_factory, drain_pending
+):
+    """The webhooks worker takes deliveries in batches (one message per endpoint): one
+    plan query, sends in event order, successes recorded together, a failure scheduled
+    for its retry on its own, and a delivery no longer pending left alone."""
+    from workers.tasks import deliver
+
+    client = hooks_app
+    alice, _, a, b = _funded_pair(client, session_factory, drain_pending)
+    with running_receiver() as receiver:
+        receiver.script = [200, 500, 200]
+        endpoint = _endpoint(client, alice, receiver)
+        for amount in (1, 2, 3):
+            post_transfer(client, alice, a["id"], b["number"], amount)
+        drain_pending()
+        deliveries = sorted(_deliveries(session_factory, endpoint["id"]), key=lambda d: d.event_seq)
+        assert len(deliveries) == 3
+        ids = [d.id for d in deliveries]
+        statuses = deliver([*ids, uuid.uuid4()])  # an unknown id is skipped
+        sent = [json.loads(r.body)["data"]["transfer"]["amount"] for r in receiver.requests]
+        assert deliver([ids[0]]) == {}  # already succeeded: not sent again
+    assert sent == [1, 2, 3] and len(receiver.requests) == 3
+    assert statuses == {ids[0]: "succeeded", ids[1]: "pending", ids[2]: "succeeded"}
+    after = {d.id: d for d in _deliveries(session_factory, endpoint["id"])}
+    for delivery_id in (ids[0], ids[2]):
+        done = after[delivery_id]
+        assert done.attempts == 1 and done.last_status_code == 200
+        assert done.completed_at is not None and done.next_attempt_at is None
+    retry = after[ids[1]]
+    assert retry.attempts == 1 and retry.last_status_code == 500 and retry.completed_at is None
+    assert retry.next_attempt_at is not None
+    log = client.get(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=alice).json()
+    assert sorted(len(d["attempt_log"]) for d in log["data"]) == [1, 1, 1]
+    with session_factory() as session:
+        # The last attempt succeeded: the endpoint is not counted as failing.
+        assert session.get(WebhookEndpoint, uuid.UUID(endpoint["id"])).failing_since is None
 
 
 def test_410_disables_the_endpoint(hooks_app, session_factory, drain_pending):
@@ -270,6 +309,7 @@ def test_delivery_rechecks_the_port_allowlist():
 
     plan = AttemptPlan(
         delivery_id=uuid.uuid4(),
+        endpoint_id=uuid.uuid4(),
         url="http://93.184.216.34:6379/",
         msg_id="m",
         body=b"{}",
@@ -300,13 +340,14 @@ def test_deliveries_to_a_deleted_endpoint_are_closed_not_retried_forever(
             == 204
         )
         [delivery] = _deliveries(session_factory, endpoint["id"])
-        assert deliver(delivery.id) is None
+        assert deliver([delivery.id]) == {}
         assert receiver.requests == []
     [closed] = _deliveries(session_factory, endpoint["id"])
     assert closed.status == "failed" and closed.next_attempt_at is None
     with unit_of_work(session_factory) as uow:
         session = uow.session
-        assert delivery.id not in webhooks.claim_due(session=session, lease_seconds=1)
+        claimed = webhooks.claim_due(session=session, lease_seconds=1)
+        assert delivery.id not in [queued.delivery_id for queued in claimed]
 
 
 def _walk(client, path, headers) -> list[str]:
