@@ -20,6 +20,7 @@ import os
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from prometheus_client import (
@@ -202,7 +203,8 @@ def exposition(state: Collector | None) -> bytes:
     return body
 
 
-def mark_process_dead(pid: int) -> None:
-    """Drop a stopped process's live gauges (counters and histograms stay summed)."""
-    if multiprocess_dir():
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+def reset_multiprocess_dir(path: Path) -> None:
+    """Empty (or create) the directory before any process of a new run starts."""
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
