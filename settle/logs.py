@@ -76,6 +76,9 @@ def configure(*, log_format: str = "text", level: str = "INFO") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # One line per webhook attempt already comes from the task's outcome; httpx's own
+    # "HTTP Request: ..." line per request would double it.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def add_request_id_header(headers: dict[str, Any] | None) -> None:
