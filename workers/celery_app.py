@@ -168,6 +168,3 @@ def _bind_request_id(task: Any = None, **_: Any) -> None:
 @task_postrun.connect
 def _unbind_request_id(**_: Any) -> None:
     request_id_var.set(None)
-
-
-logging.getLogger("settle").setLevel(logging.INFO)

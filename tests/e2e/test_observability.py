@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -233,3 +234,34 @@ def test_metrics_flower_and_logs_tell_what_happened(stack, session_factory):
     assert outcomes[sent["id"]]["status"] == "succeeded"
     assert outcomes[sent["id"]]["level"] == "INFO"
     assert outcomes[refused["id"]]["failure_code"] == "insufficient_funds"
+
+    # `SETTLE_SCREENSHOTS=docs/images make test ...`: how the README's pictures are made.
+    if os.environ.get("SETTLE_SCREENSHOTS") and shutil.which("chromium"):
+        for _ in range(8):
+            post_transfer(api, alice, a["id"], b["number"], 10)
+        time.sleep(3)
+        _screenshots(stack, Path(os.environ["SETTLE_SCREENSHOTS"]))
+
+
+def _screenshots(stack: Stack, into: Path) -> None:
+    """Flower's pages as an operator sees them, by headless Chromium."""
+    into.mkdir(parents=True, exist_ok=True)
+    host = stack.flower.removeprefix("http://")
+    pages = {"flower-tasks.png": "/tasks", "flower-workers.png": "/workers"}
+    for name, path in pages.items():
+        subprocess.run(
+            [
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--virtual-time-budget=5000",
+                "--window-size=1500,900",
+                f"--screenshot={into / name}",
+                f"http://{FLOWER_USER}:{FLOWER_PASSWORD}@{host}{path}",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
