@@ -237,17 +237,46 @@ def test_metrics_flower_and_logs_tell_what_happened(stack, session_factory):
 
     # `SETTLE_SCREENSHOTS=docs/images make test ...`: how the README's pictures are made.
     if os.environ.get("SETTLE_SCREENSHOTS") and shutil.which("chromium"):
-        for _ in range(8):
-            post_transfer(api, alice, a["id"], b["number"], 10)
-        time.sleep(3)
-        _screenshots(stack, Path(os.environ["SETTLE_SCREENSHOTS"]))
+        _screenshots(stack, session_factory, Path(os.environ["SETTLE_SCREENSHOTS"]))
 
 
-def _screenshots(stack: Stack, into: Path) -> None:
-    """Flower's pages as an operator sees them, by headless Chromium."""
+def _screenshots(stack: Stack, session_factory: Any, into: Path) -> None:
+    """Flower's pages as an operator sees them after some traffic, by headless Chromium."""
+    api = stack.api
+    operator = operator_headers(api, session_factory)
+    carol = register_and_login(api)
+    c, d = open_account(api, carol), open_account(api, register_and_login(api))
+    post_deposit(api, operator, c["id"], 10_000)
+    with running_receiver() as receiver:
+        receiver.script = [503]
+        hook = api.post(
+            "/v1/webhook-endpoints",
+            headers=carol,
+            json={"url": receiver.url, "events": ["transfer.succeeded", "transfer.failed"]},
+        )
+        assert hook.status_code == 201, hook.text
+        for amount in (100, 250, 75, 20_000, 310, 42):
+            post_transfer(api, carol, c["id"], d["number"], amount)
+        receiver.wait_for(7, timeout=30)
+        time.sleep(2)
     into.mkdir(parents=True, exist_ok=True)
+    drain = next(
+        task_id
+        for task_id, task in reversed(list(stack.flower_tasks().items()))
+        if task["name"] == "settle.drain_lane"
+    )
+    retried = next(
+        task_id
+        for task_id, task in stack.flower_tasks().items()
+        if task["name"] == "settle.deliver_webhook" and task["state"] == "RETRY"
+    )
     host = stack.flower.removeprefix("http://")
-    pages = {"flower-tasks.png": "/tasks", "flower-workers.png": "/workers"}
+    pages = {
+        "flower-tasks.png": "/tasks",
+        "flower-workers.png": "/workers",
+        "flower-drain.png": f"/task/{drain}",
+        "flower-webhook-retry.png": f"/task/{retried}",
+    }
     for name, path in pages.items():
         subprocess.run(
             [
