@@ -110,6 +110,10 @@ def test_compose_monitoring_profile_is_wired():
     assert all(
         "profiles" not in s for n, s in services.items() if n not in {"prometheus", "grafana"}
     )
+    # Published on the loopback only; Grafana refuses its default admin/admin.
+    assert prometheus["ports"] == ["127.0.0.1:9090:9090"]
+    assert grafana["ports"] == ["127.0.0.1:3000:3000"]
+    assert 'test -n "$$GF_SECURITY_ADMIN_PASSWORD"' in grafana["entrypoint"][-1]
     assert "./deploy/prometheus:/etc/prometheus/settle:ro" in prometheus["volumes"]
     assert (
         "./deploy/grafana/settle.json:/var/lib/grafana/dashboards/settle.json:ro"
@@ -133,3 +137,37 @@ def test_compose_monitoring_profile_is_wired():
         service = services[name]
         assert service["environment"]["PROMETHEUS_MULTIPROC_DIR"] == "/var/lib/settle/metrics"
         assert "metrics:/var/lib/settle/metrics" in service["volumes"], name
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_the_exposition_passes_promtools_lint():
+    state = {
+        "pending": 3,
+        "oldest_pending_age": 1.5,
+        "queues": {"transfers": 2, "webhooks": 0},
+        "webhooks_pending": 1,
+        "quarantined": 0,
+        "verify": {"ok": True, "problems": 0, "ran_at": 1_700_000_000.0},
+    }
+    metrics.record_webhook_attempt("retry")
+    text = metrics.exposition(metrics.StateCollector(lambda: state)).decode()
+    assert "settle_transfers_oldest_pending_age_seconds 1.5" in text
+    assert 'settle_queue_depth{queue="transfers"} 2.0' in text
+    result = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_scrape_that_cannot_read_the_state_says_so():
+    def unreachable() -> dict[str, object]:
+        raise ConnectionError("PostgreSQL is down")
+
+    text = metrics.exposition(metrics.StateCollector(unreachable)).decode()
+    assert "settle_state_up 0.0" in text
+    assert "settle_transfers_pending" not in text  # absent, not a misleading 0
