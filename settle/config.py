@@ -179,6 +179,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # "json": one JSON object per line, for a log pipeline; "text": for people (settle/logs.py).
     log_format: Literal["text", "json"] = "text"
+    # One INFO line per transfer outcome from the engine. Like the access log, at
+    # thousands of transfers a second the lines cost real CPU; metrics count them anyway.
+    log_transfer_outcomes: bool = True
 
     @field_validator("web_processes", "worker_concurrency", mode="before")
     @classmethod

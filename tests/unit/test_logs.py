@@ -67,3 +67,41 @@ def test_the_request_id_travels_in_task_headers():
     assert logs.request_id_of(SimpleNamespace(**headers)) == "req-7"
     assert logs.request_id_of(SimpleNamespace(headers=headers)) == "req-7"
     assert logs.request_id_of(SimpleNamespace()) is None
+
+
+def _batch(code: str | None):
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from domain.services.engine import BatchResult, Finished
+
+    now = datetime.now(UTC)
+    finished = Finished(
+        uuid.uuid4(), "transfer", code, 700, "EUR", now - timedelta(milliseconds=40), now
+    )
+    return BatchResult(finished=[finished]), finished
+
+
+def test_one_info_line_per_transfer_outcome_unless_switched_off(monkeypatch, caplog):
+    from settle.config import get_settings
+    from workers.tasks import report_batch
+
+    result, finished = _batch("insufficient_funds")
+    get_settings.cache_clear()
+    try:
+        with caplog.at_level(logging.INFO, logger="settle.transfers"):
+            report_batch(result)
+        [line] = [r for r in caplog.records if r.name == "settle.transfers"]
+        assert line.levelno == logging.INFO
+        assert line.transfer_id == str(finished.id)  # type: ignore[attr-defined]
+        assert line.failure_code == "insufficient_funds"  # type: ignore[attr-defined]
+        assert "failed (insufficient_funds): transfer of 700 EUR" in line.getMessage()
+
+        caplog.clear()
+        monkeypatch.setenv("SETTLE_LOG_TRANSFER_OUTCOMES", "false")
+        get_settings.cache_clear()
+        with caplog.at_level(logging.INFO, logger="settle.transfers"):
+            report_batch(result)
+        assert not [r for r in caplog.records if r.name == "settle.transfers"]
+    finally:
+        get_settings.cache_clear()
