@@ -218,7 +218,7 @@ def test_metrics_flower_and_logs_tell_what_happened(stack, session_factory):
     assert drains and all(re.fullmatch(r"lane \d+ of \d+ \(.+\)", t["args"]) for t in drains), [
         t["args"] for t in drains
     ]
-    states = {t["state"] for t in tasks if t["name"] == "settle.deliver_webhook"}
+    states = {t["state"] for t in tasks if t["name"] == "settle.deliver_webhooks"}
     assert "RETRY" in states and "SUCCESS" in states, states
     assert not [t for t in tasks if t["name"] == "settle.dispatch_due_webhooks"]
 
@@ -268,7 +268,7 @@ def _screenshots(stack: Stack, session_factory: Any, into: Path) -> None:
     retried = next(
         task_id
         for task_id, task in stack.flower_tasks().items()
-        if task["name"] == "settle.deliver_webhook" and task["state"] == "RETRY"
+        if task["name"] == "settle.deliver_webhooks" and task["state"] == "RETRY"
     )
     host = stack.flower.removeprefix("http://")
     pages = {
