@@ -1,14 +1,14 @@
 """The webhook dispatcher: sends deliveries that fall due, woken by PostgreSQL, not a clock.
 
-Immediate sends go out right after the engine's commit (a `deliver_webhook` message
-each). What is left for the dispatcher: retries (due at a time the schedule set),
+Immediate sends go out right after the engine's commit (a `deliver_webhooks` message
+per endpoint). What is left for the dispatcher: retries (due at a time the schedule set),
 redeliveries an owner or operator asked for (due now), and immediate sends that got
 lost (due when their lease expires). It runs as a thread inside every worker that
 consumes the webhooks queue (a Celery bootstep, workers/celery_app.py), so it adds no
 task to Flower's history and no process to run:
 
 - it claims what is due (leased, so several dispatchers never send one delivery
-  twice), queues a `deliver_webhook` per delivery, and asks when the next pending
+  twice), queues them (`deliver_webhooks`, per endpoint), and asks when the next pending
   delivery falls due;
 - it then sleeps on its LISTEN connection until that time, a NOTIFY on
   `domain.services.webhooks.DUE_CHANNEL` (sent on commit by a redelivery or a newly
