@@ -53,7 +53,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --system --gid 10001 settle \
     && useradd --system --uid 10001 --gid settle --create-home --home-dir /home/settle \
        --shell /usr/sbin/nologin settle \
-    && install -d -o settle -g settle -m 0700 /var/lib/settle/audit
+    && install -d -o settle -g settle -m 0700 /var/lib/settle/audit \
+    && install -d -o settle -g settle -m 0700 /var/lib/settle/metrics
 
 # Owned by root and read-only for `settle`: the processes cannot modify their own code.
 COPY --from=builder /opt/venv /opt/venv

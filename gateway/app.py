@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
+from celery.signals import before_task_publish
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -17,7 +18,7 @@ from domain.uow import Ports, unit_of_work
 from gateway import errors, openapi
 from gateway.completions import Completions
 from gateway.guards import BucketLimits, Guards
-from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, request_id_var
+from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from gateway.query_params import reject_unknown_query_parameters
 from gateway.ratelimit import AsyncRateLimiter, Lockout, RateLimiter, TokenCutoffs
 from gateway.routes import accounts as accounts_routes
@@ -34,6 +35,7 @@ from gateway.routes import (
 )
 from gateway.security_events import SecurityLog
 from gateway.tokens import VerifiedTokens
+from settle import logs
 from settle.broker import async_redis_client, redis_client
 from settle.config import Settings, get_settings
 from settle.wakeups import AsyncLaneWaker, LanePublisher, LaneWaker
@@ -50,14 +52,6 @@ workers apply them serially per account as double-entry ledger entries.
 * Lists take `?cursor=&limit=` and answer `{data, next_cursor}`.
 * Every response carries `X-Request-ID` (yours, if you sent a sane one).
 """
-
-
-class RequestIdLogFilter(logging.Filter):
-    """Puts the current request id on every log record (`%(request_id)s`)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get() or "-"
-        return True
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -179,10 +173,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def app_factory() -> FastAPI:
     """Entry point for `uvicorn --factory gateway.app:app_factory`."""
-    handler = logging.StreamHandler()
-    handler.addFilter(RequestIdLogFilter())
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
-    )
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-    return create_app()
+    settings = get_settings()
+    logs.configure(log_format=settings.log_format, level=settings.log_level)
+    # Tasks published while serving a request carry its id (settle/logs.py).
+    before_task_publish.connect(_request_id_header, weak=False)
+    return create_app(settings)
+
+
+def _request_id_header(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    logs.add_request_id_header(headers)

@@ -1,8 +1,10 @@
-"""Prometheus metrics of the gateway process."""
+"""Prometheus metrics the gateway records (counters; summed over every gateway process
+in multiprocess mode). Metrics other processes record, and the gauges read at scrape
+time, are in settle/metrics.py."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 
 TRANSFERS_ACCEPTED = Counter(
     "settle_transfers_accepted_total", "Money requests accepted (202), replays excluded", ["kind"]
@@ -10,22 +12,6 @@ TRANSFERS_ACCEPTED = Counter(
 WAKEUPS_FAILED = Counter(
     "settle_wakeups_publish_failed_total",
     "Wake-ups that could not be published (the sweeper recovers them)",
-)
-
-LEDGER_VERIFY_OK = Gauge(
-    "settle_ledger_verify_ok", "1 if the latest `settle verify` run found no problem, else 0"
-)
-LEDGER_VERIFY_PROBLEMS = Gauge(
-    "settle_ledger_verify_problems", "Problems found by the latest `settle verify` run"
-)
-LEDGER_VERIFY_TIMESTAMP = Gauge(
-    "settle_ledger_verify_last_run_timestamp_seconds", "When the latest verification ran"
-)
-
-TRANSFERS_QUARANTINED = Gauge(
-    "settle_transfers_quarantined",
-    "Transfers the engine failed with internal_error because applying them kept breaking "
-    "a database invariant (all time; each one needs a look)",
 )
 
 SECURITY_EVENTS = Counter(

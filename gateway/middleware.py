@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from contextvars import ContextVar
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-request_id_var: ContextVar[str | None] = ContextVar("settle_request_id", default=None)
+from domain.context import request_id_var
+
+__all__ = ["BodySizeLimitMiddleware", "RequestContextMiddleware", "request_id_var"]
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 

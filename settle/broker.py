@@ -24,7 +24,6 @@ VERIFY_LEDGER_TASK = "settle.verify_ledger"
 PURGE_IDEMPOTENCY_TASK = "settle.purge_idempotency_keys"
 DELIVER_WEBHOOK_TASK = "settle.deliver_webhook"  # one delivery: messages queued before batches
 DELIVER_WEBHOOKS_TASK = "settle.deliver_webhooks"
-DISPATCH_WEBHOOKS_TASK = "settle.dispatch_due_webhooks"
 
 # Longer than any task can run (tasks are hard-limited far below this), so
 # Redis never hands an unacknowledged message to a second worker while the
@@ -56,7 +55,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             DRAIN_LANE_TASK: {"queue": TRANSFERS_QUEUE},
             DELIVER_WEBHOOK_TASK: {"queue": WEBHOOKS_QUEUE},
             DELIVER_WEBHOOKS_TASK: {"queue": WEBHOOKS_QUEUE},
-            DISPATCH_WEBHOOKS_TASK: {"queue": WEBHOOKS_QUEUE},
         },
         "task_serializer": "json",
         "accept_content": ["json"],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from domain.errors import DomainError
 from domain.migrate import migrate
 from domain.services import users, verify
 from domain.uow import unit_of_work
-from settle import processes, web
+from settle import logs, metrics, processes, web
 from settle.config import get_settings
 
 
@@ -106,8 +105,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
+    logs.configure(log_format=settings.log_format, level=settings.log_level)
     if args.name == "web":
         if args.single:
             return web.serve_one(settings)
@@ -119,6 +118,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     if args.name == "beat":
         Path(settings.beat_schedule).parent.mkdir(parents=True, exist_ok=True)
+    if args.name == "flower":
+        # Flower serves its own /metrics from its own registry; kept out of the shared
+        # directory, so the gateway's /metrics does not repeat Flower's.
+        os.environ.pop(metrics.MULTIPROC_VARIABLE, None)
     # Replace this process, so signals from honcho or Docker reach Celery directly.
     os.execv(argv[0], argv)  # noqa: S606  # nosec B606
 

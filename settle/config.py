@@ -99,7 +99,9 @@ class Settings(BaseSettings):
     # 1, 2, 4, 8 or 16. Fewer lanes: bigger batches and shorter queues; more lanes:
     # more drains in parallel. About twice the transfer workers' processes.
     lanes: int = Field(default=4, ge=1, le=16)
-    sweep_interval_seconds: float = 5.0
+    # Sweeps are a safety net (wake-ups are published after commit), so a few a minute:
+    # more would bury the real work in Flower's task history.
+    sweep_interval_seconds: float = 15.0
     sweep_stale_after_seconds: float = 3.0
     # A message delivered more often than this (e.g. it kills its worker every time)
     # is dropped; the sweeper re-wakes the account later with a fresh message.
@@ -144,7 +146,9 @@ class Settings(BaseSettings):
     webhook_retry_schedule: list[float] = [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
     webhook_disable_after_seconds: float = 5 * 24 * 3600
     webhook_secret_grace_seconds: float = 24 * 3600
-    webhook_dispatch_interval_seconds: float = 1.0
+    # The webhook dispatcher (workers/dispatcher.py) is woken by NOTIFY and by the next
+    # due time; this bounds its sleep, i.e. how late a lost immediate send is retried.
+    webhook_dispatch_max_wait_seconds: float = Field(default=30.0, gt=0)
 
     # HTTP hardening.
     cors_origins: list[str] = []
@@ -173,6 +177,11 @@ class Settings(BaseSettings):
     flower_address: str = "127.0.0.1"
     flower_port: int = Field(default=5555, ge=1, le=65535)
     log_level: str = "INFO"
+    # "json": one JSON object per line, for a log pipeline; "text": for people (settle/logs.py).
+    log_format: Literal["text", "json"] = "text"
+    # One INFO line per transfer outcome from the engine. Like the access log, at
+    # thousands of transfers a second the lines cost real CPU; metrics count them anyway.
+    log_transfer_outcomes: bool = True
 
     @field_validator("web_processes", "worker_concurrency", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ from pathlib import Path
 from dotenv import load_dotenv
 
 from domain.migrate import migrate
+from settle import metrics
 from settle.config import RUN_ENV_FILE, Settings
 from settle.devservices import start_missing_services, stop_all
 
@@ -41,6 +42,10 @@ def main() -> int:
     load_dotenv(ROOT / ".env", override=False)
     os.environ.setdefault("SETTLE_ENVIRONMENT", "development")
     os.environ.setdefault("FLOWER_BASIC_AUTH", _flower_credentials())
+    # Every process writes its metrics here and the gateway's /metrics sums them
+    # (settle/metrics.py); emptied at each start, as prometheus_client requires.
+    os.environ.setdefault(metrics.MULTIPROC_VARIABLE, str(VAR / "metrics"))
+    metrics.reset_multiprocess_dir(Path(os.environ[metrics.MULTIPROC_VARIABLE]))
     # The Procfile runs `settle serve NAME`; make sure ours (in this venv) is found.
     venv_bin = str(Path(sys.executable).parent)
     os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")

@@ -48,7 +48,7 @@ class LanePublisher:
         if self._own:
             self._celery.conf.update(celery_config(settings))
 
-    def publish(self, lanes: Collection[int]) -> bool:
+    def publish(self, lanes: Collection[int], *, why: str = "new transfers") -> bool:
         ok = True
         for lane in lanes:
             try:
@@ -56,6 +56,8 @@ class LanePublisher:
                     DRAIN_LANE_TASK,
                     # The lane count travels with the lane, so workers need not agree.
                     args=[lane, self.lanes.count],
+                    # What Flower and the worker's log show instead of "[2, 4]".
+                    argsrepr=f"lane {lane} of {self.lanes.count} ({why})",
                     queue=TRANSFERS_QUEUE,
                     # Fail fast: a slow broker must not hold a 202; the sweeper covers us.
                     retry=True,
@@ -89,7 +91,7 @@ class LaneWaker:
         """Publish whatever the markers say (the sweeper: a marker may be stale)."""
         lanes = sorted({self.lanes.of_slot(s) for s in slots})
         self._claim(lanes)
-        self._publisher.publish(lanes)
+        self._publisher.publish(lanes, why="sweeper: stale pending transfers")
         return lanes
 
     def refresh(self, lane: int) -> None:

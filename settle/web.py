@@ -20,6 +20,7 @@ import time
 from types import FrameType
 from typing import Any
 
+from settle import logs
 from settle.config import Settings
 from settle.processes import GATEWAY_FACTORY, web_child_argv, web_processes
 
@@ -74,6 +75,8 @@ def gateway_config(settings: Settings, app: Any = GATEWAY_FACTORY) -> Any:
         port=settings.http_port,
         access_log=settings.http_access_log,
         log_level=settings.log_level.lower(),
+        # Settle's own handler (settle/logs.py) formats uvicorn's lines too.
+        log_config=None,
         # "auto" picks uvloop and httptools when installed (they are dependencies).
         loop="auto",
         http="auto",
@@ -86,6 +89,7 @@ def serve_one(settings: Settings, *, supervised: bool = True) -> int:
     """One gateway process on its own SO_REUSEPORT socket (what each child runs)."""
     import uvicorn
 
+    logs.configure(log_format=settings.log_format, level=settings.log_level)
     sock = bind_reuseport(settings.http_host, settings.http_port)
     if supervised:
         _exit_with_parent()

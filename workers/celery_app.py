@@ -15,11 +15,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery import Celery, bootsteps
+from celery.signals import (
+    beat_init,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
+from domain.context import request_id_var
+from settle import logs
 from settle.broker import (
-    DISPATCH_WEBHOOKS_TASK,
     PURGE_IDEMPOTENCY_TASK,
     SWEEP_PENDING_TASK,
     TRANSFERS_QUEUE,
@@ -54,14 +62,6 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
             # idempotent, so a late one is harmless; a dropped one is not.
             "options": {"queue": TRANSFERS_QUEUE, "expires": SWEEP_EXPIRES_SECONDS},
         },
-        "dispatch-due-webhooks": {
-            "task": DISPATCH_WEBHOOKS_TASK,
-            "schedule": settings.webhook_dispatch_interval_seconds,
-            "options": {
-                "queue": WEBHOOKS_QUEUE,
-                "expires": settings.webhook_dispatch_interval_seconds,
-            },
-        },
         "purge-idempotency-keys": {
             "task": PURGE_IDEMPOTENCY_TASK,
             "schedule": 3600.0,
@@ -88,6 +88,55 @@ app.add_defaults(_settings_config)
 app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
 
 
+class WebhookDispatcherStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Runs the webhook dispatcher (workers/dispatcher.py) in every worker that consumes
+    the webhooks queue, after its pool started (so no forked child inherits it)."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.dispatcher: Any = None
+
+    def include_if(self, parent: Any) -> bool:
+        return WEBHOOKS_QUEUE in parent.app.amqp.queues.consume_from
+
+    def start(self, parent: Any) -> None:
+        from domain.db import asyncpg_dsn
+        from domain.services.webhooks import DUE_CHANNEL
+        from workers.dispatcher import Dispatcher
+        from workers.tasks import dispatch_due
+
+        settings = get_settings()
+        self.dispatcher = Dispatcher(
+            dsn=asyncpg_dsn(settings.database_url),  # a plain libpq URL, as psycopg2 wants
+            channel=DUE_CHANNEL,
+            dispatch=dispatch_due,
+            max_wait=settings.webhook_dispatch_max_wait_seconds,
+        )
+        self.dispatcher.start()
+
+    def stop(self, parent: Any) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+            self.dispatcher = None
+
+
+app.steps["worker"].add(WebhookDispatcherStep)
+
+
+@beat_init.connect
+def _verify_at_start(sender: Any = None, **_: Any) -> None:
+    # The verify gauges must not read "never verified" for a whole interval after a
+    # (re)start: beat queues one run as soon as it starts, then every interval.
+    try:
+        app.send_task(VERIFY_LEDGER_TASK, queue=TRANSFERS_QUEUE)
+    except Exception:
+        logging.getLogger("settle.workers").warning(
+            "could not queue the start-up verify run", exc_info=True
+        )
+
+
 @worker_process_init.connect
 def _fresh_connections(**_: Any) -> None:
     # Forked pool children must not reuse the parent's database connections.
@@ -103,4 +152,19 @@ def _close_connections(**_: Any) -> None:
     resources.dispose()
 
 
-logging.getLogger("settle").setLevel(logging.INFO)
+@setup_logging.connect
+def _logging(**_: Any) -> None:
+    # Connected, so Celery leaves logging to us: its lines take Settle's format too.
+    settings = get_settings()
+    logs.configure(log_format=settings.log_format, level=settings.log_level)
+
+
+@task_prerun.connect
+def _bind_request_id(task: Any = None, **_: Any) -> None:
+    # The request whose message started this task (a gateway wake-up), for its logs.
+    request_id_var.set(logs.request_id_of(task.request) if task is not None else None)
+
+
+@task_postrun.connect
+def _unbind_request_id(**_: Any) -> None:
+    request_id_var.set(None)

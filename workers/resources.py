@@ -72,10 +72,16 @@ class _CeleryDeliveries:
         by_endpoint: dict[uuid.UUID, list[str]] = {}
         for queued in deliveries:
             by_endpoint.setdefault(queued.endpoint_id, []).append(str(queued.delivery_id))
-        for ids in by_endpoint.values():
+        for endpoint_id, ids in by_endpoint.items():
             for start in range(0, len(ids), DELIVERIES_PER_MESSAGE):
                 chunk = ids[start : start + DELIVERIES_PER_MESSAGE]
-                app.send_task(DELIVER_WEBHOOKS_TASK, args=[chunk], queue=WEBHOOKS_QUEUE)
+                app.send_task(
+                    DELIVER_WEBHOOKS_TASK,
+                    args=[chunk],
+                    # What Flower and the worker's log show instead of the id list.
+                    argsrepr=f"{len(chunk)} delivery(ies) to endpoint {endpoint_id}",
+                    queue=WEBHOOKS_QUEUE,
+                )
 
 
 def lane_publisher(lanes: Lanes | None = None) -> LanePublisher:
@@ -106,7 +112,7 @@ class _LaneClaims:
 
     def hand_on(self, lane: int) -> None:
         # The marker stays ours: nobody else publishes for this lane meanwhile.
-        lane_publisher(self._lanes).publish([lane])
+        lane_publisher(self._lanes).publish([lane], why="handed on: more pending")
 
     def others_waiting(self) -> bool:
         # Kombu's Redis transport keeps a queue as a list under the key prefix.

@@ -6,17 +6,20 @@ import logging
 import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
 
 from celery import Task
+from celery.exceptions import Retry
 from sqlalchemy.exc import OperationalError
 
 from domain.lanes import SLOTS, Lanes
-from domain.services import draining, sweeper, transfers, verify, webhooks
+from domain.services import draining, engine, sweeper, transfers, verify, webhooks
 from domain.uow import UnitOfWork, unit_of_work
+from settle import metrics
 from settle.broker import (
     DELIVER_WEBHOOK_TASK,
     DELIVER_WEBHOOKS_TASK,
-    DISPATCH_WEBHOOKS_TASK,
     DRAIN_LANE_TASK,
     PURGE_IDEMPOTENCY_TASK,
     SWEEP_PENDING_TASK,
@@ -28,6 +31,7 @@ from workers import resources, webhook_sender
 from workers.celery_app import app
 
 logger = logging.getLogger("settle.workers")
+outcomes_log = logging.getLogger("settle.transfers")
 
 MAX_DRAIN_RETRIES = 10
 
@@ -49,7 +53,35 @@ def drain(lane: int, lane_count: int | None = None) -> int:
             batch_size=settings.drain_batch_size, limits=settings.engine_limits
         ),
         sealer=resources.sealer(),
+        report=report_batch,
     )
+
+
+def report_batch(result: engine.BatchResult) -> None:
+    """One INFO line per transfer outcome, and the batch's metrics (counted once)."""
+    finished = result.finished
+    metrics.record_batch(finished, finished[0].completed_at)
+    if not (get_settings().log_transfer_outcomes and outcomes_log.isEnabledFor(logging.INFO)):
+        return
+    for item in finished:
+        latency_ms = round((item.completed_at - item.created_at).total_seconds() * 1000, 1)
+        outcomes_log.info(
+            "transfer %s %s%s: %s of %d %s, %.1f ms after acceptance",
+            item.id,
+            item.status,
+            f" ({item.code})" if item.code else "",
+            item.kind,
+            item.amount,
+            item.currency,
+            latency_ms,
+            extra={
+                "transfer_id": str(item.id),
+                "status": str(item.status),
+                "failure_code": item.code,
+                "kind": item.kind,
+                "latency_ms": latency_ms,
+            },
+        )
 
 
 def seal_audit() -> int:
@@ -57,7 +89,8 @@ def seal_audit() -> int:
 
 
 @app.task(name=DRAIN_LANE_TASK, bind=True, max_retries=MAX_DRAIN_RETRIES)
-def drain_lane(self: Task, lane: int, lane_count: int = SLOTS) -> int:
+def drain_lane(self: Task, lane: int, lane_count: int = SLOTS) -> str:
+    """Applies the lane's pending transfers; the result (shown in Flower) says how many."""
     # Messages published before lane counts existed name a slot: lane_count=SLOTS.
     try:
         lanes = Lanes(lane_count)
@@ -70,11 +103,12 @@ def drain_lane(self: Task, lane: int, lane_count: int = SLOTS) -> int:
         or not 0 <= lane < lanes.count
     ):
         logger.error("drain_lane: dropping malformed lane %r of %r", lane, lane_count)
-        return 0
+        return "dropped: malformed lane"
     task_id = self.request.id or ""
     guard = resources.delivery_guard(ttl_seconds=2 * VISIBILITY_TIMEOUT_SECONDS)
     if task_id and not guard.admit(task_id):
-        return 0  # poison message: acknowledged and dropped; the sweeper re-wakes the lane
+        # Poison message: acknowledged and dropped; the sweeper re-wakes the lane.
+        return "dropped: delivered too often"
     try:
         applied = drain(lane, lanes.count)
     except OperationalError as exc:
@@ -83,7 +117,7 @@ def drain_lane(self: Task, lane: int, lane_count: int = SLOTS) -> int:
         logger.warning("drain of lane %s hit %s; retrying", lane, type(exc).__name__)
         raise self.retry(exc=exc, countdown=min(2**self.request.retries, 30)) from exc
     guard.forget(task_id)
-    return applied
+    return f"lane {lane} of {lanes.count}: {applied} transfer(s) settled or failed"
 
 
 def wake_stale_lanes() -> int:
@@ -100,10 +134,11 @@ def wake_stale_lanes() -> int:
 
 
 @app.task(name=SWEEP_PENDING_TASK)
-def sweep_pending() -> int:
+def sweep_pending() -> str:
+    """Wakes lanes with stale pending transfers, seals the audit chain; says so in Flower."""
     woken = wake_stale_lanes()
-    seal_audit()
-    return woken
+    sealed = seal_audit()
+    return f"woke {woken} lane(s), sealed {sealed} audit row(s)"
 
 
 def verify_and_record() -> verify.Report:
@@ -126,17 +161,31 @@ def verify_and_record() -> verify.Report:
     return report
 
 
-def deliver(delivery_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+@dataclass(frozen=True)
+class Attempt:
+    """What one delivery attempt came to."""
+
+    delivery_id: uuid.UUID
+    status: str  # the delivery's status after it: succeeded, pending (retry due), failed
+    status_code: int | None
+    error: str | None
+
+    @property
+    def why(self) -> str:
+        return f"HTTP {self.status_code}" if self.status_code is not None else str(self.error)
+
+
+def attempt(delivery_ids: Sequence[uuid.UUID]) -> list[Attempt]:
     """One attempt for each delivery still pending: plan (one short read), send (no
     transaction open; one after the other, as they share an endpoint and its kept-alive
-    connection), record (one short write). Returns each attempted delivery's status."""
+    connection), record (one short write)."""
     settings = get_settings()
     factory = resources.session_factory()
     box = resources.secret_box()
     with unit_of_work(factory) as uow:
         plans = webhooks.plan_attempts(session=uow.session, delivery_ids=delivery_ids, box=box)
     if not plans:
-        return {}
+        return []
     outcomes = [
         (
             plan,
@@ -147,55 +196,96 @@ def deliver(delivery_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
         for plan in plans
     ]
     with unit_of_work(factory) as uow:
-        return webhooks.record_attempts(
+        statuses = webhooks.record_attempts(
             session=uow.session, outcomes=outcomes, policy=settings.webhook_policy
         )
+    attempts = []
+    for plan, outcome in outcomes:
+        status = statuses.get(plan.delivery_id, "failed")
+        metrics.record_webhook_attempt("retry" if status == "pending" else status, plan.event_at)
+        attempts.append(Attempt(plan.delivery_id, status, outcome.status_code, outcome.error))
+    return attempts
 
 
-def _deliver_message(raw: object) -> int:
+def deliver(delivery_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """One attempt each; every attempted delivery's status afterwards."""
+    return {a.delivery_id: a.status for a in attempt(delivery_ids)}
+
+
+class WebhookAttemptFailed(Exception):
+    """Attempts failed and others are scheduled (what Flower shows on RETRY)."""
+
+
+class WebhookDeliveryFailed(Exception):
+    """A delivery's last attempt failed: no retry left (Flower shows FAILURE)."""
+
+
+def _deliver_message(raw: object) -> str:
+    """A message's attempts, as its task's outcome: SUCCESS when every attempt
+    succeeded, RETRY when one failed and the schedule has attempts left (the dispatcher
+    sends the next one when due), FAILURE when one was given up. Never a green SUCCESS
+    for a refused or unreachable receiver."""
     values = raw if isinstance(raw, list) else [raw]
     try:
         ids = [uuid.UUID(str(value)) for value in values]
     except ValueError:
         logger.error("deliver_webhooks: dropping malformed delivery ids %r", raw)
-        return 0
-    return len(deliver(ids))
+        return "dropped: malformed delivery ids"
+    attempts = attempt(ids)
+    if not attempts:
+        return "nothing to send (delivered, given up or endpoint gone)"
+    delivered = sum(a.status == "succeeded" for a in attempts)
+    summary = f"{delivered} of {len(attempts)} delivered"
+    given_up = [a for a in attempts if a.status == "failed"]
+    if given_up:
+        raise WebhookDeliveryFailed(
+            f"{summary}; {len(given_up)} given up, no retry left ({given_up[0].why})"
+        )
+    retrying = [a for a in attempts if a.status == "pending"]
+    if retrying:
+        failed = f"{summary}; {len(retrying)} failed ({retrying[0].why}), retry scheduled"
+        # Raising Retry ourselves (not self.retry()) records the RETRY state without
+        # publishing a new message: the next attempt is the dispatcher's, at the time
+        # the schedule set in the database, which survives restarts.
+        raise Retry(failed, exc=WebhookAttemptFailed(failed))
+    return summary
 
 
-@app.task(name=DELIVER_WEBHOOKS_TASK, ignore_result=True)
-def deliver_webhooks(delivery_ids: list[str]) -> int:
+@app.task(name=DELIVER_WEBHOOKS_TASK, ignore_result=True, throws=(WebhookDeliveryFailed,))
+def deliver_webhooks(delivery_ids: list[str]) -> str:
     return _deliver_message(delivery_ids)
 
 
-@app.task(name=DELIVER_WEBHOOK_TASK, ignore_result=True)
-def deliver_webhook(delivery_id: str) -> int:
+@app.task(name=DELIVER_WEBHOOK_TASK, ignore_result=True, throws=(WebhookDeliveryFailed,))
+def deliver_webhook(delivery_id: str) -> str:
     """The one-delivery message of earlier releases, still in queues after an upgrade."""
     return _deliver_message(delivery_id)
 
 
-@app.task(name=DISPATCH_WEBHOOKS_TASK)
-def dispatch_due_webhooks() -> int:
-    """Sends deliveries that are due: retries, redeliveries, and lost immediate sends."""
+def dispatch_due() -> tuple[int, datetime | None]:
+    """Queue every due delivery (leased); when the next pending one falls due."""
     settings = get_settings()
     with unit_of_work(resources.session_factory(), resources.ports()) as uow:
         due = webhooks.claim_due(
             session=uow.session, lease_seconds=2 * settings.webhook_timeout_seconds + 30
         )
         uow.send_deliveries(due)
-    return len(due)
+        upcoming = webhooks.next_due(session=uow.session)
+    return len(due), upcoming
 
 
 @app.task(name=PURGE_IDEMPOTENCY_TASK)
-def purge_idempotency_keys() -> int:
+def purge_idempotency_keys() -> str:
     settings = get_settings()
     with unit_of_work(resources.session_factory()) as uow:
         purged = transfers.purge_idempotency_keys(
             session=uow.session, retention_seconds=settings.idempotency_retention_seconds
         )
-    logger.info("purged %d idempotency key(s) past retention", purged)
-    return purged
+    # Celery's "succeeded" line (and Flower) show this; no second line of our own.
+    return f"purged {purged} idempotency key(s) past retention"
 
 
 @app.task(name=VERIFY_LEDGER_TASK)
-def verify_ledger() -> bool:
-    return verify_and_record().ok
+def verify_ledger() -> str:
+    report = verify_and_record()
+    return "ledger OK" if report.ok else f"ledger MISMATCH: {report.problem_count} problem(s)"

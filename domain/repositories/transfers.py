@@ -87,3 +87,12 @@ def page(
 def count_failed_with(session: Session, failure_code: str) -> int:
     query = select(func.count()).select_from(Transfer).where(Transfer.failure_code == failure_code)
     return int(session.scalar(query) or 0)
+
+
+def pending_backlog(session: Session) -> tuple[int, datetime | None]:
+    """How many transfers are pending, and when the oldest of them was accepted."""
+    query = select(func.count(), func.min(Transfer.created_at)).where(
+        Transfer.status == TransferStatus.PENDING
+    )
+    count, oldest = session.execute(query).one()
+    return int(count), oldest

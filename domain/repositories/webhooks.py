@@ -101,7 +101,7 @@ _SENDABLE = text(
     """
     SELECT d.id, w.id AS endpoint_id, w.url, w.status AS endpoint_status, w.deleted_at,
            w.secret_ciphertext, w.previous_secret_ciphertext, w.previous_secret_expires_at,
-           e.id AS msg_id, e.payload
+           e.id AS msg_id, e.payload, e.created_at AS event_at
       FROM webhook_deliveries d
       LEFT JOIN webhook_endpoints w ON w.id = d.endpoint_id
       LEFT JOIN events e ON e.seq = d.event_seq
@@ -171,6 +171,19 @@ def record_successes(
     )
 
 
+def next_due(session: Session) -> datetime | None:
+    """When the earliest pending delivery falls due (the partial index answers it)."""
+    query = select(func.min(WebhookDelivery.next_attempt_at)).where(
+        WebhookDelivery.status == "pending"
+    )
+    return session.scalar(query)
+
+
+def notify(session: Session, channel: str) -> None:
+    """NOTIFY the dispatchers; PostgreSQL delivers it when (and only if) this commits."""
+    session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": channel})
+
+
 def add_attempt(session: Session, attempt: WebhookAttempt) -> None:
     session.add(attempt)
     session.flush()
@@ -191,3 +204,8 @@ def end_failure_streaks(session: Session, endpoint_ids: Sequence[uuid.UUID]) -> 
         ),
         {"ids": [str(i) for i in endpoint_ids]},
     )
+
+
+def count_pending(session: Session) -> int:
+    query = select(func.count()).where(WebhookDelivery.status == "pending")
+    return session.scalar(query) or 0

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
+from domain.context import current_request_id
 from domain.repositories import audit as audit_repo
 
 GENESIS_HASH = "0" * 64
@@ -40,7 +41,9 @@ class AuditRecord:
     actor_id: uuid.UUID | None = None
     subject_type: str | None = None
     subject_id: str | None = None
-    request_id: str | None = None
+    # By default the request this code runs for (domain/context.py), so every audit
+    # row written while serving a request names it.
+    request_id: str | None = field(default_factory=current_request_id)
     data: dict[str, Any] = field(default_factory=dict)
 
 

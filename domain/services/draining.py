@@ -86,14 +86,19 @@ def drain_lane(
     claims: LaneClaims,
     policy: DrainPolicy,
     sealer: Sealer,
+    report: Callable[[engine.BatchResult], None] | None = None,
 ) -> int:
-    """Apply the lane's pending transfers; returns how many reached a terminal state."""
+    """Apply the lane's pending transfers; returns how many reached a terminal state.
+
+    `report` sees each committed batch (the worker logs and counts its outcomes)."""
     slots = lanes.slots(lane)
     applied = 0
     started = time.monotonic()
     while True:
         result = _apply_or_quarantine(slots, units, policy)
         applied += result.applied
+        if report is not None and result.finished:
+            report(result)
         if result.more:  # a full batch: more is waiting right now
             if time.monotonic() - started < policy.slice_seconds or not claims.others_waiting():
                 claims.refresh(lane)

@@ -93,9 +93,28 @@ class Outcome:
         return TransferStatus.FAILED if self.failure_code else TransferStatus.SUCCEEDED
 
 
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """One transfer's outcome, as the worker's log line and metrics report it."""
+
+    id: uuid.UUID
+    kind: str
+    code: str | None  # None: succeeded
+    amount: int
+    currency: str
+    created_at: datetime
+    completed_at: datetime
+
+    @property
+    def status(self) -> str:
+        return TransferStatus.SUCCEEDED if self.code is None else TransferStatus.FAILED
+
+
 @dataclass
 class BatchResult:
     succeeded: list[uuid.UUID] = field(default_factory=list)
+    # Every transfer the batch brought to a terminal state (for logs and metrics).
+    finished: list[Finished] = field(default_factory=list)
     failed: list[uuid.UUID] = field(default_factory=list)
     more: bool = False  # pending transfers remain that this call could take; call again
     # Transfers that must wait for an older transfer of their source in another lane.
@@ -150,7 +169,19 @@ def apply_next_batch(
         result.more = True
     _write(uow, outcomes, accounts, now)
     for outcome in outcomes:
-        (result.failed if outcome.failure_code else result.succeeded).append(outcome.transfer.id)
+        transfer = outcome.transfer
+        (result.failed if outcome.failure_code else result.succeeded).append(transfer.id)
+        result.finished.append(
+            Finished(
+                transfer.id,
+                transfer.kind,
+                outcome.failure_code,
+                transfer.amount,
+                transfer.currency,
+                transfer.created_at,
+                now,
+            )
+        )
     # An applied atomic batch may have been holding back transfers in other lanes.
     uow.wake_slots(
         {slot_of(o.transfer.source_account_id) for o in outcomes if o.transfer.atomic} - set(slots)
@@ -299,6 +330,10 @@ def _audit_record(outcome: Outcome) -> audit.AuditRecord:
         actor_id=transfer.initiated_by,
         subject_type="transfer",
         subject_id=str(transfer.id),
+        # Not the drain's request id: wake-ups coalesce, so the request that woke this
+        # lane is not the one of every transfer in the batch. The transfer's own
+        # request id is on its acceptance row (same subject_id).
+        request_id=None,
         data={
             "kind": transfer.kind,
             "amount": transfer.amount,

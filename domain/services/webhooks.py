@@ -32,6 +32,9 @@ from domain.webhook_signing import new_secret
 from domain.webhook_urls import DEFAULT_PORTS, resolve
 
 MAX_ENDPOINTS_PER_USER = 20
+# The dispatcher (workers/dispatcher.py) LISTENs here: a delivery became due sooner
+# than it knew (a redelivery, a retry scheduled). PostgreSQL sends it on commit.
+DUE_CHANNEL = "settle_webhooks_due"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +55,7 @@ class AttemptPlan:
     msg_id: str
     body: bytes
     secrets: list[str]
+    event_at: datetime | None = None  # when the event was committed (latency metric)
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,11 @@ def claim_due(*, session: Session, lease_seconds: float, limit: int = 500) -> li
     )
 
 
+def next_due(*, session: Session) -> datetime | None:
+    """When the earliest pending delivery falls due, if any is pending."""
+    return webhooks_repo.next_due(session)
+
+
 def event_of(session: Session, delivery: WebhookDelivery) -> Event | None:
     return events_repo.get(session, delivery.event_seq)
 
@@ -200,6 +209,7 @@ def redeliver(
     delivery.next_attempt_at = datetime.now(UTC)
     delivery.completed_at = None
     session.flush()
+    webhooks_repo.notify(session, DUE_CHANNEL)
     audit.record(
         session,
         "webhook.redelivery_requested",
@@ -250,6 +260,7 @@ def plan_attempts(
                 msg_id=row.msg_id,
                 body=body,
                 secrets=secrets,
+                event_at=row.event_at,
             )
         )
     if undeliverable:
@@ -347,6 +358,8 @@ def record_attempt(
     else:
         delay = schedule[delivery.attempts] * random.uniform(0.9, 1.1)  # noqa: S311 - jitter
         delivery.next_attempt_at = now + timedelta(seconds=delay)
+        # The dispatcher may be asleep until a later due time: tell it to look again.
+        webhooks_repo.notify(session, DUE_CHANNEL)
     session.flush()
     return delivery
 

@@ -1,24 +1,24 @@
-"""Liveness, readiness (PostgreSQL and the broker) and Prometheus metrics."""
+"""Liveness, readiness (PostgreSQL and the broker) and Prometheus metrics (settle/metrics.py)."""
 
 from __future__ import annotations
 
 import hmac
 import logging
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
-from domain.services import transfers, verify
+from domain.services import operations
 from gateway.errors import problem, problem_responses
-from gateway.metrics import (
-    LEDGER_VERIFY_OK,
-    LEDGER_VERIFY_PROBLEMS,
-    LEDGER_VERIFY_TIMESTAMP,
-    TRANSFERS_QUARANTINED,
-)
+from settle.broker import TRANSFERS_QUEUE, WEBHOOKS_QUEUE
+from settle.metrics import StateCollector
+from settle.metrics import exposition as metrics_text
+
+QUEUES = (TRANSFERS_QUEUE, WEBHOOKS_QUEUE)
 
 router = APIRouter(tags=["operations"])
 logger = logging.getLogger("settle.gateway.health")
@@ -57,16 +57,18 @@ async def readyz(request: Request) -> Response:
     return problem(503, "not_ready", "a dependency is unavailable", checks=checks)
 
 
-def _refresh_ledger_gauges(request: Request) -> None:
-    """Verification runs in the workers (beat); its latest result and the count of
-    quarantined transfers live in PostgreSQL."""
+def _state(request: Request) -> dict[str, Any]:
+    """The system's state for the scrape: PostgreSQL's facts and the broker's queues."""
     with request.app.state.session_factory() as session:
-        latest = verify.latest(session=session)
-        TRANSFERS_QUARANTINED.set(transfers.count_quarantined(session=session))
-    if latest is not None:
-        LEDGER_VERIFY_OK.set(1 if latest.ok else 0)
-        LEDGER_VERIFY_PROBLEMS.set(latest.problems)
-        LEDGER_VERIFY_TIMESTAMP.set(latest.ran_at.timestamp())
+        state = operations.snapshot(session=session)
+    prefix = request.app.state.settings.redis_prefix
+    # Kombu's Redis transport keeps each queue as a list under the key prefix.
+    with request.app.state.redis.pipeline(transaction=False) as pipe:
+        for queue in QUEUES:
+            pipe.llen(f"{prefix}{queue}")
+        lengths = pipe.execute()
+    state["queues"] = dict(zip(QUEUES, (int(n) for n in lengths), strict=True))
+    return state
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
@@ -81,8 +83,5 @@ def metrics(request: Request) -> Response:
             "metrics need the metrics bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    try:
-        _refresh_ledger_gauges(request)
-    except Exception:
-        logger.warning("could not read the latest ledger verification", exc_info=True)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    body = metrics_text(StateCollector(lambda: _state(request)))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -15,9 +15,11 @@ from workers.celery_app import app
 
 def test_deliveries_are_grouped_by_endpoint_and_chunked(monkeypatch: pytest.MonkeyPatch):
     published: list[tuple[str, list[str], str]] = []
+    shown: list[str] = []
 
-    def send_task(name: str, *, args: list[Any], queue: str) -> None:
+    def send_task(name: str, *, args: list[Any], queue: str, argsrepr: str) -> None:
         published.append((name, args[0], queue))
+        shown.append(argsrepr)
 
     monkeypatch.setattr(app, "send_task", send_task)
     slow, busy = uuid.uuid4(), uuid.uuid4()
@@ -35,3 +37,6 @@ def test_deliveries_are_grouped_by_endpoint_and_chunked(monkeypatch: pytest.Monk
     busy_messages = [m for m in messages if m != [str(to_slow.delivery_id)]]
     assert [len(m) for m in busy_messages] == [resources.DELIVERIES_PER_MESSAGE, 1]
     assert [i for m in busy_messages for i in m] == [str(q.delivery_id) for q in to_busy]
+    # What Flower shows as the task's arguments: how many, and to which endpoint.
+    assert f"1 delivery(ies) to endpoint {slow}" in shown
+    assert f"{resources.DELIVERIES_PER_MESSAGE} delivery(ies) to endpoint {busy}" in shown
