@@ -23,9 +23,25 @@ def count_endpoints(session: Session, user_id: uuid.UUID) -> int:
     return session.scalar(query) or 0
 
 
-def get_endpoint(session: Session, endpoint_id: uuid.UUID) -> WebhookEndpoint | None:
-    endpoint = session.get(WebhookEndpoint, endpoint_id)
+def get_endpoint(
+    session: Session, endpoint_id: uuid.UUID, *, lock: bool = False
+) -> WebhookEndpoint | None:
+    endpoint = session.get(WebhookEndpoint, endpoint_id, with_for_update=lock)
     return endpoint if endpoint is not None and endpoint.deleted_at is None else None
+
+
+def has_pending_ping(session: Session, endpoint_id: uuid.UUID) -> bool:
+    query = select(WebhookDelivery.id).where(
+        WebhookDelivery.endpoint_id == endpoint_id,
+        WebhookDelivery.event_seq.is_(None),
+        WebhookDelivery.status == "pending",
+    )
+    return session.scalars(query.limit(1)).first() is not None
+
+
+def add_delivery(session: Session, delivery: WebhookDelivery) -> None:
+    session.add(delivery)
+    session.flush()
 
 
 # A row's place in a list ordered by creation: (created_at, id). Rows written by one
