@@ -216,6 +216,8 @@ def evaluate_in_engine(
 
     `alerting`: the batch's accounts whose alert count is not zero; with none, no
     statement runs at all."""
+    if not alerting:
+        return []
     touched = {e["account_id"] for e in entries} & set(alerting)
     if not touched:
         return []
