@@ -1,7 +1,9 @@
 """Transfer outcomes as events and webhook deliveries, in the engine's transaction; reading them.
 
 One event row per interested user (the initiator and the owners of both accounts),
-each carrying only the ledger entries that user may see. A delivery row is written
+each carrying only the ledger entries that user may see; after them, the
+`balance.below`/`balance.above` events that the transfer's entries fired, for each
+alert's creator (domain/services/alerts.py). A delivery row is written
 for every active endpoint of that user subscribed to the event type, due now: the
 transactional outbox. Nothing is sent here: the unit of work queues the sends
 after commit.

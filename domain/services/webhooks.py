@@ -1,4 +1,5 @@
-"""Webhook endpoints (create, list, delete, rotate secret) and the delivery state machine.
+"""Webhook endpoints (create, list, change, delete, rotate secret, send a test ping) and
+the delivery state machine.
 
 Sending happens in workers; this module decides *what* to send (`plan_attempt`) and
 what an attempt's outcome means (`record_attempt`): success, a retry at the next step
@@ -25,7 +26,7 @@ from domain.repositories import webhooks as webhooks_repo
 from domain.resources import PingData, PingEvent
 from domain.secret_box import SecretBox
 from domain.services import audit
-from domain.services.events import EVENT_TYPES
+from domain.services.events import EVENT_TYPES, new_event_id
 from domain.webhook_signing import new_secret
 from domain.webhook_urls import DEFAULT_PORTS, resolve
 
@@ -198,7 +199,7 @@ def send_test(*, session: Session, user: User, endpoint_id: uuid.UUID) -> Webhoo
         )
     now = datetime.now(UTC)
     event = PingEvent(
-        id=f"evt_{uuid.uuid4().hex}",
+        id=new_event_id(),
         type=PING,
         created_at=now,
         data=PingData(endpoint_id=endpoint.id),
