@@ -11,11 +11,15 @@ from domain.resources import BalanceAlertResource
 from domain.services import alerts
 from gateway import cursors
 from gateway.deps import CurrentUser, SessionDep
+from gateway.errors import problem_responses
 from gateway.schemas.alerts import AlertCreate
 from gateway.schemas.common import CursorParam, Limit, Page, paginate
 
 router = APIRouter(tags=["accounts"])
 
+_NOT_FOUND = problem_responses(
+    {404: "No such account or alert, or not yours (owner or operator only)"}
+)
 _WHO = (
     " The account's owner and operators may call this; anyone else gets 404. A customer "
     "sees only the alerts they set, operators every alert of the account."
@@ -30,6 +34,7 @@ def alert_out(alert: BalanceAlert) -> BalanceAlertResource:
     "/v1/accounts/{account_id}/balance-alerts",
     status_code=status.HTTP_201_CREATED,
     response_model=BalanceAlertResource,
+    responses=_NOT_FOUND,
     summary="Set an edge-triggered balance alert",
     description="One `balance.below` (or `balance.above`) event when the balance crosses "
     "the threshold, and no other until it has come back past the threshold by "
@@ -57,6 +62,7 @@ def create_alert(
 @router.get(
     "/v1/accounts/{account_id}/balance-alerts",
     response_model=Page[BalanceAlertResource],
+    responses=_NOT_FOUND,
     summary="Balance alerts of an account, oldest first",
     description=_WHO.strip(),
 )
@@ -85,6 +91,7 @@ def list_alerts(
 @router.get(
     "/v1/accounts/{account_id}/balance-alerts/{alert_id}",
     response_model=BalanceAlertResource,
+    responses=_NOT_FOUND,
     summary="One balance alert, with its armed state",
     description=_WHO.strip(),
 )
@@ -99,6 +106,7 @@ def get_alert(
 @router.delete(
     "/v1/accounts/{account_id}/balance-alerts/{alert_id}",
     status_code=204,
+    responses=_NOT_FOUND,
     summary="Delete a balance alert",
     description=_WHO.strip(),
 )

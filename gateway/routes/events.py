@@ -27,7 +27,7 @@ from domain.services import events
 from gateway import cursors
 from gateway.completions import Completions, TooManyWaits
 from gateway.deps import DetachedUser
-from gateway.errors import ApiError
+from gateway.errors import ApiError, problem_responses
 from gateway.schemas.common import CursorParam, Page
 
 router = APIRouter(tags=["events"])
@@ -51,6 +51,7 @@ def _position(given: str) -> events.EventCursor:
 @router.get(
     "/v1/events",
     response_model=Page[EventResource],
+    responses=problem_responses({429: "Too many `wait` requests at once (`too_many_waits`)"}),
     summary="Your events after a cursor, oldest first; optionally filtered and long-polled",
     description="Start with no `cursor`; then pass the `next_cursor` of the previous page. "
     "`after` is an alias of `cursor` (give one or the other), and cursors of the older "

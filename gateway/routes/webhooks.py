@@ -12,6 +12,7 @@ from domain.secret_box import SecretBox
 from domain.services import webhooks
 from gateway import cursors
 from gateway.deps import CurrentUser, OperatorUser, SessionDep, SettingsDep
+from gateway.errors import problem_responses
 from gateway.schemas.common import CursorParam, Page, paginate
 from gateway.schemas.webhooks import (
     AttemptOut,
@@ -93,6 +94,7 @@ def get_endpoint(endpoint_id: uuid.UUID, user: CurrentUser, session: SessionDep)
 @router.patch(
     "/v1/webhook-endpoints/{endpoint_id}",
     response_model=EndpointOut,
+    responses=problem_responses({404: "No such endpoint of yours"}),
     summary="Change an endpoint's url, events, or whether it is enabled",
     description="A new `url` is vetted as at creation (http(s), a host that resolves to "
     "public addresses). The secret stays the same.",
@@ -122,6 +124,9 @@ def update_endpoint(
     "/v1/webhook-endpoints/{endpoint_id}/test",
     status_code=202,
     response_model=DeliveryOut,
+    responses=problem_responses(
+        {404: "No such endpoint of yours", 409: "A ping to it is still being sent"}
+    ),
     summary="Send a signed `ping` to the endpoint",
     description="Signed like every delivery (Standard Webhooks), with the body "
     '`{id, type: "ping", created_at, data: {endpoint_id}}`. Sent once, within about a '
