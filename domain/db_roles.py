@@ -40,6 +40,8 @@ APP_GRANTS: dict[str, tuple[str, ...]] = {
     "webhook_attempts": ("SELECT", "INSERT"),
     # Decided once: a trigger refuses changes to a decided approval and any delete.
     "approvals": ("SELECT", "INSERT", "UPDATE"),
+    # The engine updates their armed state; owners and operators delete them.
+    "balance_alerts": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     "alembic_version": ("SELECT",),
 }
 APP_FUNCTIONS = (

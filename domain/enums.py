@@ -65,8 +65,20 @@ class ApprovalStatus(StrEnum):
 
 
 class EventType(StrEnum):
+    """Every event Settle publishes (on /v1/events and to webhook endpoints).
+
+    The payload shape of each is in domain/resources.py (`EVENT_MODELS`)."""
+
     TRANSFER_SUCCEEDED = "transfer.succeeded"
     TRANSFER_FAILED = "transfer.failed"
+    TRANSFER_CANCELED = "transfer.canceled"
+    HOLD_HELD = "hold.held"
+    HOLD_CAPTURED = "hold.captured"
+    HOLD_VOIDED = "hold.voided"
+    HOLD_EXPIRED = "hold.expired"
+    BALANCE_BELOW = "balance.below"
+    BALANCE_ABOVE = "balance.above"
+    BATCH_COMPLETED = "batch.completed"
 
     @classmethod
     def for_outcome(cls, status: TransferStatus) -> EventType:

@@ -116,6 +116,9 @@ class Account(Base):
     # What the account sent on `daily_sent_on` (UTC), kept by the engine under its lock.
     daily_sent: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     daily_sent_on: Mapped[date | None] = mapped_column(Date, nullable=True)
+    # How many balance alerts the account has: the engine reads it with its account
+    # locks and looks alerts up only where it is not zero (migration 0011).
+    balance_alert_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
@@ -349,7 +352,11 @@ class WebhookDelivery(Base):
     endpoint_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("webhook_endpoints.id"), nullable=False
     )
-    event_seq: Mapped[int] = mapped_column(BigInteger, ForeignKey("events.seq"), nullable=False)
+    # Null for a test ping, which carries its own `payload` and is no event of the stream.
+    event_seq: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("events.seq"), nullable=True
+    )
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -403,3 +410,28 @@ class Approval(Base):
     transfer_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("transfers.id"), nullable=True
     )
+
+
+class BalanceAlert(Base):
+    """An edge-triggered threshold on an account's balance (migration 0011).
+
+    `below_armed`/`above_armed`: true until the threshold is crossed (the event is
+    written then), false until the balance is back past it by `rearm_margin`; null
+    where that threshold is not set. Only the engine changes them, under the
+    account's lock."""
+
+    __tablename__ = "balance_alerts"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("accounts.id"), nullable=False
+    )
+    created_by: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id"), nullable=False
+    )
+    below: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    above: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    rearm_margin: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    below_armed: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    above_armed: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
 from domain.enums import (
     AccountStatus,
@@ -110,6 +110,33 @@ class BatchResource(Resource):
         )
 
 
+class BalanceAlertResource(Resource):
+    """An edge-triggered balance alert on one account (see domain/services/alerts.py)."""
+
+    id: uuid.UUID
+    account_id: uuid.UUID
+    below: int | None = Field(
+        description="Fires `balance.below` when the balance drops under this (minor units)"
+    )
+    above: int | None = Field(
+        description="Fires `balance.above` when the balance rises over this (minor units)"
+    )
+    rearm_margin: int = Field(
+        description="After firing, the balance must come back past the threshold by at least "
+        "this much before the alert can fire again"
+    )
+    below_armed: bool | None = Field(
+        description="true: the next drop under `below` fires; false: fired, waiting to re-arm; "
+        "null: no `below` threshold"
+    )
+    above_armed: bool | None = Field(
+        description="true: the next rise over `above` fires; false: fired, waiting to re-arm; "
+        "null: no `above` threshold"
+    )
+    created_by: uuid.UUID = Field(description="The user who set it; its events go to them")
+    created_at: UtcDatetime
+
+
 class TransferEventData(Resource):
     transfer: TransferResource
     entries: list[EntryResource] = Field(
@@ -117,11 +144,97 @@ class TransferEventData(Resource):
     )
 
 
-class EventResource(Resource):
-    id: str = Field(description="Unique; webhook receivers deduplicate on it (webhook-id)")
-    type: EventType
+class BalanceEventData(Resource):
+    """What crossed which threshold: the ledger entry that took the balance across it."""
+
+    alert_id: uuid.UUID
+    account_id: uuid.UUID
+    currency: str
+    threshold: int = Field(description="The alert's `below` or `above` that was crossed")
+    rearm_margin: int
+    balance_before: int = Field(description="The balance before the crossing entry")
+    balance: int = Field(description="The balance right after the crossing entry")
+    transfer_id: uuid.UUID = Field(description="The transfer whose entry crossed the threshold")
+    sequence: int = Field(description="That entry's per-account sequence")
+
+
+class BatchEventData(Resource):
+    batch: BatchResource
+
+
+class PingData(Resource):
+    endpoint_id: uuid.UUID = Field(description="The endpoint this test was sent to")
+
+
+_EVENT_ID = Field(description="Unique; webhook receivers deduplicate on it (webhook-id)")
+
+
+class TransferEvent(Resource):
+    """A transfer reached a terminal state (or was canceled while pending)."""
+
+    id: str = _EVENT_ID
+    type: Literal[
+        EventType.TRANSFER_SUCCEEDED, EventType.TRANSFER_FAILED, EventType.TRANSFER_CANCELED
+    ]
     created_at: UtcDatetime
     data: TransferEventData
+
+
+class HoldEvent(Resource):
+    """A hold (a transfer of kind `hold`) was placed, captured, voided or expired."""
+
+    id: str = _EVENT_ID
+    type: Literal[
+        EventType.HOLD_HELD, EventType.HOLD_CAPTURED, EventType.HOLD_VOIDED, EventType.HOLD_EXPIRED
+    ]
+    created_at: UtcDatetime
+    data: TransferEventData
+
+
+class BalanceEvent(Resource):
+    """A balance alert fired: the balance crossed its threshold (once per crossing)."""
+
+    id: str = _EVENT_ID
+    type: Literal[EventType.BALANCE_BELOW, EventType.BALANCE_ABOVE]
+    created_at: UtcDatetime
+    data: BalanceEventData
+
+
+class BatchEvent(Resource):
+    """Every transfer of a batch is terminal."""
+
+    id: str = _EVENT_ID
+    type: Literal[EventType.BATCH_COMPLETED]
+    created_at: UtcDatetime
+    data: BatchEventData
+
+
+class PingEvent(Resource):
+    """Sent by `POST /v1/webhook-endpoints/{id}/test` only; never on /v1/events."""
+
+    id: str = _EVENT_ID
+    type: Literal["ping"]
+    created_at: UtcDatetime
+    data: PingData
+
+
+AnyEvent = Annotated[
+    TransferEvent | HoldEvent | BalanceEvent | BatchEvent, Field(discriminator="type")
+]
+
+
+class EventResource(RootModel[AnyEvent]):
+    """One event, as /v1/events lists it and as webhooks push it; `type` says its shape."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+# The payload model of each event type (the OpenAPI `webhooks` section is built from it).
+EVENT_MODELS: dict[EventType, type[Resource]] = {
+    event_type: model
+    for model in (TransferEvent, HoldEvent, BalanceEvent, BatchEvent)
+    for event_type in get_args(model.model_fields["type"].annotation)
+}
 
 
 class ApprovalResource(Resource):

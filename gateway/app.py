@@ -24,6 +24,7 @@ from gateway.ratelimit import AsyncRateLimiter, Lockout, RateLimiter, TokenCutof
 from gateway.routes import accounts as accounts_routes
 from gateway.routes import (
     admin,
+    alerts,
     approvals,
     auth,
     events,
@@ -143,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (
         auth,
         accounts_routes,
+        alerts,
         money,
         transfers,
         webhooks,

@@ -9,7 +9,8 @@ the errors every operation of a kind can answer: 422 for unknown query parameter
 (schemathesis in CI) see the truth.
 
 It also publishes what Settle sends: the `webhooks` section has one operation per
-event type, whose body is the same `EventResource` that /v1/events returns.
+event type, whose body is that type's model from domain/resources.py (`EVENT_MODELS`,
+the same models /v1/events returns), and one for the test `ping`.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Header, Response
 from fastapi.openapi.constants import REF_TEMPLATE
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 
-from domain.enums import EventType
-from domain.resources import EventResource
+from domain.resources import EVENT_MODELS, PingEvent
 from gateway.errors import PROBLEM_JSON, Problem
 
 _PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": REF_TEMPLATE.format(model="Problem")}}}
@@ -75,9 +76,9 @@ WebhookSignature = Annotated[
 ]
 
 
-def _declare_webhook(app: FastAPI, event_type: EventType) -> None:
+def _declare_webhook(app: FastAPI, name: str, model: type[BaseModel], about: str) -> None:
     async def receive(
-        event: EventResource,
+        event: BaseModel,
         webhook_id: WebhookId,
         webhook_timestamp: WebhookTimestamp,
         webhook_signature: WebhookSignature,
@@ -85,11 +86,13 @@ def _declare_webhook(app: FastAPI, event_type: EventType) -> None:
         # Never called: app.webhooks only documents what the client's receiver gets.
         return Response(status_code=204)
 
+    # The signature is what FastAPI documents: the body is this event type's model.
+    receive.__annotations__["event"] = model
     app.webhooks.post(
-        event_type.value,
-        summary=f"`{event_type.value}`, sent to your webhook endpoints",
-        description=WEBHOOK_DESCRIPTION,
-        operation_id=f"webhook_{event_type.name.lower()}",
+        name,
+        summary=f"`{name}`, sent to your webhook endpoints",
+        description=about.strip() + "\n" + WEBHOOK_DESCRIPTION,
+        operation_id=f"webhook_{name.replace('.', '_')}",
         response_class=Response,
         responses={
             200: {"description": "Any 2xx acknowledges the event"},
@@ -99,8 +102,9 @@ def _declare_webhook(app: FastAPI, event_type: EventType) -> None:
 
 
 def install(app: FastAPI) -> None:
-    for event_type in EventType:
-        _declare_webhook(app, event_type)
+    for event_type, model in EVENT_MODELS.items():
+        _declare_webhook(app, event_type.value, model, model.__doc__ or "")
+    _declare_webhook(app, "ping", PingEvent, PingEvent.__doc__ or "")
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

@@ -84,12 +84,14 @@ def pending_of_batches(
 
 def lock_accounts(session: Session, account_ids: Iterable[uuid.UUID]) -> Sequence[Row[Any]]:
     """SELECT ... FOR NO KEY UPDATE in ascending id order (see accounts.lock_accounts),
-    with the owner's role (operators see every leg in their events)."""
+    with the owner's role (operators see every leg in their events) and the number of
+    balance alerts (read under the lock, so it is never stale: creating an alert updates
+    it, which waits for this lock)."""
     return session.execute(
         text(
             "SELECT a.id, a.kind, a.status, a.currency, a.owner_id, a.balance,"
             " a.overdraft_limit, a.last_sequence, a.daily_outgoing_limit, a.daily_sent,"
-            " a.daily_sent_on, u.role AS owner_role"
+            " a.daily_sent_on, a.balance_alert_count, u.role AS owner_role"
             " FROM accounts a LEFT JOIN users u ON u.id = a.owner_id"
             " WHERE a.id = ANY(CAST(:ids AS uuid[]))"
             " ORDER BY a.id FOR NO KEY UPDATE OF a"

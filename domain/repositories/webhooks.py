@@ -26,9 +26,25 @@ def count_endpoints(session: Session, user_id: uuid.UUID) -> int:
     return session.scalar(query) or 0
 
 
-def get_endpoint(session: Session, endpoint_id: uuid.UUID) -> WebhookEndpoint | None:
-    endpoint = session.get(WebhookEndpoint, endpoint_id)
+def get_endpoint(
+    session: Session, endpoint_id: uuid.UUID, *, lock: bool = False
+) -> WebhookEndpoint | None:
+    endpoint = session.get(WebhookEndpoint, endpoint_id, with_for_update=lock)
     return endpoint if endpoint is not None and endpoint.deleted_at is None else None
+
+
+def has_pending_ping(session: Session, endpoint_id: uuid.UUID) -> bool:
+    query = select(WebhookDelivery.id).where(
+        WebhookDelivery.endpoint_id == endpoint_id,
+        WebhookDelivery.event_seq.is_(None),
+        WebhookDelivery.status == "pending",
+    )
+    return session.scalars(query.limit(1)).first() is not None
+
+
+def add_delivery(session: Session, delivery: WebhookDelivery) -> None:
+    session.add(delivery)
+    session.flush()
 
 
 # A row's place in a list ordered by creation: (created_at, id). Rows written by one
@@ -96,17 +112,20 @@ def claim_due(
 
 
 # What sending needs, for many deliveries in one round trip: the pending ones among
-# `ids`, locked, with their endpoint (NULL columns when it is gone) and event.
+# `ids`, locked, with their endpoint (NULL columns when it is gone) and event. A test
+# ping has no event: it carries its own payload.
 _SENDABLE = text(
     """
     SELECT d.id, w.id AS endpoint_id, w.url, w.status AS endpoint_status, w.deleted_at,
            w.secret_ciphertext, w.previous_secret_ciphertext, w.previous_secret_expires_at,
-           e.id AS msg_id, e.payload, e.created_at AS event_at
+           COALESCE(d.payload ->> 'id', e.id) AS msg_id,
+           COALESCE(d.payload, e.payload) AS payload, d.event_seq IS NULL AS is_ping,
+           e.created_at AS event_at
       FROM webhook_deliveries d
       LEFT JOIN webhook_endpoints w ON w.id = d.endpoint_id
       LEFT JOIN events e ON e.seq = d.event_seq
      WHERE d.id = ANY(CAST(:ids AS uuid[])) AND d.status = 'pending'
-     ORDER BY d.event_seq
+     ORDER BY d.event_seq NULLS FIRST
        FOR UPDATE OF d
     """
 )

@@ -9,7 +9,11 @@ result says the lane is empty. Each batch
 - applies them in acceptance order against in-memory account states, with the
   pure rules of `domain/rules.py`: per source account strictly first in, first out;
 - writes the whole batch set-based (entries, transfer outcomes, balances, audit
-  rows, events, webhook deliveries: one statement each) in the unit's transaction.
+  rows, events, webhook deliveries: one statement each) in the unit's transaction;
+- evaluates the balance alerts of the accounts that have any (domain/services/alerts.py),
+  entry by entry, so their events are written with the transfer events, exactly once
+  per crossing. Accounts without alerts cost nothing: their alert count comes with
+  the account lock, and no alert statement runs for them.
 
 Atomic batches are applied whole, in one transaction: if any item fails, every
 item fails (the culprits with their own code, the rest with `batch_failed`) and
@@ -31,7 +35,7 @@ from domain.enums import AccountKind, Role, TransferStatus
 from domain.lanes import slot_of
 from domain.repositories import engine as engine_repo
 from domain.rules import BATCH_FAILED, Limits, failure_for
-from domain.services import audit, events
+from domain.services import alerts, audit, events
 from domain.uow import UnitOfWork
 
 
@@ -50,6 +54,7 @@ class AccountState:
     daily_outgoing_limit: int | None
     daily_sent: int
     daily_sent_on: date | None
+    balance_alert_count: int = 0
     owner_role: str | None = None
     changed: bool = False
 
@@ -289,6 +294,10 @@ def _write(
     )
     for entry, entry_id in zip(entries, ids, strict=True):
         entry["id"] = entry_id
+    # Zero statements unless an account of the batch has balance alerts.
+    crossings = alerts.evaluate_in_engine(
+        session, [a.id for a in accounts.values() if a.balance_alert_count], entries
+    )
     owners = {a.id: a.owner_id for a in accounts.values() if a.owner_id is not None}
     sees_all = {a.owner_id for a in accounts.values() if a.owner_id and _sees_all(a.owner_role)} | {
         o.transfer.initiated_by for o in outcomes if _sees_all(o.transfer.initiator_role)
@@ -309,6 +318,7 @@ def _write(
         owners=owners,
         sees_all=sees_all,
         now=now,
+        crossings=crossings,
     )
     finished_ids = [o.transfer.id for o in outcomes]
     finished_ids += [o.transfer.batch_id for o in outcomes if o.transfer.batch_id]

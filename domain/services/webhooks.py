@@ -1,4 +1,5 @@
-"""Webhook endpoints (create, list, delete, rotate secret) and the delivery state machine.
+"""Webhook endpoints (create, list, change, delete, rotate secret, send a test ping) and
+the delivery state machine.
 
 Sending happens in workers; this module decides *what* to send (`plan_attempts`) and
 what an attempt's outcome means (`record_attempts`): success, a retry at the next step
@@ -16,17 +17,19 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from domain.errors import Conflict, InvalidRequest, NotFound
-from domain.models import Event, User, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from domain.models import User, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from domain.repositories import events as events_repo
 from domain.repositories import quotas as quotas_repo
 from domain.repositories import webhooks as webhooks_repo
+from domain.resources import PingData, PingEvent
 from domain.secret_box import SecretBox
 from domain.services import audit
-from domain.services.events import EVENT_TYPES
+from domain.services.events import EVENT_TYPES, new_event_id
 from domain.uow import QueuedDelivery
 from domain.webhook_signing import new_secret
 from domain.webhook_urls import DEFAULT_PORTS, resolve
@@ -69,6 +72,24 @@ class AttemptOutcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
+def _check_events(events: list[str]) -> None:
+    unknown = sorted(set(events) - set(EVENT_TYPES))
+    if not events or unknown:
+        raise InvalidRequest(
+            f"events must be a non-empty subset of {', '.join(EVENT_TYPES)}",
+            code="invalid_event_types",
+        )
+
+
+def _vet_url(url: str, policy: WebhookPolicy) -> None:
+    resolve(
+        url,
+        allow_private=policy.allow_private,
+        allowed_ports=policy.allowed_ports,
+        explain_private=policy.explain_private,
+    )
+
+
 def create_endpoint(
     *,
     session: Session,
@@ -79,18 +100,8 @@ def create_endpoint(
     policy: WebhookPolicy,
 ) -> tuple[WebhookEndpoint, str]:
     """Returns the endpoint and its secret, which is shown this once and stored encrypted."""
-    unknown = sorted(set(events) - set(EVENT_TYPES))
-    if not events or unknown:
-        raise InvalidRequest(
-            f"events must be a non-empty subset of {', '.join(EVENT_TYPES)}",
-            code="invalid_event_types",
-        )
-    resolve(
-        url,
-        allow_private=policy.allow_private,
-        allowed_ports=policy.allowed_ports,
-        explain_private=policy.explain_private,
-    )
+    _check_events(events)
+    _vet_url(url, policy)
     # Under the user's quota lock, so concurrent creates cannot all pass the count.
     quotas_repo.lock_user_quotas(session, user.id)
     if webhooks_repo.count_endpoints(session, user.id) >= MAX_ENDPOINTS_PER_USER:
@@ -131,6 +142,103 @@ def delete_endpoint(*, session: Session, user: User, endpoint_id: uuid.UUID) -> 
     session.flush()
 
 
+@dataclass(frozen=True, kw_only=True)
+class UpdateEndpoint:
+    """PATCH: each field given changes; None leaves it as it is."""
+
+    url: str | None = None
+    events: list[str] | None = None
+    enabled: bool | None = None
+
+
+def update_endpoint(
+    *,
+    session: Session,
+    user: User,
+    endpoint_id: uuid.UUID,
+    cmd: UpdateEndpoint,
+    policy: WebhookPolicy,
+) -> WebhookEndpoint:
+    """Changes the URL (vetted as at creation), the events, or whether it is enabled.
+
+    Enabling an endpoint that was disabled (by its owner, a 410 or failing for too long)
+    clears the failure record: the next failure starts the clock again. Disabling stops
+    its pending deliveries (the worker closes them as failed)."""
+    endpoint = get_owned(session=session, user=user, endpoint_id=endpoint_id)
+    changed: list[str] = []
+    if cmd.url is not None:
+        _vet_url(cmd.url, policy)
+        endpoint.url = cmd.url
+        changed.append("url")
+    if cmd.events is not None:
+        _check_events(cmd.events)
+        endpoint.events = sorted(set(cmd.events))
+        changed.append("events")
+    if cmd.enabled is not None:
+        if cmd.enabled:
+            endpoint.status, endpoint.disabled_reason, endpoint.failing_since = (
+                "active",
+                None,
+                None,
+            )
+        else:
+            endpoint.status, endpoint.disabled_reason = "disabled", "disabled by its owner"
+        changed.append("enabled")
+    if not changed:
+        raise InvalidRequest("give at least one of url, events, enabled", code="nothing_to_update")
+    session.flush()
+    audit.record(
+        session,
+        "webhook.endpoint_updated",
+        actor_id=user.id,
+        subject_type="webhook_endpoint",
+        subject_id=str(endpoint.id),
+        data={"changed": changed, "status": endpoint.status},
+    )
+    return endpoint
+
+
+PING = "ping"
+
+
+def send_test(*, session: Session, user: User, endpoint_id: uuid.UUID) -> WebhookDelivery:
+    """A signed `ping` to the endpoint, sent once by the webhooks worker (within about a
+    second, by the dispatcher); its outcome is in the endpoint's deliveries.
+
+    A ping is no event of the user's stream: the delivery carries its own payload. It
+    is tried once, and its failure neither disables the endpoint nor counts toward
+    disabling it. A disabled endpoint can be pinged (to check it before enabling it).
+    One ping per endpoint at a time, so a test cannot be turned into a flood."""
+    endpoint = webhooks_repo.get_endpoint(session, endpoint_id, lock=True)
+    if endpoint is None or endpoint.user_id != user.id:
+        raise NotFound("webhook endpoint not found")
+    if webhooks_repo.has_pending_ping(session, endpoint_id):
+        raise Conflict(
+            "a test ping to this endpoint is still being sent; see its deliveries, then try again",
+            code="ping_in_progress",
+        )
+    now = datetime.now(UTC)
+    event = PingEvent(
+        id=new_event_id(),
+        type=PING,
+        created_at=now,
+        data=PingData(endpoint_id=endpoint.id),
+    )
+    delivery = WebhookDelivery(
+        id=uuid.uuid4(),
+        endpoint_id=endpoint.id,
+        event_seq=None,
+        payload=event.model_dump(mode="json"),
+        status="pending",
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    webhooks_repo.add_delivery(session, delivery)
+    webhooks_repo.notify(session, DUE_CHANNEL)  # the dispatcher sends it once this commits
+    return delivery
+
+
 def rotate_secret(
     *,
     session: Session,
@@ -164,8 +272,21 @@ def next_due(*, session: Session) -> datetime | None:
     return webhooks_repo.next_due(session)
 
 
-def event_of(session: Session, delivery: WebhookDelivery) -> Event | None:
-    return events_repo.get(session, delivery.event_seq)
+@dataclass(frozen=True)
+class Sent:
+    """What a delivery carries: its event's id, type and body."""
+
+    id: str
+    type: str
+    payload: dict[str, Any]
+
+
+def event_of(session: Session, delivery: WebhookDelivery) -> Sent | None:
+    """The event a delivery sends, or its own payload (a ping)."""
+    if delivery.payload is not None:
+        return Sent(delivery.payload["id"], delivery.payload["type"], delivery.payload)
+    event = events_repo.get(session, delivery.event_seq) if delivery.event_seq else None
+    return None if event is None else Sent(event.id, event.type, event.payload)
 
 
 def list_deliveries(
@@ -242,7 +363,7 @@ def plan_attempts(
         if (
             row.endpoint_id is None
             or row.deleted_at is not None
-            or row.endpoint_status != "active"
+            or (row.endpoint_status != "active" and not row.is_ping)
             or row.msg_id is None
         ):
             undeliverable.append(row.id)
@@ -342,8 +463,12 @@ def record_attempt(
     delivery.last_status_code, delivery.last_error = status_code, (error or "")[:500] or None
     if status_code is not None and 200 <= status_code < 300:
         delivery.status, delivery.completed_at, delivery.next_attempt_at = "succeeded", now, None
-        if endpoint is not None:
+        if endpoint is not None and delivery.event_seq is not None:
             endpoint.failing_since = None
+        session.flush()
+        return delivery
+    if delivery.event_seq is None:  # a ping: tried once, and it says nothing about the endpoint
+        delivery.status, delivery.completed_at, delivery.next_attempt_at = "failed", now, None
         session.flush()
         return delivery
     if endpoint is not None:

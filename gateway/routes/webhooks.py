@@ -12,12 +12,14 @@ from domain.secret_box import SecretBox
 from domain.services import webhooks
 from gateway import cursors
 from gateway.deps import CurrentUser, OperatorUser, SessionDep, SettingsDep
+from gateway.errors import problem_responses
 from gateway.schemas.common import CursorParam, Page, paginate
 from gateway.schemas.webhooks import (
     AttemptOut,
     DeliveryOut,
     EndpointCreate,
     EndpointOut,
+    EndpointUpdate,
     EndpointWithSecret,
 )
 
@@ -87,6 +89,55 @@ def list_endpoints(
 )
 def get_endpoint(endpoint_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> EndpointOut:
     return endpoint_out(webhooks.get_owned(session=session, user=user, endpoint_id=endpoint_id))
+
+
+@router.patch(
+    "/v1/webhook-endpoints/{endpoint_id}",
+    response_model=EndpointOut,
+    responses=problem_responses({404: "No such endpoint of yours"}),
+    summary="Change an endpoint's url, events, or whether it is enabled",
+    description="A new `url` is vetted as at creation (http(s), a host that resolves to "
+    "public addresses). The secret stays the same.",
+)
+def update_endpoint(
+    endpoint_id: uuid.UUID,
+    body: EndpointUpdate,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> EndpointOut:
+    endpoint = webhooks.update_endpoint(
+        session=session,
+        user=user,
+        endpoint_id=endpoint_id,
+        cmd=webhooks.UpdateEndpoint(
+            url=body.url,
+            events=None if body.events is None else [event.value for event in body.events],
+            enabled=body.enabled,
+        ),
+        policy=settings.webhook_policy,
+    )
+    return endpoint_out(endpoint)
+
+
+@router.post(
+    "/v1/webhook-endpoints/{endpoint_id}/test",
+    status_code=202,
+    response_model=DeliveryOut,
+    responses=problem_responses(
+        {404: "No such endpoint of yours", 409: "A ping to it is still being sent"}
+    ),
+    summary="Send a signed `ping` to the endpoint",
+    description="Signed like every delivery (Standard Webhooks), with the body "
+    '`{id, type: "ping", created_at, data: {endpoint_id}}`. Sent once, within about a '
+    "second; the delivery returned here shows the outcome in the endpoint's deliveries. "
+    "A ping never appears on /v1/events, is not retried, and its failure does not count "
+    "against the endpoint. Works on a disabled endpoint too. One at a time per endpoint: "
+    "409 `ping_in_progress` while one is being sent.",
+)
+def send_test(endpoint_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> DeliveryOut:
+    delivery = webhooks.send_test(session=session, user=user, endpoint_id=endpoint_id)
+    return _delivery_out(session, delivery, [])
 
 
 @router.delete(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, Field, StrictStr
+from pydantic import BaseModel, Field, StrictBool, StrictStr
 
 from domain.enums import EventType
 from domain.resources import UtcDatetime
@@ -14,7 +14,23 @@ from gateway.schemas.common import StrictRequest
 
 class EndpointCreate(StrictRequest):
     url: StrictStr = Field(max_length=2048, examples=["https://hooks.example.com/settle"])
-    events: list[EventType] = Field(min_length=1, max_length=10)
+    events: list[EventType] = Field(min_length=1, max_length=20)
+
+
+class EndpointUpdate(StrictRequest):
+    """Only the fields given change; at least one is needed."""
+
+    url: StrictStr | None = Field(
+        default=None,
+        max_length=2048,
+        description="Vetted as at creation: http(s), a host resolving to public addresses",
+    )
+    events: list[EventType] | None = Field(default=None, min_length=1, max_length=20)
+    enabled: StrictBool | None = Field(
+        default=None,
+        description="false: stop sending (pending deliveries fail); true: send again, and "
+        "forget past failures (also after Settle disabled it)",
+    )
 
 
 class EndpointOut(BaseModel):

@@ -31,6 +31,8 @@ def _requests(world):
     return [
         ("GET", f"/v1/accounts/{account_id}", None, 200),
         ("GET", f"/v1/accounts/{account_id}/entries", None, 200),
+        ("POST", f"/v1/accounts/{account_id}/balance-alerts", {"below": 1}, 201),
+        ("GET", f"/v1/accounts/{account_id}/balance-alerts", None, 200),
         ("GET", f"/v1/transfers/{transfer_id}", None, 200),
         ("POST", "/v1/withdrawals", money, 202),
         (
@@ -47,7 +49,7 @@ def _requests(world):
     ]
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(7))
 def test_owner_allowed_other_user_gets_404(client, two_users, index):
     method, path, body, owner_status = _requests(two_users)[index]
     as_owner = client.request(method, path, json=body, headers={**two_users["owner"], **idem()})

@@ -157,22 +157,44 @@ def test_the_openapi_document_says_every_operation_may_answer_422(client):
     assert all("422" in op["responses"] for op in operations)
 
 
-def test_the_openapi_document_publishes_both_webhooks_with_the_event_resource(client):
+def test_the_openapi_document_publishes_every_webhook_with_its_payload_schema(client):
     document = client.get("/openapi.json").json()
-    event_ref = {"$ref": "#/components/schemas/EventResource"}
-    for event_type in ("transfer.succeeded", "transfer.failed"):
+    schemas = document["components"]["schemas"]
+    models = {
+        "transfer.succeeded": "TransferEvent",
+        "transfer.failed": "TransferEvent",
+        "transfer.canceled": "TransferEvent",
+        "hold.held": "HoldEvent",
+        "hold.captured": "HoldEvent",
+        "hold.voided": "HoldEvent",
+        "hold.expired": "HoldEvent",
+        "balance.below": "BalanceEvent",
+        "balance.above": "BalanceEvent",
+        "batch.completed": "BatchEvent",
+        "ping": "PingEvent",
+    }
+    assert set(document["webhooks"]) == set(models)
+    for event_type, model in models.items():
         operation = document["webhooks"][event_type]["post"]
         body = operation["requestBody"]
-        assert body["required"] and body["content"]["application/json"]["schema"] == event_ref
+        ref = {"$ref": f"#/components/schemas/{model}"}
+        assert body["required"] and body["content"]["application/json"]["schema"] == ref
+        type_schema = schemas[model]["properties"]["type"]
+        assert event_type in type_schema.get("enum", [type_schema.get("const")])
+        assert set(schemas[model]["required"]) == {"id", "type", "created_at", "data"}
         headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
         assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}
         assert "v1,<base64 of HMAC-SHA256" in operation["description"]
         assert set(operation["responses"]) == {"200", "410"}
-    # The very schema /v1/events pages through: one resource, pushed or polled.
-    page = document["components"]["schemas"]["Page_EventResource_"]
-    assert page["properties"]["data"]["items"] == event_ref
-    event_types = document["components"]["schemas"]["EventType"]["enum"]
-    assert set(event_types) == {"transfer.succeeded", "transfer.failed"}
+    # The very schemas /v1/events pages through: one resource, pushed or polled, its
+    # shape chosen by `type` (ping is webhook-only).
+    page = schemas["Page_EventResource_"]
+    assert page["properties"]["data"]["items"] == {"$ref": "#/components/schemas/EventResource"}
+    mapping = schemas["EventResource"]["discriminator"]["mapping"]
+    assert mapping == {t: f"#/components/schemas/{m}" for t, m in models.items() if t != "ping"}
+    assert set(schemas["EventType"]["enum"]) == set(models) - {"ping"}
+    balance = schemas["BalanceEventData"]["properties"]
+    assert {"alert_id", "threshold", "balance", "transfer_id", "sequence"} <= set(balance)
 
 
 def _timestamps(value: Any) -> list[str]:

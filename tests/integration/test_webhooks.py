@@ -409,3 +409,177 @@ def test_endpoints_page_one_by_one_without_loss(hooks_app, session_factory):
     seen = _walk(client, "/v1/webhook-endpoints", alice)
     assert len(seen) == len(set(seen)) == 3 and set(seen) == set(created)
     assert seen == sorted(seen)  # equal times: the id decides, oldest first
+
+
+# --- PATCH /v1/webhook-endpoints/{id} and POST .../test ------------------------------
+
+
+def test_patch_changes_the_url_and_events_and_the_next_delivery_follows(
+    hooks_app, session_factory, drain_pending
+):
+    client = hooks_app
+    alice, _, a, b = _funded_pair(client, session_factory, drain_pending)
+    with running_receiver() as first, running_receiver() as second:
+        endpoint = _endpoint(client, alice, first, events=("transfer.failed",))
+        patched = client.patch(
+            f"/v1/webhook-endpoints/{endpoint['id']}",
+            json={"url": second.url, "events": ["transfer.succeeded", "balance.below"]},
+            headers=alice,
+        )
+        assert patched.status_code == 200, patched.text
+        body = patched.json()
+        assert body["url"] == second.url
+        assert body["events"] == ["balance.below", "transfer.succeeded"]
+        assert "secret" not in body  # the secret is unchanged, and never shown again
+        assert client.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=alice).json() == body
+        post_transfer(client, alice, a["id"], b["number"], 10)
+        drain_pending()
+        _send_due(session_factory, endpoint["id"])
+        [request] = second.wait_for(1)
+        assert first.requests == []
+    assert json.loads(request.body)["type"] == "transfer.succeeded"
+    assert verify(  # signed with the secret it had from the start
+        endpoint["secret"],
+        msg_id=request.headers["webhook-id"],
+        timestamp=int(request.headers["webhook-timestamp"]),
+        body=request.body,
+        header=request.headers["webhook-signature"],
+    )
+
+
+def test_patch_disables_and_enables_an_endpoint(hooks_app, session_factory, drain_pending):
+    client = hooks_app
+    alice, _, a, b = _funded_pair(client, session_factory, drain_pending)
+    with running_receiver() as receiver:
+        endpoint = _endpoint(client, alice, receiver)
+        url = f"/v1/webhook-endpoints/{endpoint['id']}"
+        post_transfer(client, alice, a["id"], b["number"], 10)
+        drain_pending()  # its delivery is written, not sent yet
+        disabled = client.patch(url, json={"enabled": False}, headers=alice).json()
+        assert disabled["status"] == "disabled"
+        assert disabled["disabled_reason"] == "disabled by its owner"
+        _send_due(session_factory, endpoint["id"])
+        post_transfer(client, alice, a["id"], b["number"], 15)
+        drain_pending()
+        assert receiver.requests == []  # nothing sent to a disabled endpoint
+        [closed] = _deliveries(session_factory, endpoint["id"])  # and nothing new written
+        assert closed.status == "failed"
+        # Disabled by Settle for failing: enabling it forgets the failures.
+        with session_factory() as session, session.begin():
+            session.execute(
+                update(WebhookEndpoint)
+                .where(WebhookEndpoint.id == uuid.UUID(endpoint["id"]))
+                .values(failing_since=func.now(), disabled_reason="failing for too long")
+            )
+        enabled = client.patch(url, json={"enabled": True}, headers=alice).json()
+        assert (enabled["status"], enabled["disabled_reason"]) == ("active", None)
+        with session_factory() as session:
+            assert session.get(WebhookEndpoint, uuid.UUID(endpoint["id"])).failing_since is None
+        post_transfer(client, alice, a["id"], b["number"], 20)
+        drain_pending()
+        _send_due(session_factory, endpoint["id"])
+        [request] = receiver.wait_for(1)
+    assert json.loads(request.body)["data"]["transfer"]["amount"] == 20
+
+
+def test_patch_refuses_bad_input_and_other_peoples_endpoints(hooks_app, client, session_factory):
+    alice, bob = register_and_login(client), register_and_login(client)
+    operator = operator_headers(client, session_factory)
+    with running_receiver() as receiver:
+        endpoint = _endpoint(hooks_app, alice, receiver)  # an app that allows local URLs
+    url = f"/v1/webhook-endpoints/{endpoint['id']}"
+    cases = [
+        ({}, "nothing_to_update"),
+        ({"url": "ftp://hooks.example.com/x"}, "webhook_url_not_allowed"),
+        # `client` keeps the default policy: the URL is vetted again, and refused.
+        ({"url": receiver.url}, "webhook_url_not_allowed"),
+        ({"url": "http://[::1]:8080/hooks"}, "webhook_url_not_allowed"),
+        ({"events": []}, None),
+        ({"events": ["transfer.nope"]}, None),
+        ({"events": ["ping"]}, None),  # not subscribable: every endpoint can be pinged
+        ({"enabled": "yes"}, None),
+        ({"enabled": False, "secret": "whsec_x"}, None),
+    ]
+    for body, code in cases:
+        response = client.patch(url, json=body, headers=alice)
+        assert response.status_code == 422, (body, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        if code:
+            assert response.json()["code"] == code, (body, response.json())
+    with session_factory() as session:  # none of it changed anything
+        row = session.get(WebhookEndpoint, uuid.UUID(endpoint["id"]))
+        assert (row.url, row.status, row.events) == (
+            endpoint["url"],
+            "active",
+            endpoint["events"],
+        )
+    # Endpoints are their owner's alone: another customer and operators get 404.
+    for headers in (bob, operator):
+        response = client.patch(url, json={"enabled": False}, headers=headers)
+        assert response.status_code == 404, response.text
+        assert client.post(f"{url}/test", headers=headers).status_code == 404
+    missing = f"/v1/webhook-endpoints/{uuid.uuid4()}"
+    assert client.patch(missing, json={"enabled": False}, headers=alice).status_code == 404
+    assert client.post(f"{missing}/test", headers=alice).status_code == 404
+    assert client.patch(url, json={"enabled": False}).status_code == 401
+    assert client.post(f"{url}/test").status_code == 401
+
+
+def test_a_test_ping_is_signed_sent_once_and_shown_in_the_deliveries(hooks_app, session_factory):
+    client = hooks_app
+    alice = register_and_login(client)
+    with running_receiver() as receiver:
+        endpoint = _endpoint(client, alice, receiver)
+        url = f"/v1/webhook-endpoints/{endpoint['id']}"
+        queued = client.post(f"{url}/test", headers=alice)
+        assert queued.status_code == 202, queued.text
+        delivery = queued.json()
+        assert (delivery["event_type"], delivery["status"]) == ("ping", "pending")
+        # One at a time per endpoint.
+        again = client.post(f"{url}/test", headers=alice)
+        assert again.status_code == 409 and again.json()["code"] == "ping_in_progress"
+        _send_due(session_factory, endpoint["id"])
+        [request] = receiver.wait_for(1)
+        assert client.post(f"{url}/test", headers=alice).status_code == 202  # sent: free again
+    payload = json.loads(request.body)
+    assert payload["type"] == "ping" and payload["id"] == delivery["event_id"]
+    assert payload["data"] == {"endpoint_id": endpoint["id"]}
+    assert request.headers["webhook-id"] == payload["id"]
+    assert verify(
+        endpoint["secret"],
+        msg_id=request.headers["webhook-id"],
+        timestamp=int(request.headers["webhook-timestamp"]),
+        body=request.body,
+        header=request.headers["webhook-signature"],
+    )
+    listed = client.get(f"{url}/deliveries", headers=alice).json()["data"]
+    sent = next(d for d in listed if d["id"] == delivery["id"])
+    assert sent["status"] == "succeeded" and sent["event_type"] == "ping"
+    assert [a["status_code"] for a in sent["attempt_log"]] == [200]
+    # A ping is no event of the stream.
+    assert client.get("/v1/events", headers=alice).json()["data"] == []
+
+
+def test_a_failed_ping_is_not_retried_and_does_not_count_against_the_endpoint(
+    hooks_app, session_factory
+):
+    client = hooks_app
+    alice = register_and_login(client)
+    with running_receiver() as receiver:
+        receiver.default_status = 410  # would disable the endpoint for a real event
+        endpoint = _endpoint(client, alice, receiver)
+        url = f"/v1/webhook-endpoints/{endpoint['id']}"
+        # A disabled endpoint can be pinged, to check it before enabling it again.
+        client.patch(url, json={"enabled": False}, headers=alice)
+        assert client.post(f"{url}/test", headers=alice).status_code == 202
+        _send_due(session_factory, endpoint["id"])
+        receiver.wait_for(1)
+        time.sleep(0.5)  # a retry would be due by now (0.2 s schedule)
+        _send_due(session_factory, endpoint["id"])
+        assert len(receiver.requests) == 1
+    [ping] = _deliveries(session_factory, endpoint["id"])
+    assert (ping.status, ping.attempts, ping.last_status_code) == ("failed", 1, 410)
+    with session_factory() as session:
+        row = session.get(WebhookEndpoint, uuid.UUID(endpoint["id"]))
+        assert row.failing_since is None
+        assert row.disabled_reason == "disabled by its owner"  # not "answered 410"
