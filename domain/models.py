@@ -116,6 +116,8 @@ class Account(Base):
     # What the account sent on `daily_sent_on` (UTC), kept by the engine under its lock.
     daily_sent: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     daily_sent_on: Mapped[date | None] = mapped_column(Date, nullable=True)
+    # The sum of the account's active (`held`) holds, kept by the engine under its lock.
+    held: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
@@ -123,6 +125,11 @@ class Account(Base):
     @property
     def is_system(self) -> bool:
         return self.kind == AccountKind.SYSTEM
+
+    @property
+    def available_balance(self) -> int:
+        """What a debit or a new hold may use: the balance less active holds."""
+        return self.balance - self.held
 
 
 class Transfer(Base):
@@ -158,6 +165,17 @@ class Transfer(Base):
         UUID(as_uuid=True), ForeignKey("transfer_batches.id"), nullable=True
     )
     batch_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # A reversal's original; a capture's or void's hold (migration 0009).
+    reverses: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("transfers.id"), nullable=True
+    )
+    hold_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("transfers.id"), nullable=True
+    )
+    execute_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    execute_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    captured_amount: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class TransferBatch(Base):
