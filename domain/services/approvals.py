@@ -49,7 +49,11 @@ class Parked:
 
 def needs_approval(item: acceptance.MoneyItem, *, policy: ApprovalPolicy) -> bool:
     """Decided from the request alone: the common path pays no round trip for it."""
-    return item.kind == TransferKind.DEPOSIT and item.amount >= policy.deposit_threshold
+    return (
+        item.kind == TransferKind.DEPOSIT
+        and item.amount is not None
+        and item.amount >= policy.deposit_threshold
+    )
 
 
 def request_deposit(
@@ -68,11 +72,16 @@ def request_deposit(
     if earlier is not None:
         return _replay(earlier, idempotency)
     acceptance.check_items([item], limits, batch=False)
+    assert item.account_id is not None  # a deposit always names its account
     account = _customer_account(session, item.account_id)
     admin.refuse_own_account(requester, account, "deposit into")
     if account.currency != item.currency:
         raise InvalidRequest(f"the account does not hold {item.currency}", code="currency_mismatch")
-    payload = {"amount": item.amount, "currency": item.currency, "description": item.description}
+    payload: dict[str, object] = {
+        "amount": item.amount,
+        "currency": item.currency,
+        "description": item.description,
+    }
     parked = _park(
         session,
         requester=requester,
