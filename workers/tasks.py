@@ -97,9 +97,23 @@ def wake_stale_lanes() -> int:
     return len(woken)
 
 
+def expire_holds() -> int:
+    """Every held hold past its expiry, a few hundred per unit of work."""
+    total = 0
+    while True:
+        with _units() as uow:
+            expired = sweeper.expire_holds(uow=uow)
+        total += expired
+        if expired < 500:
+            if total:
+                logger.info("sweeper expired %d hold(s)", total)
+            return total
+
+
 @app.task(name=SWEEP_PENDING_TASK)
 def sweep_pending() -> int:
     woken = wake_stale_lanes()
+    expire_holds()
     seal_audit()
     return woken
 
