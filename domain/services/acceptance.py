@@ -309,7 +309,8 @@ def _check_timing(item: MoneyItem) -> None:
 
 # settle_accept's refusals of reversals, captures and voids (migration 0009).
 _CONFLICTS = {
-    "not_reversible": "a {detail} cannot be reversed; only transfers, deposits and withdrawals can",
+    "not_reversible": "a {detail} cannot be reversed; only transfers and deposits can (credit "
+    "a withdrawal back with a deposit)",
     "transfer_not_succeeded": "the transfer is {detail}: only a succeeded transfer can be "
     "reversed (cancel a pending one instead)",
     "reversal_exceeds_original": "the reversals of this transfer would exceed it: at most "
@@ -340,6 +341,12 @@ def _refusal(code: str, detail: str | None, item: MoneyItem) -> DomainError:
         return NotFound("account not found")
     if code == "forbidden":
         return PermissionDenied("only operators may deposit")
+    if code == "own_account" and item.kind == TransferKind.REVERSAL:
+        return PermissionDenied(
+            "an operator cannot reverse money back into an account they own; its "
+            "destination's owner can refund it",
+            code="own_account",
+        )
     if code == "own_account":
         return PermissionDenied(
             "an operator cannot deposit into an account they own", code="own_account"

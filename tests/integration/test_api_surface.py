@@ -157,10 +157,19 @@ def test_the_openapi_document_says_every_operation_may_answer_422(client):
     assert all("422" in op["responses"] for op in operations)
 
 
-def test_the_openapi_document_publishes_both_webhooks_with_the_event_resource(client):
+def test_the_openapi_document_publishes_every_webhook_with_the_event_resource(client):
     document = client.get("/openapi.json").json()
     event_ref = {"$ref": "#/components/schemas/EventResource"}
-    for event_type in ("transfer.succeeded", "transfer.failed"):
+    every_type = {
+        "transfer.succeeded",
+        "transfer.failed",
+        "transfer.canceled",
+        "hold.held",
+        "hold.captured",
+        "hold.voided",
+        "hold.expired",
+    }
+    for event_type in every_type:
         operation = document["webhooks"][event_type]["post"]
         body = operation["requestBody"]
         assert body["required"] and body["content"]["application/json"]["schema"] == event_ref
@@ -172,7 +181,7 @@ def test_the_openapi_document_publishes_both_webhooks_with_the_event_resource(cl
     page = document["components"]["schemas"]["Page_EventResource_"]
     assert page["properties"]["data"]["items"] == event_ref
     event_types = document["components"]["schemas"]["EventType"]["enum"]
-    assert set(event_types) == {"transfer.succeeded", "transfer.failed"}
+    assert set(event_types) == every_type
 
 
 def _timestamps(value: Any) -> list[str]:

@@ -388,6 +388,58 @@ def test_a_reversal_itself_is_not_reversible(client, funded, drain_pending):
     assert refused.status_code == 409 and refused.json()["code"] == "not_reversible"
 
 
+def test_withdrawals_are_not_reversible_and_deposits_are(client, funded, drain_pending):
+    """Reversing a withdrawal would credit a customer from the settlement account: a
+    deposit without the deposit rules (approvals, own_account)."""
+    f = funded
+    out = client.post(
+        "/v1/withdrawals",
+        json={"account_id": f["a"]["id"], "amount": 100, "currency": "USD"},
+        headers={**f["alice"], **idem()},
+    )
+    drain_pending()
+    refused = _reverse(client, f["operator"], out.json()["id"])
+    assert refused.status_code == 409 and refused.json()["code"] == "not_reversible"
+    assert "deposit" in refused.json()["detail"]
+    deposit = post_deposit(client, f["operator"], f["b"]["id"], 300)
+    drain_pending()
+    taken_back = _accepted(_reverse(client, f["operator"], deposit["id"], 300))
+    drain_pending()
+    assert _transfer(client, f["operator"], taken_back["id"])["status"] == "succeeded"
+    assert _account(client, f["bob"], f["b"])["balance"] == 0
+
+
+def test_an_operator_cannot_reverse_into_their_own_account(
+    client, funded, drain_pending, session_factory
+):
+    from tests.factories import login, make_user
+
+    f = funded
+    insider = make_user(session_factory, role="operator")
+    insider_headers = login(client, insider.email)
+    own = open_account(client, insider_headers)
+    post_deposit(client, f["operator"], own["id"], 1_000)
+    drain_pending()
+    paid = _accepted(
+        client.post(
+            "/v1/transfers",
+            json={
+                "source_account_id": own["id"],
+                "destination_account_number": f["b"]["number"],
+                "amount": 1_000,
+                "currency": "USD",
+            },
+            headers={**insider_headers, **idem()},
+        )
+    )
+    drain_pending()
+    refused = _reverse(client, insider_headers, paid["id"])
+    assert refused.status_code == 403 and refused.json()["code"] == "own_account"
+    # The payee may refund it, and another operator may reverse it.
+    assert _reverse(client, f["operator"], paid["id"], 10).status_code == 202
+    assert _reverse(client, f["bob"], paid["id"], 10).status_code == 202
+
+
 def test_reversal_fails_when_the_destination_has_spent_it(client, funded, drain_pending):
     f = funded
     paid = _paid(client, f, drain_pending)

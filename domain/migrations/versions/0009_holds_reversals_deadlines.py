@@ -184,7 +184,7 @@ BEGIN
     SELECT kind, status, amount, currency, source_account_id, destination_account_id
       INTO v_original FROM transfers WHERE id = NEW.reverses FOR NO KEY UPDATE;
     IF v_original.status IS DISTINCT FROM 'succeeded'
-       OR v_original.kind NOT IN ('transfer', 'deposit', 'withdrawal')
+       OR v_original.kind NOT IN ('transfer', 'deposit')
        OR NEW.source_account_id <> v_original.destination_account_id
        OR NEW.destination_account_id <> v_original.source_account_id
        OR NEW.currency <> v_original.currency THEN
@@ -213,7 +213,7 @@ CREATE TRIGGER transfers_reversal_within_original
 #     hold's lifetime in seconds) and p_max_pending (backpressure; NULL: off);
 #   * kinds `hold` (resolved like `transfer`), `reversal`, `capture`, `void` (resolved
 #     from the transfer they name: accounts, currency and a missing amount come from it);
-#   * refusals: transfer_not_found, reversal_forbidden, not_reversible,
+#   * refusals: transfer_not_found, reversal_forbidden, own_account, not_reversible,
 #     transfer_not_succeeded, reversal_exceeds_original (detail: what is left),
 #     hold_not_found, hold_not_active (detail: the hold's status), capture_exceeds_hold
 #     (detail: the held amount), account_backlog (detail: "<pending> <account id>");
@@ -300,7 +300,14 @@ BEGIN
             ELSIF v_role NOT IN ('operator', 'admin')
                   AND v_target.destination_owner IS DISTINCT FROM p_user THEN
                 outcome := 'reversal_forbidden';
-            ELSIF v_target.kind NOT IN ('transfer', 'deposit', 'withdrawal') THEN
+            ELSIF v_target.destination_owner IS DISTINCT FROM p_user
+                  AND v_target.source_owner = p_user THEN
+                -- Separation of duties: an operator does not pull money back from someone
+                -- else into an account of their own (a refund by the payee is fine).
+                outcome := 'own_account';
+            ELSIF v_target.kind NOT IN ('transfer', 'deposit') THEN
+                -- Reversing a withdrawal would credit a customer from the settlement
+                -- account: that is a deposit, with its own rules (approvals, own_account).
                 outcome := 'not_reversible';
                 detail := v_target.kind;
             ELSIF v_target.status <> 'succeeded' THEN
