@@ -82,6 +82,12 @@ def request_deposit(
         "currency": item.currency,
         "description": item.description,
     }
+    # A schedule is kept with the approval and applies to the deposit it creates (only
+    # when given: older approvals and plain deposits keep the payload they had).
+    for name in ("execute_at", "execute_before"):
+        moment = getattr(item, name)
+        if moment is not None:
+            payload[name] = moment.isoformat()
     parked = _park(
         session,
         requester=requester,
@@ -263,6 +269,8 @@ def _deposit(
         amount=int(payload["amount"]),
         currency=str(payload["currency"]),
         description=payload.get("description"),
+        execute_at=_moment(payload.get("execute_at")),
+        execute_before=_moment(payload.get("execute_before")),
     )
     canonical = json.dumps([str(approval.id), payload], sort_keys=True, separators=(",", ":"))
     accepted = acceptance.accept_in(
@@ -277,6 +285,10 @@ def _deposit(
         request_id=request_id,
     )
     return accepted.transfers[0].id
+
+
+def _moment(value: object) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(str(value))
 
 
 def _decide(

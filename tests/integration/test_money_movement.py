@@ -725,3 +725,29 @@ def test_new_money_requests_show_in_transfer_lists(client, funded, drain_pending
     listed = _get(client, f["alice"], f"/v1/transfers?account_id={f['a']['id']}&status=held")
     assert [t["id"] for t in listed["data"]] == [hold["id"]]
     post_transfer(client, f["alice"], f["a"]["id"], f["b"]["number"], 1)
+
+
+def test_a_large_scheduled_deposit_keeps_its_schedule_through_approval(
+    client, funded, session_factory, settings
+):
+    from tests.factories import decide
+
+    f = funded
+    at = datetime.now(UTC) + timedelta(hours=1)
+    parked = client.post(
+        "/v1/deposits",
+        json={
+            "account_id": f["b"]["id"],
+            "amount": settings.approval_threshold,
+            "currency": "USD",
+            "execute_at": at.isoformat(),
+        },
+        headers={**f["operator"], **idem()},
+    )
+    assert parked.status_code == 202 and "action" in parked.json(), parked.text
+    approver = operator_headers(client, session_factory)
+    approved = decide(client, approver, parked.json()["id"], "approve")
+    assert approved.status_code == 200, approved.text
+    deposit = _transfer(client, f["operator"], approved.json()["transfer_id"])
+    assert deposit["status"] == "pending"
+    assert datetime.fromisoformat(deposit["execute_at"]) == at
