@@ -751,3 +751,40 @@ def test_a_large_scheduled_deposit_keeps_its_schedule_through_approval(
     deposit = _transfer(client, f["operator"], approved.json()["transfer_id"])
     assert deposit["status"] == "pending"
     assert datetime.fromisoformat(deposit["execute_at"]) == at
+
+
+def test_an_atomic_batch_item_cannot_be_canceled_alone(client, funded):
+    f = funded
+    item = {
+        "source_account_id": f["a"]["id"],
+        "destination_account_number": f["b"]["number"],
+        "amount": 10,
+        "currency": "USD",
+    }
+    batch = client.post(
+        "/v1/transfer-batches",
+        json={"transfers": [item, item], "atomic": True},
+        headers={**f["alice"], **idem()},
+    )
+    assert batch.status_code == 202, batch.text
+    first = batch.json()["transfers"][0]["id"]
+    refused = client.post(f"/v1/transfers/{first}/cancel", headers=f["alice"])
+    assert refused.status_code == 409 and refused.json()["code"] == "atomic_batch_item"
+
+
+def test_a_canceled_pending_hold_is_never_held(client, funded, drain_pending):
+    f = funded
+    hold = _accepted(_hold(client, f, 300))
+    capture = _accepted(_capture(client, f["alice"], hold["id"]))
+    canceled = client.post(f"/v1/transfers/{hold['id']}/cancel", headers=f["alice"])
+    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
+    drain_pending()
+    done = _transfer(client, f["alice"], capture["id"])
+    assert (done["status"], done["failure_code"]) == ("failed", "hold_not_active")
+    account = _account(client, f["alice"], f["a"])
+    assert (account["balance"], account["available_balance"]) == (10_000, 10_000)
+    # A held hold is not canceled but voided.
+    held = _accepted(_hold(client, f, 300))
+    drain_pending()
+    refused = client.post(f"/v1/transfers/{held['id']}/cancel", headers=f["alice"])
+    assert refused.status_code == 409 and "void" in refused.json()["detail"]
