@@ -788,3 +788,49 @@ def test_a_canceled_pending_hold_is_never_held(client, funded, drain_pending):
     drain_pending()
     refused = client.post(f"/v1/transfers/{held['id']}/cancel", headers=f["alice"])
     assert refused.status_code == 409 and "void" in refused.json()["detail"]
+
+
+def test_verify_names_broken_holds_and_reversals(
+    client, funded, drain_pending, owner_session_factory
+):
+    """The new `settle verify` checks find what they look for: an attacker holding the
+    owner role switches the guards off and breaks each invariant (rolled back after)."""
+    f = funded
+    paid = _paid(client, f, drain_pending)
+    hold = _accepted(_hold(client, f, 400))
+    drain_pending()
+    with owner_session_factory() as session:
+        session.execute(text("ALTER TABLE transfers DISABLE TRIGGER USER"))
+        session.execute(
+            text(
+                "INSERT INTO transfers (id, kind, status, source_account_id,"
+                " destination_account_id, amount, currency, initiated_by, lane, reverses)"
+                " SELECT gen_random_uuid(), 'reversal', 'pending', destination_account_id,"
+                " source_account_id, amount + 1, currency, initiated_by, 0, id"
+                " FROM transfers WHERE id = :t"
+            ),
+            {"t": paid["id"]},
+        )
+        # Captured without a capture (so without entries), and the account's held
+        # amount no longer matches its active holds.
+        session.execute(
+            text(
+                "UPDATE transfers SET status = 'captured', captured_amount = amount,"
+                " completed_at = now() WHERE id = :h"
+            ),
+            {"h": hold["id"]},
+        )
+        found = {
+            name: verification_repo.run_check(session, name)
+            for name in (
+                "reversals_within_original",
+                "captured_holds_have_their_entries",
+                "available_balances_recompute",
+            )
+        }
+        session.rollback()
+    assert [r["transfer"] for r in found["reversals_within_original"]] == [paid["id"]]
+    assert [r["hold"] for r in found["captured_holds_have_their_entries"]] == [hold["id"]]
+    assert [(r["account"], r["held"]) for r in found["available_balances_recompute"]] == [
+        (f["a"]["number"], 400)
+    ]
