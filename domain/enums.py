@@ -35,15 +35,31 @@ class TransferKind(StrEnum):
     TRANSFER = "transfer"
     DEPOSIT = "deposit"
     WITHDRAWAL = "withdrawal"
+    # Two-phase: reserves the amount on the source (`held`) until captured or voided.
+    HOLD = "hold"
+    # Commands on a hold (`hold_id`), applied by the engine in the hold's lane.
+    CAPTURE = "capture"
+    VOID = "void"
+    # Money back from a transfer's destination to its source (`reverses`).
+    REVERSAL = "reversal"
 
 
 class TransferStatus(StrEnum):
     PENDING = "pending"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    # Holds only: reserved, then exactly one of captured, voided or expired.
+    HELD = "held"
+    CAPTURED = "captured"
+    VOIDED = "voided"
+    EXPIRED = "expired"
+    # Withdrawn by its initiator or an operator while still pending.
+    CANCELED = "canceled"
 
     @property
     def is_terminal(self) -> bool:
+        """Done being processed: every status but pending. A `held` hold counts (its
+        request was applied); it only moves on by a capture, a void or its expiry."""
         return self is not TransferStatus.PENDING
 
 
@@ -82,4 +98,11 @@ class EventType(StrEnum):
 
     @classmethod
     def for_outcome(cls, status: TransferStatus) -> EventType:
+        if status in (
+            TransferStatus.HELD,
+            TransferStatus.CAPTURED,
+            TransferStatus.VOIDED,
+            TransferStatus.EXPIRED,
+        ):
+            return cls(f"hold.{status}")
         return cls(f"transfer.{status}")

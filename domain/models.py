@@ -119,6 +119,8 @@ class Account(Base):
     # How many balance alerts the account has: the engine reads it with its account
     # locks and looks alerts up only where it is not zero (migration 0011).
     balance_alert_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # The sum of the account's active (`held`) holds, kept by the engine under its lock.
+    held: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
@@ -126,6 +128,11 @@ class Account(Base):
     @property
     def is_system(self) -> bool:
         return self.kind == AccountKind.SYSTEM
+
+    @property
+    def available_balance(self) -> int:
+        """What a debit or a new hold may use: the balance less active holds."""
+        return self.balance - self.held
 
 
 class Transfer(Base):
@@ -161,6 +168,17 @@ class Transfer(Base):
         UUID(as_uuid=True), ForeignKey("transfer_batches.id"), nullable=True
     )
     batch_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # A reversal's original; a capture's or void's hold (migration 0009).
+    reverses: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("transfers.id"), nullable=True
+    )
+    hold_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("transfers.id"), nullable=True
+    )
+    execute_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    execute_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    captured_amount: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class TransferBatch(Base):

@@ -45,6 +45,9 @@ class AccountResource(Resource):
     currency: str
     name: str | None
     balance: int = Field(description="Minor units (cents)")
+    available_balance: int = Field(
+        description="balance less active holds: what a debit or a new hold may use"
+    )
     status: AccountStatus
     created_at: UtcDatetime
 
@@ -73,6 +76,20 @@ class TransferResource(Resource):
     description: str | None
     created_at: UtcDatetime
     completed_at: UtcDatetime | None
+    reverses: uuid.UUID | None = Field(
+        default=None, description="A reversal: the transfer it moves money back for"
+    )
+    hold_id: uuid.UUID | None = Field(default=None, description="A capture or void: its hold")
+    execute_at: UtcDatetime | None = Field(default=None, description="Not applied before this")
+    execute_before: UtcDatetime | None = Field(
+        default=None, description="Not applied by then: failed with `expired`"
+    )
+    expires_at: UtcDatetime | None = Field(
+        default=None, description="A hold: expires (releasing the amount) unless captured first"
+    )
+    captured_amount: int | None = Field(
+        default=None, description="A captured hold: the amount captured (the rest was released)"
+    )
 
     @classmethod
     def as_accepted(cls, transfer: Any) -> TransferResource:

@@ -24,6 +24,11 @@ AMOUNT_OVER_LIMIT = "amount_over_limit"
 DAILY_LIMIT_EXCEEDED = "daily_limit_exceeded"
 # An atomic batch failed as a whole: this item was fine, another one was not.
 BATCH_FAILED = "batch_failed"
+# `execute_before` passed before the transfer could be applied.
+EXPIRED = "expired"
+# A capture or void whose hold is no longer held (captured, voided, expired, failed or
+# canceled by the time the engine reached the command).
+HOLD_NOT_ACTIVE = "hold_not_active"
 # The engine gave up on a transfer that broke a database invariant every time it
 # was applied (see domain/services/engine.py, quarantine).
 INTERNAL_ERROR = "internal_error"
@@ -36,6 +41,8 @@ FAILURE_CODES = (
     AMOUNT_OVER_LIMIT,
     DAILY_LIMIT_EXCEEDED,
     BATCH_FAILED,
+    EXPIRED,
+    HOLD_NOT_ACTIVE,
     INTERNAL_ERROR,
 )
 
@@ -56,6 +63,8 @@ class AccountFacts(Protocol):
     def is_system(self) -> bool: ...
     @property
     def balance(self) -> int: ...
+    @property
+    def held(self) -> int: ...
     @property
     def overdraft_limit(self) -> int: ...
     @property
@@ -99,6 +108,7 @@ def failure_for(
     )
     if sent_today + transfer.amount > daily_limit:
         return DAILY_LIMIT_EXCEEDED
-    if source.balance - transfer.amount < -source.overdraft_limit:
+    # Against the available balance: money reserved by active holds is not spendable.
+    if source.balance - source.held - transfer.amount < -source.overdraft_limit:
         return INSUFFICIENT_FUNDS
     return None

@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             currencies=settings.currencies,
             max_amount=settings.max_transfer_amount,
             large_transfer_threshold=settings.large_transfer_threshold,
+            max_pending_per_account=settings.max_pending_per_account or None,
         )
         app.state.approval_policy = settings.approval_policy
         dsn = asyncpg_dsn(settings.database_url)

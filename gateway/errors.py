@@ -30,6 +30,7 @@ STATUS_FOR: dict[type[errors.DomainError], int] = {
     errors.Conflict: 409,
     errors.PermissionDenied: 403,
     errors.AuthenticationFailed: 401,
+    errors.TooManyAttempts: 429,
 }
 
 _TITLES = {
@@ -162,7 +163,14 @@ def install(app: FastAPI) -> None:
             if isinstance(exc, errors.BatchRejected)
             else None
         )
-        return problem(status, exc.code, exc.detail, title=exc.title, errors=refused)
+        headers = (
+            {"Retry-After": str(exc.retry_after)}
+            if isinstance(exc, errors.TooManyAttempts)
+            else None
+        )
+        return problem(
+            status, exc.code, exc.detail, title=exc.title, errors=refused, headers=headers
+        )
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     # more would bury the real work in Flower's task history.
     sweep_interval_seconds: float = 15.0
     sweep_stale_after_seconds: float = 3.0
+    # Backpressure: a debit from an account that already has this many pending debits
+    # is refused (429 account_backlog); 0 turns it off. Counted within settle_accept
+    # (no extra round trip), up to this many index entries.
+    max_pending_per_account: int = Field(default=10_000, ge=0)
     # A message delivered more often than this (e.g. it kills its worker every time)
     # is dropped; the sweeper re-wakes the account later with a fresh message.
     max_deliveries: int = 5

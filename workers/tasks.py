@@ -133,12 +133,27 @@ def wake_stale_lanes() -> int:
     return len(woken)
 
 
+def expire_holds() -> int:
+    """Every held hold past its expiry, a few hundred per unit of work."""
+    total = 0
+    while True:
+        with _units() as uow:
+            expired = sweeper.expire_holds(uow=uow)
+        total += expired
+        if expired < 500:
+            if total:
+                logger.info("sweeper expired %d hold(s)", total)
+            return total
+
+
 @app.task(name=SWEEP_PENDING_TASK)
 def sweep_pending() -> str:
-    """Wakes lanes with stale pending transfers, seals the audit chain; says so in Flower."""
+    """Wakes lanes with stale or newly due pending transfers, expires holds past their
+    expiry, seals the audit chain; says so in Flower."""
     woken = wake_stale_lanes()
+    expired = expire_holds()
     sealed = seal_audit()
-    return f"woke {woken} lane(s), sealed {sealed} audit row(s)"
+    return f"woke {woken} lane(s), expired {expired} hold(s), sealed {sealed} audit row(s)"
 
 
 def verify_and_record() -> verify.Report:

@@ -27,12 +27,17 @@ _TRANSFER_COLUMNS = """
     t.id, t.seq, t.kind, t.status, t.failure_code, t.source_account_id,
     t.destination_account_id, t.amount, t.currency, t.description, t.initiated_by,
     t.created_at, t.completed_at, t.lane, t.batch_id, t.batch_index,
+    t.reverses, t.hold_id, t.execute_at, t.execute_before, t.expires_at, t.captured_amount,
     COALESCE(b.atomic, false) AS atomic,
     u.role AS initiator_role,
     (SELECT MIN(o.seq) FROM transfers o
       WHERE o.status = 'pending' AND o.source_account_id = t.source_account_id
+        AND (o.execute_at IS NULL OR o.execute_at <= now())
         AND o.lane <> ALL(CAST(:slots AS smallint[]))) AS older_elsewhere
 """
+# Due: a scheduled transfer (`execute_at`) is not applied, and holds nothing back, before
+# its time; among due transfers each source stays first in, first out.
+_DUE = " AND (t.execute_at IS NULL OR t.execute_at <= now())"
 # `older_elsewhere`: the oldest pending transfer of the same source in another lane
 # (outside the slots being drained).
 # Only atomic batches put a source's transfers outside its own lane; a transfer
@@ -54,7 +59,9 @@ def pending_in_lane(
             " LEFT JOIN transfer_batches b ON b.id = t.batch_id"
             " JOIN users u ON u.id = t.initiated_by"
             " WHERE t.lane = ANY(CAST(:slots AS smallint[])) AND t.status = 'pending'"
-            " ORDER BY t.seq LIMIT :limit" + (" FOR UPDATE OF t" if lock else "")
+            + _DUE
+            + " ORDER BY t.seq LIMIT :limit"
+            + (" FOR UPDATE OF t" if lock else "")
         ),
         {"slots": list(slots), "limit": limit},
     ).all()
@@ -91,12 +98,46 @@ def lock_accounts(session: Session, account_ids: Iterable[uuid.UUID]) -> Sequenc
         text(
             "SELECT a.id, a.kind, a.status, a.currency, a.owner_id, a.balance,"
             " a.overdraft_limit, a.last_sequence, a.daily_outgoing_limit, a.daily_sent,"
-            " a.daily_sent_on, a.balance_alert_count, u.role AS owner_role"
+            " a.daily_sent_on, a.balance_alert_count, a.held, u.role AS owner_role"
             " FROM accounts a LEFT JOIN users u ON u.id = a.owner_id"
             " WHERE a.id = ANY(CAST(:ids AS uuid[]))"
             " ORDER BY a.id FOR NO KEY UPDATE OF a"
         ),
         {"ids": sorted(str(i) for i in set(account_ids))},
+    ).all()
+
+
+def lock_holds(session: Session, hold_ids: Iterable[uuid.UUID]) -> Sequence[Row[Any]]:
+    """The holds that this batch's captures and voids act on, locked in id order (after
+    the batch's pending rows, before the accounts: the sweeper's expiry takes holds
+    then accounts too, and skips holds locked here). No holds named: no query."""
+    hold_ids = set(hold_ids)
+    if not hold_ids:
+        return []
+    return session.execute(
+        text(
+            f"SELECT {_TRANSFER_COLUMNS} FROM transfers t"  # noqa: S608  # nosec B608: constant SQL
+            " LEFT JOIN transfer_batches b ON b.id = t.batch_id"
+            " JOIN users u ON u.id = t.initiated_by"
+            " WHERE t.id = ANY(CAST(:ids AS uuid[])) AND t.kind = 'hold'"
+            " ORDER BY t.id FOR UPDATE OF t"
+        ),
+        {"ids": sorted(str(i) for i in hold_ids), "slots": []},
+    ).all()
+
+
+def due_expired_holds(session: Session, *, limit: int) -> Sequence[Row[Any]]:
+    """Held holds past their expiry, oldest first, locked; holds a drain is working on
+    right now are skipped (that drain settles them, or the next sweep does)."""
+    return session.execute(
+        text(
+            f"SELECT {_TRANSFER_COLUMNS} FROM transfers t"  # noqa: S608  # nosec B608: constant SQL
+            " LEFT JOIN transfer_batches b ON b.id = t.batch_id"
+            " JOIN users u ON u.id = t.initiated_by"
+            " WHERE t.status = 'held' AND t.expires_at <= now()"
+            " ORDER BY t.expires_at LIMIT :limit FOR UPDATE OF t SKIP LOCKED"
+        ),
+        {"limit": limit, "slots": []},
     ).all()
 
 
@@ -119,13 +160,22 @@ _WRITE_BATCH = text(
                       CAST(:t_codes AS text[])) AS o(id, status, failure_code)
          WHERE t.id = o.id AND t.status = 'pending'
         RETURNING t.id
+    ), holds_moved AS (
+        -- A held hold captured, voided or expired (never one this batch also finished).
+        UPDATE transfers t SET status = h.status, captured_amount = h.captured,
+                               completed_at = :now
+          FROM unnest(CAST(:h_ids AS uuid[]), CAST(:h_statuses AS text[]),
+                      CAST(:h_captured AS bigint[])) AS h(id, status, captured)
+         WHERE t.id = h.id AND t.status = 'held'
+        RETURNING t.id
     ), balances AS (
         UPDATE accounts a SET balance = s.balance, last_sequence = s.last_sequence,
-                              daily_sent = s.daily_sent, daily_sent_on = s.daily_sent_on
+                              daily_sent = s.daily_sent, daily_sent_on = s.daily_sent_on,
+                              held = s.held
           FROM unnest(CAST(:a_ids AS uuid[]), CAST(:a_balances AS bigint[]),
                       CAST(:a_sequences AS bigint[]), CAST(:a_sent AS bigint[]),
-                      CAST(:a_days AS date[]))
-               AS s(id, balance, last_sequence, daily_sent, daily_sent_on)
+                      CAST(:a_days AS date[]), CAST(:a_held AS bigint[]))
+               AS s(id, balance, last_sequence, daily_sent, daily_sent_on, held)
          WHERE a.id = s.id
         RETURNING a.id
     ), audited AS (
@@ -139,6 +189,7 @@ _WRITE_BATCH = text(
     )
     SELECT 'entry' AS kind, id, account, sequence FROM entries
     UNION ALL SELECT 'finished', NULL, NULL, count(*) FROM finished
+    UNION ALL SELECT 'holds', NULL, NULL, count(*) FROM holds_moved
     UNION ALL SELECT 'balances', NULL, NULL, count(*) FROM balances
     UNION ALL SELECT 'audited', NULL, NULL, count(*) FROM audited
     """
@@ -153,6 +204,7 @@ def write_batch(
     accounts: Sequence[dict[str, Any]],
     audit_rows: Sequence[dict[str, Any]],
     now: datetime,
+    holds: Sequence[tuple[uuid.UUID, str, int | None]] = (),
 ) -> list[int]:
     """One round trip for the whole batch; returns entry ids in the order of `entries`."""
     rows = session.execute(
@@ -175,6 +227,10 @@ def write_batch(
             "a_sequences": [a["last_sequence"] for a in accounts],
             "a_sent": [a["daily_sent"] for a in accounts],
             "a_days": [a["daily_sent_on"] for a in accounts],
+            "a_held": [a["held"] for a in accounts],
+            "h_ids": [str(h[0]) for h in holds],
+            "h_statuses": [h[1] for h in holds],
+            "h_captured": [h[2] for h in holds],
             "au_at": [r["occurred_at"] for r in audit_rows],
             "au_types": [r["event_type"] for r in audit_rows],
             "au_actors": [str(r["actor_id"]) if r["actor_id"] else None for r in audit_rows],
@@ -185,10 +241,15 @@ def write_batch(
         },
     ).all()
     counts = {r.kind: int(r.sequence) for r in rows if r.kind != "entry"}
-    if counts["finished"] != len(outcomes) or counts["balances"] != len(accounts):
+    if (
+        counts["finished"] != len(outcomes)
+        or counts["balances"] != len(accounts)
+        or counts["holds"] != len(holds)
+    ):
         # Under the engine's locks this cannot happen; raising rolls the batch back.
         raise RuntimeError(
             f"batch write mismatch: {counts['finished']}/{len(outcomes)} transfers, "
+            f"{counts['holds']}/{len(holds)} holds, "
             f"{counts['balances']}/{len(accounts)} accounts"
         )
     # RETURNING order is not guaranteed to follow the input: map back through

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from domain.enums import TransferStatus
@@ -17,11 +17,22 @@ def get(session: Session, transfer_id: uuid.UUID) -> Transfer | None:
     return session.get(Transfer, transfer_id)
 
 
+def _due() -> ColumnElement[bool]:
+    """Not scheduled for later (`execute_at`): the engine may apply it now."""
+    return or_(Transfer.execute_at.is_(None), Transfer.execute_at <= func.now())
+
+
 def stale_pending_slots(session: Session, *, older_than: datetime) -> list[int]:
-    """Lane slots holding a pending transfer accepted before `older_than`."""
+    """Lane slots holding a due pending transfer accepted before `older_than`: a
+    scheduled transfer counts once its `execute_at` has come (so the sweeper is what
+    applies it on time, without a task per transfer)."""
     query = (
         select(Transfer.lane)
-        .where(Transfer.status == TransferStatus.PENDING, Transfer.created_at < older_than)
+        .where(
+            Transfer.status == TransferStatus.PENDING,
+            Transfer.created_at < older_than,
+            _due(),
+        )
         .distinct()
     )
     return [int(lane) for lane in session.scalars(query)]
@@ -29,7 +40,7 @@ def stale_pending_slots(session: Session, *, older_than: datetime) -> list[int]:
 
 def has_pending_in(session: Session, slots: Sequence[int]) -> bool:
     query = select(Transfer.seq).where(
-        Transfer.lane.in_(list(slots)), Transfer.status == TransferStatus.PENDING
+        Transfer.lane.in_(list(slots)), Transfer.status == TransferStatus.PENDING, _due()
     )
     return session.scalars(query.limit(1)).first() is not None
 
@@ -96,3 +107,27 @@ def pending_backlog(session: Session) -> tuple[int, datetime | None]:
     )
     count, oldest = session.execute(query).one()
     return int(count), oldest
+
+
+def cancel_if_pending(session: Session, transfer_id: uuid.UUID) -> Transfer | None:
+    """pending -> canceled, or None if it is no longer pending.
+
+    Races the engine safely: the engine holds its pending rows FOR UPDATE while it
+    applies them, so this UPDATE waits for that batch to commit, then finds the row
+    no longer pending; and a drain that comes after a cancel no longer sees the row
+    as pending. Either way exactly one of the two wins.
+    """
+    canceled = session.execute(
+        update(Transfer)
+        .where(Transfer.id == transfer_id, Transfer.status == TransferStatus.PENDING)
+        .values(status=TransferStatus.CANCELED, completed_at=func.now())
+        .returning(Transfer.id)
+    ).scalar_one_or_none()
+    if canceled is None:
+        return None
+    session.expire_all()
+    return session.get(Transfer, transfer_id)
+
+
+def is_atomic_batch(session: Session, batch_id: uuid.UUID) -> bool:
+    return bool(session.scalar(select(TransferBatch.atomic).where(TransferBatch.id == batch_id)))

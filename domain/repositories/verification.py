@@ -39,8 +39,8 @@ CHECKS: dict[str, str] = {
         SELECT t.id::text AS transfer, t.status, COUNT(e.id) AS entries
           FROM transfers t LEFT JOIN ledger_entries e ON e.transfer_id = t.id
          GROUP BY t.id
-        HAVING (t.status = 'succeeded' AND COUNT(e.id) <> 2)
-            OR (t.status <> 'succeeded' AND COUNT(e.id) <> 0)""",
+        HAVING (t.status = 'succeeded' AND t.kind <> 'void' AND COUNT(e.id) <> 2)
+            OR ((t.status <> 'succeeded' OR t.kind = 'void') AND COUNT(e.id) <> 0)""",
     "entries_match_their_transfer": """
         SELECT e.id AS entry, t.id::text AS transfer
           FROM ledger_entries e JOIN transfers t ON t.id = e.transfer_id
@@ -50,6 +50,31 @@ CHECKS: dict[str, str] = {
     "no_balance_below_limit": """
         SELECT number AS account, balance, overdraft_limit FROM accounts
          WHERE kind = 'customer' AND balance < -overdraft_limit""",
+    # Holds and reversals (migration 0009).
+    "reversals_within_original": """
+        SELECT o.id::text AS transfer, o.amount, SUM(r.amount) AS reversed
+          FROM transfers o JOIN transfers r ON r.reverses = o.id
+         WHERE r.status NOT IN ('failed', 'canceled')
+         GROUP BY o.id HAVING SUM(r.amount) > o.amount""",
+    "captured_holds_have_their_entries": """
+        SELECT h.id::text AS hold, h.captured_amount,
+               COUNT(c.id) AS captures, MIN(c.amount) AS capture_amount,
+               COUNT(e.id) AS entries
+          FROM transfers h
+          LEFT JOIN transfers c ON c.hold_id = h.id AND c.kind = 'capture'
+                               AND c.status = 'succeeded'
+          LEFT JOIN ledger_entries e ON e.transfer_id = c.id
+         WHERE h.kind = 'hold' AND h.status = 'captured'
+         GROUP BY h.id
+        HAVING COUNT(DISTINCT c.id) <> 1 OR COUNT(e.id) <> 2
+            OR MIN(c.amount) <> h.captured_amount""",
+    "available_balances_recompute": """
+        SELECT a.number AS account, a.held, COALESCE(SUM(h.amount), 0) AS active_holds
+          FROM accounts a
+          LEFT JOIN transfers h ON h.source_account_id = a.id AND h.status = 'held'
+         GROUP BY a.id
+        HAVING a.held <> COALESCE(SUM(h.amount), 0)
+            OR (a.kind = 'customer' AND a.balance - a.held < -a.overdraft_limit)""",
 }
 
 LIMIT_PER_CHECK = 20

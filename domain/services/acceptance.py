@@ -10,21 +10,27 @@ durable. Nothing is written when any item is refused.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
 
 from domain import anomalies
 from domain.enums import TransferKind
 from domain.errors import (
     AuthenticationFailed,
     BatchRejected,
+    Conflict,
     DomainError,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
     InvalidRequest,
     NotFound,
     PermissionDenied,
+    TooManyAttempts,
 )
 from domain.money import check_amount, check_currency
 from domain.repositories import acceptance as acceptance_repo
@@ -32,7 +38,12 @@ from domain.resources import TransferResource
 from domain.rules import DESTINATION_UNAVAILABLE, DESTINATION_UNAVAILABLE_DETAIL
 from domain.uow import AsyncUnitOfWork, UnitOfWork
 
+T = TypeVar("T")
 MAX_BATCH_ITEMS = 1000
+MAX_HOLD_SECONDS = 7 * 24 * 3600
+# Backpressure's Retry-After: the account's drain rate over this window, and bounds.
+DRAIN_RATE_WINDOW_SECONDS = 60
+MAX_RETRY_AFTER_SECONDS = 3600
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +51,8 @@ class MoneyLimits:
     currencies: list[str]
     max_amount: int
     large_transfer_threshold: int | None = None  # flag (not refuse) amounts at or above
+    # Backpressure: a debit from an account with this many pending debits gets 429.
+    max_pending_per_account: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,15 +63,21 @@ class Idempotency:
 
 @dataclass(frozen=True, kw_only=True)
 class MoneyItem:
-    """One money movement. `account_id` is the source of a transfer or withdrawal,
-    the credited account of a deposit."""
+    """One money movement. `account_id` is the source of a transfer, withdrawal or hold,
+    the credited account of a deposit. A reversal, capture or void names the transfer
+    it acts on (`target_id`) instead; its accounts and currency come from it, and a
+    missing amount means all that is left (a reversal) or the whole hold (a capture)."""
 
     kind: TransferKind
-    account_id: uuid.UUID
-    amount: int
-    currency: str
+    account_id: uuid.UUID | None
+    amount: int | None
+    currency: str | None
     destination_account_number: str | None = None
     description: str | None = None
+    target_id: uuid.UUID | None = None
+    execute_at: datetime | None = None
+    execute_before: datetime | None = None
+    expires_in_seconds: int | None = None  # a hold's lifetime
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,13 +105,53 @@ async def accept(
             f"a batch holds 1 to {MAX_BATCH_ITEMS} transfers", code="invalid_batch_size"
         )
     check_items(items, limits, batch=batch)
-    rows = await acceptance_repo.accept(
-        uow.conn,
-        _call(
-            user_id, items, idempotency, limits, batch=batch, atomic=atomic, request_id=request_id
-        ),
+    call = _call(
+        user_id, items, idempotency, limits, batch=batch, atomic=atomic, request_id=request_id
     )
+    rows = await acceptance_repo.accept(
+        uow.conn, _with_backpressure(call, limits.max_pending_per_account)
+    )
+    backlog = next((r for r in rows if r.outcome == BACKLOG), None)
+    if backlog is not None:
+        # Only on this refusal: one more query, for the account's recent drain rate.
+        pending, _, account = (backlog.detail or "0 ").partition(" ")
+        drained = await acceptance_repo.recently_drained(
+            uow.conn, uuid.UUID(account), window_seconds=DRAIN_RATE_WINDOW_SECONDS
+        )
+        raise TooManyAttempts(
+            f"account {account} already has {pending} pending debits; retry after the "
+            "time given in Retry-After, when some of them have been applied",
+            retry_after=backlog_retry_after(
+                pending=int(pending),
+                limit=limits.max_pending_per_account or 0,
+                drained=drained,
+                window_seconds=DRAIN_RATE_WINDOW_SECONDS,
+            ),
+            code=BACKLOG,
+        )
     return _outcome(rows, items, limits, batch=batch, wake=uow.wake_slots)
+
+
+BACKLOG = "account_backlog"
+
+
+def backlog_retry_after(*, pending: int, limit: int, drained: int, window_seconds: int) -> int:
+    """Seconds until the account's backlog is likely below `limit` again, at the rate it
+    drained over the last `window_seconds` (`drained` debits applied). An account that
+    applied nothing lately (frozen out, or its lane stalled) gets the whole window."""
+    if drained <= 0:
+        return window_seconds
+    excess = pending - limit + 1
+    seconds = math.ceil(excess * window_seconds / drained)
+    return max(1, min(MAX_RETRY_AFTER_SECONDS, seconds))
+
+
+def _with_backpressure(
+    call: acceptance_repo.AcceptCall, limit: int | None
+) -> acceptance_repo.AcceptCall:
+    if limit is None:
+        return call
+    return dataclasses.replace(call, max_pending=limit)
 
 
 def accept_in(
@@ -141,7 +200,16 @@ def _call(
         atomic=atomic,
         request_id=request_id,
         large_threshold=limits.large_transfer_threshold,
+        targets=_optional([i.target_id for i in items]),
+        execute_at=_optional([i.execute_at for i in items]),
+        execute_before=_optional([i.execute_before for i in items]),
+        expires_in=_optional([i.expires_in_seconds for i in items]),
     )
+
+
+def _optional(values: list[T | None]) -> list[T | None] | None:
+    """None when no item has the value: the plain case sends a NULL, not a list of them."""
+    return values if any(v is not None for v in values) else None
 
 
 def _outcome(
@@ -207,8 +275,13 @@ def check_items(items: Sequence[MoneyItem], limits: MoneyLimits, *, batch: bool)
     errors: list[tuple[int, DomainError]] = []
     for index, item in enumerate(items):
         try:
-            check_amount(item.amount, maximum=limits.max_amount)
-            check_currency(item.currency, supported=limits.currencies)
+            # A command's amount may be left out (all that is left); its currency is
+            # always the named transfer's.
+            if item.amount is not None:
+                check_amount(item.amount, maximum=limits.max_amount)
+            if item.currency is not None:
+                check_currency(item.currency, supported=limits.currencies)
+            _check_timing(item)
         except DomainError as exc:
             errors.append((index, exc))
     if not errors:
@@ -221,11 +294,59 @@ def check_items(items: Sequence[MoneyItem], limits: MoneyLimits, *, batch: bool)
     )
 
 
+def _check_timing(item: MoneyItem) -> None:
+    if item.execute_at and item.execute_before and item.execute_before <= item.execute_at:
+        raise InvalidRequest(
+            "execute_before must be later than execute_at; move one of them",
+            code="invalid_schedule",
+        )
+    if item.expires_in_seconds is not None and not 1 <= item.expires_in_seconds <= MAX_HOLD_SECONDS:
+        raise InvalidRequest(
+            f"expires_in_seconds must be between 1 and {MAX_HOLD_SECONDS} (7 days)",
+            code="invalid_expiry",
+        )
+
+
+# settle_accept's refusals of reversals, captures and voids (migration 0009).
+_CONFLICTS = {
+    "not_reversible": "a {detail} cannot be reversed; only transfers and deposits can (credit "
+    "a withdrawal back with a deposit)",
+    "transfer_not_succeeded": "the transfer is {detail}: only a succeeded transfer can be "
+    "reversed (cancel a pending one instead)",
+    "reversal_exceeds_original": "the reversals of this transfer would exceed it: at most "
+    "{detail} is left to reverse",
+    "hold_not_active": "the hold is {detail}: only a pending or held hold can be captured or "
+    "voided",
+}
+
+
 def _refusal(code: str, detail: str | None, item: MoneyItem) -> DomainError:
+    if code in _CONFLICTS:
+        return Conflict(_CONFLICTS[code].format(detail=detail), code=code)
+    if code == "transfer_not_found":
+        return NotFound("transfer not found")
+    if code == "hold_not_found":
+        return NotFound("hold not found")
+    if code == "reversal_forbidden":
+        return PermissionDenied(
+            "only the destination account's owner (a refund) or an operator may reverse a transfer",
+            code=code,
+        )
+    if code == "capture_exceeds_hold":
+        return InvalidRequest(
+            f"the capture is above the held amount ({detail}); capture at most that",
+            code=code,
+        )
     if code == "account_not_found":
         return NotFound("account not found")
     if code == "forbidden":
         return PermissionDenied("only operators may deposit")
+    if code == "own_account" and item.kind == TransferKind.REVERSAL:
+        return PermissionDenied(
+            "an operator cannot reverse money back into an account they own; its "
+            "destination's owner can refund it",
+            code="own_account",
+        )
     if code == "own_account":
         return PermissionDenied(
             "an operator cannot deposit into an account they own", code="own_account"

@@ -49,7 +49,11 @@ class Parked:
 
 def needs_approval(item: acceptance.MoneyItem, *, policy: ApprovalPolicy) -> bool:
     """Decided from the request alone: the common path pays no round trip for it."""
-    return item.kind == TransferKind.DEPOSIT and item.amount >= policy.deposit_threshold
+    return (
+        item.kind == TransferKind.DEPOSIT
+        and item.amount is not None
+        and item.amount >= policy.deposit_threshold
+    )
 
 
 def request_deposit(
@@ -68,11 +72,22 @@ def request_deposit(
     if earlier is not None:
         return _replay(earlier, idempotency)
     acceptance.check_items([item], limits, batch=False)
+    assert item.account_id is not None  # a deposit always names its account
     account = _customer_account(session, item.account_id)
     admin.refuse_own_account(requester, account, "deposit into")
     if account.currency != item.currency:
         raise InvalidRequest(f"the account does not hold {item.currency}", code="currency_mismatch")
-    payload = {"amount": item.amount, "currency": item.currency, "description": item.description}
+    payload: dict[str, object] = {
+        "amount": item.amount,
+        "currency": item.currency,
+        "description": item.description,
+    }
+    # A schedule is kept with the approval and applies to the deposit it creates (only
+    # when given: older approvals and plain deposits keep the payload they had).
+    for name in ("execute_at", "execute_before"):
+        moment = getattr(item, name)
+        if moment is not None:
+            payload[name] = moment.isoformat()
     parked = _park(
         session,
         requester=requester,
@@ -254,6 +269,8 @@ def _deposit(
         amount=int(payload["amount"]),
         currency=str(payload["currency"]),
         description=payload.get("description"),
+        execute_at=_moment(payload.get("execute_at")),
+        execute_before=_moment(payload.get("execute_before")),
     )
     canonical = json.dumps([str(approval.id), payload], sort_keys=True, separators=(",", ":"))
     accepted = acceptance.accept_in(
@@ -268,6 +285,10 @@ def _deposit(
         request_id=request_id,
     )
     return accepted.transfers[0].id
+
+
+def _moment(value: object) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(str(value))
 
 
 def _decide(

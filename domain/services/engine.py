@@ -18,6 +18,15 @@ result says the lane is empty. Each batch
 Atomic batches are applied whole, in one transaction: if any item fails, every
 item fails (the culprits with their own code, the rest with `batch_failed`) and
 no entry is written. Nothing here commits; the caller's unit of work does.
+
+Holds (migration 0009) go through the same path: a pending hold is checked like a
+debit against the available balance (`balance - held`) and becomes `held`, adding
+its amount to the source's `held`; a capture or void is a pending command in the
+hold's lane, applied in order with the source's other transfers, under a lock on the
+hold: a capture writes its entries (the captured amount) and releases the whole
+hold, a void releases it. `expire_due_holds` (the sweeper) expires holds whose time
+has passed under the same locks, in the same order. A transfer whose
+`execute_before` has passed fails with `expired`.
 """
 
 from __future__ import annotations
@@ -31,10 +40,18 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from domain.enums import AccountKind, Role, TransferStatus
+from domain.enums import AccountKind, Role, TransferKind, TransferStatus
 from domain.lanes import slot_of
 from domain.repositories import engine as engine_repo
-from domain.rules import BATCH_FAILED, Limits, failure_for
+from domain.rules import (
+    ACCOUNT_FROZEN,
+    BATCH_FAILED,
+    DESTINATION_UNAVAILABLE,
+    EXPIRED,
+    HOLD_NOT_ACTIVE,
+    Limits,
+    failure_for,
+)
 from domain.services import alerts, audit, events
 from domain.uow import UnitOfWork
 
@@ -55,6 +72,7 @@ class AccountState:
     daily_sent: int
     daily_sent_on: date | None
     balance_alert_count: int = 0
+    held: int = 0  # active holds: reserved, not spendable
     owner_role: str | None = None
     changed: bool = False
 
@@ -88,14 +106,27 @@ class AccountState:
 
 
 @dataclass
+class HoldState:
+    """A hold named by a capture or void of the batch, under its row lock."""
+
+    row: Row[Any]
+    status: TransferStatus
+    moved_to: TransferStatus | None = None  # captured, voided or expired in this batch
+    captured: int | None = None
+
+
+@dataclass
 class Outcome:
     transfer: Row[Any]
     failure_code: str | None
     entries: list[dict[str, Any]] = field(default_factory=list)
+    success: TransferStatus = TransferStatus.SUCCEEDED  # `held` for a hold
+    # The hold a capture or void moved on (or that a late capture found expired).
+    hold: HoldState | None = None
 
     @property
     def status(self) -> TransferStatus:
-        return TransferStatus.FAILED if self.failure_code else TransferStatus.SUCCEEDED
+        return TransferStatus.FAILED if self.failure_code else self.success
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +184,11 @@ def apply_next_batch(
     )
     if not pending:
         return result
+    # Captures and voids: lock their holds (only batches that have any pay for this).
+    holds = {
+        row.id: HoldState(row=row, status=TransferStatus(row.status))
+        for row in engine_repo.lock_holds(session, {t.hold_id for t in pending if t.hold_id})
+    }
     involved = {t.source_account_id for t in pending}
     involved |= {t.destination_account_id for t in pending}
     accounts = {
@@ -162,14 +198,22 @@ def apply_next_batch(
     outcomes: list[Outcome] = []
     held: set[uuid.UUID] = set()  # sources whose next transfer must wait (FIFO)
     for unit in _units(pending):
-        if any(t.source_account_id in held or (t.older_elsewhere or t.seq) < t.seq for t in unit):
+        if any(
+            t.source_account_id in held
+            or (t.older_elsewhere or t.seq) < t.seq
+            # A command on a hold still pending when the batch began waits for the next
+            # batch: one statement must not move the hold twice (pending, then held, then
+            # captured).
+            or (t.hold_id is not None and holds[t.hold_id].status is TransferStatus.PENDING)
+            for t in unit
+        ):
             held.update(t.source_account_id for t in unit)
             result.waiting += len(unit)
             continue
         if fail_with is not None:
             outcomes += [Outcome(transfer=t, failure_code=fail_with) for t in unit]
             break
-        outcomes += _apply_unit(unit, accounts, limits, now)
+        outcomes += _apply_unit(unit, accounts, holds, limits, now)
     if len(pending) >= batch_size:
         result.more = True
     _write(uow, outcomes, accounts, now)
@@ -227,14 +271,19 @@ def _units(pending: list[Row[Any]]) -> list[list[Row[Any]]]:
 
 
 def _apply_unit(
-    unit: list[Row[Any]], accounts: dict[uuid.UUID, AccountState], limits: Limits, now: datetime
+    unit: list[Row[Any]],
+    accounts: dict[uuid.UUID, AccountState],
+    holds: dict[uuid.UUID, HoldState],
+    limits: Limits,
+    now: datetime,
 ) -> list[Outcome]:
     if len(unit) == 1 and not unit[0].atomic:
-        return [_apply_one(unit[0], accounts, limits, now)]
-    # All or nothing: apply on copies, keep them only if every item succeeded.
+        return [_apply_one(unit[0], accounts, holds, limits, now)]
+    # All or nothing: apply on copies, keep them only if every item succeeded. (Batch
+    # items are plain transfers: no holds.)
     touched = {t.source_account_id for t in unit} | {t.destination_account_id for t in unit}
     scratch = {a: copy.copy(accounts[a]) for a in touched}
-    outcomes = [_apply_one(t, scratch, limits, now) for t in unit]
+    outcomes = [_apply_one(t, scratch, holds, limits, now) for t in unit]
     if all(o.failure_code is None for o in outcomes):
         accounts.update(scratch)
         return outcomes
@@ -244,15 +293,28 @@ def _apply_unit(
 
 
 def _apply_one(
-    transfer: Row[Any], accounts: dict[uuid.UUID, AccountState], limits: Limits, now: datetime
+    transfer: Row[Any],
+    accounts: dict[uuid.UUID, AccountState],
+    holds: dict[uuid.UUID, HoldState],
+    limits: Limits,
+    now: datetime,
 ) -> Outcome:
+    if transfer.execute_before is not None and transfer.execute_before <= now:
+        return Outcome(transfer=transfer, failure_code=EXPIRED)
     source = accounts[transfer.source_account_id]
     destination = accounts[transfer.destination_account_id]
+    if transfer.hold_id is not None:
+        return _apply_command(transfer, holds[transfer.hold_id], source, destination, now)
     failure = failure_for(
         transfer, source, destination, limits=limits, sent_today=source.sent_on(now.date())
     )
     if failure is not None:
         return Outcome(transfer=transfer, failure_code=failure)
+    if transfer.kind == TransferKind.HOLD:
+        # Reserved, not moved: the available balance drops, the balance does not.
+        source.held += transfer.amount
+        source.changed = True
+        return Outcome(transfer=transfer, failure_code=None, success=TransferStatus.HELD)
     return Outcome(
         transfer=transfer,
         failure_code=None,
@@ -263,14 +325,79 @@ def _apply_one(
     )
 
 
+def _apply_command(
+    command: Row[Any],
+    hold: HoldState,
+    source: AccountState,
+    destination: AccountState,
+    now: datetime,
+) -> Outcome:
+    """A capture or void of a hold, against the hold's state under its lock."""
+    if hold.status is not TransferStatus.HELD:
+        return Outcome(transfer=command, failure_code=HOLD_NOT_ACTIVE)
+    if hold.row.expires_at <= now:
+        # Too late: the hold expires now (as the sweeper would have done), and the
+        # command fails. Exactly one outcome for the hold, whichever came first.
+        _release(hold, source, TransferStatus.EXPIRED)
+        return Outcome(transfer=command, failure_code=HOLD_NOT_ACTIVE, hold=hold)
+    if command.kind == TransferKind.VOID:
+        _release(hold, source, TransferStatus.VOIDED)
+        return Outcome(transfer=command, failure_code=None, hold=hold)
+    # A capture: the money was reserved at hold time, so no balance check; the accounts
+    # must still be able to move it. On failure the hold stays held (void it, or retry).
+    if source.status != "active":
+        return Outcome(transfer=command, failure_code=ACCOUNT_FROZEN)
+    if destination.status != "active" or destination.currency != command.currency:
+        return Outcome(transfer=command, failure_code=DESTINATION_UNAVAILABLE)
+    _release(hold, source, TransferStatus.CAPTURED)
+    hold.captured = command.amount
+    entries = [
+        source.post(command, -command.amount, now),
+        destination.post(command, command.amount, now),
+    ]
+    return Outcome(transfer=command, failure_code=None, entries=entries, hold=hold)
+
+
+def _release(hold: HoldState, source: AccountState, to: TransferStatus) -> None:
+    source.held -= hold.row.amount
+    source.changed = True
+    hold.status = hold.moved_to = to
+
+
+def expire_due_holds(*, uow: UnitOfWork, limit: int = 500) -> list[uuid.UUID]:
+    """Expire held holds past their `expires_at` (the sweeper calls this, no task per
+    hold): hold rows locked first, then their accounts in id order, like a drain."""
+    session = uow.session
+    due = engine_repo.due_expired_holds(session, limit=limit)
+    if not due:
+        return []
+    involved = {h.source_account_id for h in due} | {h.destination_account_id for h in due}
+    accounts = {
+        row.id: AccountState(**row._mapping) for row in engine_repo.lock_accounts(session, involved)
+    }
+    now = datetime.now(UTC)
+    expired: list[HoldState] = []
+    for row in due:
+        hold = HoldState(row=row, status=TransferStatus.HELD)
+        _release(hold, accounts[row.source_account_id], TransferStatus.EXPIRED)
+        expired.append(hold)
+    _write(uow, [], accounts, now, moved=expired)
+    return [h.row.id for h in expired]
+
+
 def _write(
     uow: UnitOfWork,
     outcomes: list[Outcome],
     accounts: dict[uuid.UUID, AccountState],
     now: datetime,
+    moved: list[HoldState] | None = None,
 ) -> None:
-    """Two statements for the whole batch: the ledger side, then events and deliveries."""
-    if not outcomes:
+    """Two statements for the whole batch: the ledger side, then events and deliveries.
+
+    `moved`: holds captured, voided or expired (by this batch's commands, or the
+    sweeper's expiry)."""
+    moved = (moved or []) + [o.hold for o in outcomes if o.hold is not None]
+    if not outcomes and not moved:
         return
     session = uow.session
     entries = [entry for outcome in outcomes for entry in outcome.entries]
@@ -285,12 +412,16 @@ def _write(
                 "last_sequence": a.last_sequence,
                 "daily_sent": a.daily_sent,
                 "daily_sent_on": a.daily_sent_on,
+                "held": a.held,
             }
             for a in accounts.values()
             if a.changed
         ],
-        audit_rows=audit.rows([_audit_record(o) for o in outcomes], now),
+        audit_rows=audit.rows(
+            [_audit_record(o) for o in outcomes] + [_hold_audit_record(h) for h in moved], now
+        ),
         now=now,
+        holds=[(h.row.id, str(h.moved_to), h.captured) for h in moved],
     )
     for entry, entry_id in zip(entries, ids, strict=True):
         entry["id"] = entry_id
@@ -302,6 +433,10 @@ def _write(
     sees_all = {a.owner_id for a in accounts.values() if a.owner_id and _sees_all(a.owner_role)} | {
         o.transfer.initiated_by for o in outcomes if _sees_all(o.transfer.initiator_role)
     }
+    sees_all |= {h.row.initiated_by for h in moved if _sees_all(h.row.initiator_role)}
+    # A capture or void that succeeded is told as its hold's event (hold.captured with
+    # the capture's entries, hold.voided); a failed one as transfer.failed.
+    by_hold = {o.hold.row.id: o for o in outcomes if o.hold is not None and not o.failure_code}
     rows = events.outcome_events(
         [
             events.Finished(
@@ -314,18 +449,49 @@ def _write(
                 entries=o.entries,
             )
             for o in outcomes
+            if not (o.hold is not None and not o.failure_code)
+        ]
+        + [
+            events.Finished(
+                transfer={
+                    **h.row._mapping,
+                    "status": h.moved_to,
+                    "captured_amount": h.captured,
+                    "completed_at": now,
+                },
+                entries=by_hold[h.row.id].entries if h.row.id in by_hold else [],
+            )
+            for h in moved
         ],
         owners=owners,
         sees_all=sees_all,
         now=now,
         crossings=crossings,
     )
-    finished_ids = [o.transfer.id for o in outcomes]
+    finished_ids = [o.transfer.id for o in outcomes] + [h.row.id for h in moved]
     finished_ids += [o.transfer.batch_id for o in outcomes if o.transfer.batch_id]
     uow.send_deliveries(
         engine_repo.publish(
             session, events=rows, due=events.delivery_due(now), finished_ids=finished_ids
         )
+    )
+
+
+def _hold_audit_record(hold: HoldState) -> audit.AuditRecord:
+    row = hold.row
+    return audit.AuditRecord(
+        event_type=f"hold.{hold.moved_to}",
+        actor_id=row.initiated_by,
+        subject_type="transfer",
+        subject_id=str(row.id),
+        data={
+            "kind": row.kind,
+            "amount": row.amount,
+            "captured_amount": hold.captured,
+            "currency": row.currency,
+            "source_account_id": str(row.source_account_id),
+            "destination_account_id": str(row.destination_account_id),
+        },
     )
 
 

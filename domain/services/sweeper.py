@@ -1,4 +1,5 @@
-"""Finding work that lost its wake-up: lane slots with stale pending transfers."""
+"""Finding work that lost its wake-up (lane slots with stale or newly due pending
+transfers), and expiring holds whose time has passed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.orm import Session
 
 from domain.repositories import transfers as transfers_repo
+from domain.services import engine
+from domain.uow import UnitOfWork
 
 
 def slots_needing_drain(*, session: Session, stale_after_seconds: float) -> list[int]:
@@ -19,3 +22,8 @@ def slots_needing_drain(*, session: Session, stale_after_seconds: float) -> list
 
 def has_pending(*, session: Session, slots: Sequence[int]) -> bool:
     return transfers_repo.has_pending_in(session, slots)
+
+
+def expire_holds(*, uow: UnitOfWork, limit: int = 500) -> int:
+    """Expire up to `limit` held holds past their time, under the engine's locks."""
+    return len(engine.expire_due_holds(uow=uow, limit=limit))

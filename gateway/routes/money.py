@@ -1,4 +1,6 @@
-"""POST /v1/transfers, /v1/deposits, /v1/withdrawals and /v1/transfer-batches: accept, 202.
+"""Money requests, accepted with 202: POST /v1/transfers, /v1/deposits, /v1/withdrawals,
+/v1/transfer-batches, /v1/holds (and a hold's /capture and /void), and a transfer's
+/reversals.
 
 The hot path of the whole system, kept lean on purpose: async all the way (no
 thread hops), the caller taken from the token alone, the rate limit and the
@@ -39,6 +41,10 @@ from gateway.middleware import request_id_var
 from gateway.ratelimit import Rule
 from gateway.schemas.transfers import (
     AccountMoneyCreate,
+    HoldCapture,
+    HoldCreate,
+    HoldVoid,
+    ReversalCreate,
     TransferBatchCreate,
     TransferCreate,
 )
@@ -63,7 +69,8 @@ _ACCEPTED: dict[int | str, dict[str, Any]] = {
             404: "Account not found (or not yours)",
             409: "The same Idempotency-Key is still in flight",
             422: "Invalid amount, currency, account, or key reused with another body",
-            429: "Rate limited; see Retry-After",
+            429: "Rate limited (`rate_limited`), or the source account has too many pending "
+            "debits (`account_backlog`); see Retry-After",
         }
     ),
 }
@@ -277,3 +284,149 @@ async def create_batch(body: TransferBatchCreate, caller: TokenCaller, desk: Des
     assert outcome.batch_id is not None
     batch = BatchResource.of(outcome.batch_id, body.atomic, outcome.transfers)
     return _answer(batch, f"/v1/transfer-batches/{batch.id}", outcome.replayed)
+
+
+_COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_ACCEPTED,
+    **problem_responses(
+        {
+            403: "Not allowed to act on it (`reversal_forbidden`: only the destination's "
+            "owner or an operator reverses)",
+            404: "No such transfer or hold (or not yours)",
+            409: "Not in a state that allows it (`transfer_not_succeeded`, "
+            "`reversal_exceeds_original`, `not_reversible`, `hold_not_active`), or the "
+            "same Idempotency-Key is still in flight",
+        }
+    ),
+}
+
+
+def _command_route(
+    path: str, summary: str, examples: dict[str, Any]
+) -> Callable[[Endpoint], Endpoint]:
+    return router.post(
+        path,
+        status_code=202,
+        response_model=TransferResource,
+        responses=_COMMAND_RESPONSES,
+        summary=summary,
+        openapi_extra={"requestBody": {"content": {"application/json": {"examples": examples}}}},
+    )
+
+
+@router.post(
+    "/v1/holds",
+    status_code=202,
+    response_model=TransferResource,
+    responses=_ACCEPTED,
+    summary="Reserve money on one of your accounts for a destination (two-phase)",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {
+                    "examples": {
+                        "hold": {
+                            "summary": "Hold 12.50 USD for an hour",
+                            "value": {
+                                "source_account_id": "7b0d6c52-3f0e-4d1a-9d55-0c2c1f3b9a10",
+                                "destination_account_number": "4000123456789",
+                                "amount": 1250,
+                                "currency": "USD",
+                                "expires_in_seconds": 3600,
+                            },
+                        }
+                    }
+                }
+            }
+        }
+    },
+)
+async def create_hold(body: HoldCreate, caller: TokenCaller, desk: Desk) -> Response:
+    """A transfer with `kind: "hold"`: `pending`, then `held` (the amount is reserved:
+    the source's `available_balance` drops, its balance does not) or `failed` (e.g.
+    `insufficient_funds` against the available balance). Then exactly one of: captured
+    (`POST /v1/holds/{id}/capture`), voided (`POST /v1/holds/{id}/void`), or `expired`
+    once `expires_in_seconds` have passed. Events: `hold.held`, `hold.captured`,
+    `hold.voided`, `hold.expired`."""
+    item = acceptance.MoneyItem(kind=TransferKind.HOLD, **body.item_fields())
+    return _single(await desk.accept(caller.user_id, [item], body, claims=caller))
+
+
+@_command_route(
+    "/v1/holds/{hold_id}/capture",
+    "Capture a hold, all of it or part (the rest is released)",
+    {
+        "all": {"summary": "Capture the whole held amount", "value": {}},
+        "part": {"summary": "Capture 8.00 of it; the rest is released", "value": {"amount": 800}},
+    },
+)
+async def capture_hold(
+    hold_id: uuid.UUID, caller: TokenCaller, desk: Desk, body: HoldCapture | None = None
+) -> Response:
+    """Answers the capture itself: a transfer with `kind: "capture"` and `hold_id`,
+    `pending` until the engine applies it, in order with the source's other transfers.
+    Then the capture is `succeeded` with its ledger entries (the captured amount) and
+    the hold `captured` (`captured_amount`), the whole hold released; or the capture is
+    `failed`: `hold_not_active` when the hold was voided, expired or captured first
+    (a hold has one outcome), `account_frozen`, `destination_unavailable` (the hold then
+    stays held). Allowed to the hold's initiator, its source's owner and operators;
+    409 `hold_not_active` at once if the hold is already done."""
+    body = body or HoldCapture()
+    item = acceptance.MoneyItem(
+        kind=TransferKind.CAPTURE,
+        account_id=None,
+        amount=body.amount,
+        currency=None,
+        target_id=hold_id,
+    )
+    return _single(await desk.accept(caller.user_id, [item], body, claims=caller))
+
+
+@_command_route(
+    "/v1/holds/{hold_id}/void",
+    "Void a hold: release the reserved money",
+    {"void": {"summary": "No fields", "value": {}}},
+)
+async def void_hold(
+    hold_id: uuid.UUID, caller: TokenCaller, desk: Desk, body: HoldVoid | None = None
+) -> Response:
+    """Answers the void: a transfer with `kind: "void"` and `hold_id`; once applied it
+    is `succeeded` and the hold `voided` (or it `failed` with `hold_not_active` when the
+    hold was captured or expired first)."""
+    body = body or HoldVoid()
+    item = acceptance.MoneyItem(
+        kind=TransferKind.VOID, account_id=None, amount=None, currency=None, target_id=hold_id
+    )
+    return _single(await desk.accept(caller.user_id, [item], body, claims=caller))
+
+
+@_command_route(
+    "/v1/transfers/{transfer_id}/reversals",
+    "Reverse a succeeded transfer, all or part (a refund or a correction)",
+    {
+        "all": {"summary": "Everything not reversed yet", "value": {}},
+        "part": {
+            "summary": "A partial refund",
+            "value": {"amount": 500, "reason": "item returned"},
+        },
+    },
+)
+async def create_reversal(
+    transfer_id: uuid.UUID, body: ReversalCreate, caller: TokenCaller, desk: Desk
+) -> Response:
+    """A transfer with `kind: "reversal"` and `reverses: <id>`, moving money back from
+    the original's destination to its source; it may fail like any debit (e.g.
+    `insufficient_funds` at the destination). Allowed to the destination account's
+    owner and to operators. The reversals of one transfer, pending or succeeded, never
+    add up to more than it, however many are sent at once (the database enforces it):
+    409 `reversal_exceeds_original` says what is left. Reversing a pending or failed
+    transfer: 409 `transfer_not_succeeded`."""
+    item = acceptance.MoneyItem(
+        kind=TransferKind.REVERSAL,
+        account_id=None,
+        amount=body.amount,
+        currency=None,
+        description=body.reason,
+        target_id=transfer_id,
+    )
+    return _single(await desk.accept(caller.user_id, [item], body, claims=caller))

@@ -14,11 +14,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from domain.enums import TransferStatus
 from domain.models import Transfer, User
 from domain.resources import BatchResource, BatchStatus, TransferResource
-from domain.services import transfers
+from domain.services import cancellation, transfers
 from gateway import cursors
 from gateway.completions import Completions, TooManyWaits
-from gateway.deps import CurrentUser, DetachedUser, SessionDep
-from gateway.errors import ApiError
+from gateway.deps import CurrentUser, DetachedUser, SessionDep, UowDep
+from gateway.errors import ApiError, problem_responses
+from gateway.middleware import request_id_var
 from gateway.schemas.common import CursorParam, Limit, Page, paginate
 
 router = APIRouter(tags=["money movement"])
@@ -138,4 +139,29 @@ async def get_batch(
 
     return await _long_poll(
         request, user, [batch_id], wait, read, lambda b: b.status == BatchStatus.COMPLETED
+    )
+
+
+@router.post(
+    "/v1/transfers/{transfer_id}/cancel",
+    response_model=TransferResource,
+    responses=problem_responses(
+        {
+            403: "Not the transfer's initiator nor an operator (`cancel_forbidden`)",
+            404: "No such transfer (or not yours)",
+            409: "Already applied (`transfer_not_pending`), or an item of an atomic batch",
+        }
+    ),
+    summary="Cancel a transfer that is still pending",
+)
+def cancel_transfer(transfer_id: uuid.UUID, user: CurrentUser, uow: UowDep) -> TransferResource:
+    """200 with the transfer, now `canceled` (event `transfer.canceled`), while it is
+    still pending: a transfer is either canceled or applied, never both, even when the
+    engine reaches it at the same moment. Once applied: 409 `transfer_not_pending`
+    (reverse a succeeded transfer instead, void a held hold). Canceling a canceled
+    transfer answers it again. Allowed to its initiator and to operators."""
+    return transfer_out(
+        cancellation.cancel(
+            uow=uow, user=user, transfer_id=transfer_id, request_id=request_id_var.get()
+        )
     )

@@ -7,6 +7,11 @@ visibility timeout, far longer than this test), and restarts a Redis that keeps
 nothing on disk (every queued message is lost). At the end every accepted transfer
 must be terminal, the total unchanged, no balance below its floor, FIFO per source
 account held, and `settle verify` must pass.
+
+The random mix also holds money (some holds expire by the beat's sweeper while the test
+runs), captures part or all of earlier holds, voids some, and has an operator reverse
+earlier transfers, fully or in part: each effect must still happen once, and every
+account's held amount must equal the sum of its active holds.
 """
 
 from __future__ import annotations
@@ -116,25 +121,58 @@ class Chaos:
             process.stop()
 
 
-def _submit(base_url, headers, sources, numbers, seed, round_):
+def _request(rng, source, numbers, sent, holds):
+    """One random money request of the mix: (path, body, may it be refused with 409)."""
+    destination = rng.choice([n for n in numbers if n != source["number"]])
+    body = {
+        "source_account_id": source["id"],
+        "destination_account_number": destination,
+        "amount": rng.randint(1, 4_000),
+        "currency": "USD",
+    }
+    roll = rng.random()
+    if roll < 0.15:
+        # Short-lived: some are captured or voided first, the rest expire by the beat.
+        return "/v1/holds", {**body, "expires_in_seconds": rng.randint(1, 4)}, False
+    if roll < 0.25 and holds:
+        hold_id, amount = rng.choice(holds)
+        if rng.random() < 0.3:
+            return f"/v1/holds/{hold_id}/void", {}, True
+        return f"/v1/holds/{hold_id}/capture", {"amount": rng.randint(1, amount)}, True
+    if roll < 0.32 and sent:
+        # An operator reverses (part of) an earlier transfer: pending, failed or already
+        # reversed ones are refused with 409, which is part of the test.
+        return f"/v1/transfers/{rng.choice(sent)}/reversals", {"amount": rng.randint(1, 800)}, True
+    return "/v1/transfers", body, False
+
+
+def _submit(base_url, headers, operator, sources, numbers, seed, round_):
     rng = random.Random(seed * 1000 + round_)
     accepted = []
+    sent: list[str] = []
+    holds: list[tuple[str, int]] = []
     with httpx.Client(base_url=base_url, timeout=30) as api:
         for i in range(TRANSFERS_PER_CLIENT):
-            source = rng.choice(sources)
-            destination = rng.choice([n for n in numbers if n != source["number"]])
-            body = {
-                "source_account_id": source["id"],
-                "destination_account_number": destination,
-                "amount": rng.randint(1, 4_000),
-                "currency": "USD",
-            }
+            path, body, may_conflict = _request(rng, rng.choice(sources), numbers, sent, holds)
+            caller = operator if "reversals" in path else headers
             key = {"Idempotency-Key": f"bank-{seed}-{round_}-{i}"}
-            response = api.post("/v1/transfers", json=body, headers={**headers, **key})
-            if response.status_code != 202:  # a retry with the same key must be safe
-                response = api.post("/v1/transfers", json=body, headers={**headers, **key})
+            response = api.post(path, json=body, headers={**caller, **key})
+            if response.status_code not in (202, 409):  # a retry with the same key is safe
+                response = api.post(path, json=body, headers={**caller, **key})
+            if may_conflict and response.status_code == 409:
+                assert response.json()["code"] in (
+                    "hold_not_active",
+                    "transfer_not_succeeded",
+                    "reversal_exceeds_original",
+                ), response.text
+                continue
             assert response.status_code == 202, response.text
-            accepted.append(uuid.UUID(response.json()["id"]))
+            created = response.json()
+            accepted.append(uuid.UUID(created["id"]))
+            if created["kind"] == "transfer":
+                sent.append(created["id"])
+            elif created["kind"] == "hold":
+                holds.append((created["id"], created["amount"]))
     return accepted
 
 
@@ -173,6 +211,7 @@ def test_bank_money_is_conserved_under_worker_and_redis_crashes(session_factory,
                         lambda i, r=round_: _submit(
                             base_url,
                             headers[i],
+                            operator,
                             [a for j, a in enumerate(accounts) if j % CLIENTS == i],
                             numbers,
                             seed=i,
@@ -208,15 +247,18 @@ def test_bank_money_is_conserved_under_worker_and_redis_crashes(session_factory,
 
 
 def _wait_all_terminal(session_factory, ids, timeout):
+    """Every transfer applied, and every hold settled (the beat expires the rest)."""
     deadline = time.monotonic() + timeout
     while True:
         with session_factory() as session:
             pending = session.scalars(
-                select(Transfer.id).where(Transfer.id.in_(ids), Transfer.status == "pending")
+                select(Transfer.id).where(
+                    Transfer.id.in_(ids), Transfer.status.in_(["pending", "held"])
+                )
             ).all()
         if not pending:
             return
-        assert time.monotonic() < deadline, f"{len(pending)} transfers still pending"
+        assert time.monotonic() < deadline, f"{len(pending)} transfers still pending or held"
         time.sleep(0.5)
 
 
@@ -225,23 +267,44 @@ def _check_invariants(session_factory, accounts, accepted):
     with session_factory() as session:
         rows = session.scalars(select(Account).where(Account.id.in_(ids))).all()
         assert sum(a.balance for a in rows) == ACCOUNTS * OPENING_BALANCE
-        assert all(a.balance >= -a.overdraft_limit for a in rows)
+        assert all(a.balance - a.held >= -a.overdraft_limit for a in rows)
         transfers = session.scalars(
             select(Transfer).where(Transfer.id.in_(accepted)).order_by(Transfer.seq)
         ).all()
         assert len(transfers) == len(set(accepted)) == len(accepted)
-        assert len(accepted) % (CLIENTS * TRANSFERS_PER_CLIENT) == 0
         statuses = {t.status for t in transfers}
-        assert statuses <= {"succeeded", "failed"} and "failed" in statuses
+        assert statuses <= {"succeeded", "failed", "captured", "voided", "expired"}
+        assert {"failed", "captured", "expired"} <= statuses, statuses
+        kinds = {t.kind for t in transfers}
+        assert kinds == {"transfer", "hold", "capture", "void", "reversal"}, kinds
+        # Held amounts equal the sum of active holds (none is left active now) ...
+        held = {a.id: 0 for a in rows}
+        active = session.scalars(select(Transfer).where(Transfer.status == "held")).all()
+        for hold in active:
+            held[hold.source_account_id] = held.get(hold.source_account_id, 0) + hold.amount
+        assert {a.id: a.held for a in rows} == {a: held[a] for a in ids}
         entries = session.scalars(
             select(LedgerEntry).where(LedgerEntry.transfer_id.in_(accepted))
         ).all()
-    succeeded = [t for t in transfers if t.status == "succeeded"]
-    assert len(entries) == 2 * len(succeeded)  # each effect exactly once
+    moved = [t for t in transfers if t.status == "succeeded" and t.kind != "void"]
+    assert len(entries) == 2 * len(moved)  # each effect exactly once
+    by_id = {t.id: t for t in transfers}
+    for hold in (t for t in transfers if t.kind == "hold"):
+        # ... and each hold had one outcome: one succeeded capture iff captured.
+        wins = [c for c in transfers if c.hold_id == hold.id and c.status == "succeeded"]
+        assert len(wins) == (hold.status in ("captured", "voided"))
+        if hold.status == "captured":
+            assert wins[0].kind == "capture" and wins[0].amount == hold.captured_amount
+    for original in {t.reverses for t in transfers if t.reverses}:
+        reversed_total = sum(
+            t.amount for t in transfers if t.reverses == original and t.status == "succeeded"
+        )
+        assert reversed_total <= by_id[original].amount
     debit_seq = {e.transfer_id: e.sequence for e in entries if e.amount < 0}
     for source in ids:  # FIFO: acceptance order == application order, per source
         own = [t for t in transfers if t.source_account_id == source]
-        applied = [debit_seq[t.id] for t in own if t.status == "succeeded"]
+        applied = [debit_seq[t.id] for t in own if t.id in debit_seq]
         assert applied == sorted(applied)
-        completed = [t.completed_at for t in own]
+        # (A hold's completed_at moves on when it is captured, voided or expired.)
+        completed = [t.completed_at for t in own if t.kind != "hold"]
         assert completed == sorted(completed)

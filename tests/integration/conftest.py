@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain.models import Transfer
@@ -37,7 +37,8 @@ def client(settings: Any) -> Iterator[TestClient]:
 
 @pytest.fixture
 def drain_pending(session_factory: sessionmaker[Session], settings: Any) -> Any:
-    """Apply every pending transfer, lane by lane, as the worker would."""
+    """Apply every due pending transfer, lane by lane, as the worker would (transfers
+    scheduled for later, `execute_at`, are left pending)."""
     from domain.lanes import Lanes
     from workers.tasks import drain
 
@@ -46,7 +47,12 @@ def drain_pending(session_factory: sessionmaker[Session], settings: Any) -> Any:
         while True:
             with session_factory() as session:
                 slots = set(
-                    session.scalars(select(Transfer.lane).where(Transfer.status == "pending"))
+                    session.scalars(
+                        select(Transfer.lane).where(
+                            Transfer.status == "pending",
+                            or_(Transfer.execute_at.is_(None), Transfer.execute_at <= func.now()),
+                        )
+                    )
                 )
             if not slots:
                 return total

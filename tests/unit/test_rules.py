@@ -11,7 +11,14 @@ LIMITS = Limits(max_amount=1000, default_daily_outgoing=5000)
 
 
 def _account(
-    balance=0, *, kind="customer", status="active", currency="USD", overdraft=0, daily=None
+    balance=0,
+    *,
+    kind="customer",
+    status="active",
+    currency="USD",
+    overdraft=0,
+    daily=None,
+    held=0,
 ):
     return Account(
         id=uuid.uuid4(),
@@ -21,6 +28,7 @@ def _account(
         balance=balance,
         overdraft_limit=overdraft,
         daily_outgoing_limit=daily,
+        held=held,
     )
 
 
@@ -77,3 +85,14 @@ def test_daily_limit_default_and_per_account():
     capped = _account(10**6, daily=500)
     assert check(_transfer(500), capped) is None
     assert check(_transfer(100), capped, sent_today=401) == "daily_limit_exceeded"
+
+
+def test_active_holds_are_not_spendable():
+    # 100 on the account, 60 of it held: 40 is available.
+    assert check(_transfer(40), _account(100, held=60)) is None
+    assert check(_transfer(41), _account(100, held=60)) == "insufficient_funds"
+
+
+def test_holds_count_against_the_overdraft_floor_too():
+    assert check(_transfer(90), _account(100, held=60, overdraft=50)) is None
+    assert check(_transfer(91), _account(100, held=60, overdraft=50)) == "insufficient_funds"
