@@ -33,6 +33,7 @@ from domain.resources import (
     BalanceEventData,
     EntryResource,
     EventResource,
+    HoldEvent,
     TransferEvent,
     TransferEventData,
     TransferResource,
@@ -109,7 +110,9 @@ def outcome_events(
             visible = [
                 e for e in entries if user_id in sees_all or owners.get(e.account_id) == user_id
             ]
-            event = TransferEvent(
+            # Holds moving (held, captured, voided, expired) are told as hold events.
+            model = HoldEvent if event_type.value.startswith("hold.") else TransferEvent
+            event = model(
                 id=new_event_id(),
                 type=event_type,
                 created_at=now,
@@ -124,7 +127,9 @@ def new_event_id() -> str:
     return f"evt_{uuid.uuid4().hex}"
 
 
-def _row(event: TransferEvent | BalanceEvent, user_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+def _row(
+    event: TransferEvent | HoldEvent | BalanceEvent, user_id: uuid.UUID, now: datetime
+) -> dict[str, Any]:
     return {
         "id": event.id,
         "user_id": user_id,
