@@ -45,7 +45,7 @@ APP_GRANTS: dict[str, tuple[str, ...]] = {
 APP_FUNCTIONS = (
     "settle_lane(uuid)",
     "settle_accept(uuid, text, text, text[], uuid[], text[], bigint[], text[], text[],"
-    " uuid, boolean, text, bigint)",
+    " uuid, boolean, text, bigint, jsonb, jsonb)",
 )
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field
 
 from domain.enums import (
     AccountStatus,
@@ -39,14 +39,25 @@ class Resource(BaseModel):
     model_config = ConfigDict(from_attributes=True, frozen=True)
 
 
+def metadata_field() -> Any:
+    """`metadata` as shown: read from a row (`metadata`) or an ORM object (`metadata_`,
+    SQLAlchemy reserves the plain name), always written as `metadata`."""
+    return Field(
+        default_factory=dict,
+        validation_alias=AliasChoices("metadata", "metadata_"),
+        description="Your own key/value strings, as sent (domain/metadata.py has the limits)",
+    )
+
+
 class AccountResource(Resource):
     id: uuid.UUID
     number: str = Field(description="Non-sequential account number; the last digit is a Luhn check")
     currency: str
     name: str | None
     balance: int = Field(description="Minor units (cents)")
-    status: AccountStatus
+    status: AccountStatus = Field(description="active, frozen (by an operator), or closed (final)")
     created_at: UtcDatetime
+    metadata: dict[str, str] = metadata_field()
 
 
 class EntryResource(Resource):
@@ -59,6 +70,13 @@ class EntryResource(Resource):
     balance_after: int
     sequence: int = Field(description="Per-account, starts at 1, increases by exactly one")
     created_at: UtcDatetime
+    kind: TransferKind | None = Field(default=None, description="The kind of its transfer")
+    description: str | None = Field(default=None, description="Its transfer's description")
+    counterparty_account_number: str | None = Field(
+        default=None,
+        description="The other account of its transfer. A settlement account (the other side "
+        "of deposits and withdrawals) is only named to operators",
+    )
 
 
 class TransferResource(Resource):
@@ -73,6 +91,7 @@ class TransferResource(Resource):
     description: str | None
     created_at: UtcDatetime
     completed_at: UtcDatetime | None
+    metadata: dict[str, str] = metadata_field()
 
     @classmethod
     def as_accepted(cls, transfer: Any) -> TransferResource:
@@ -96,10 +115,15 @@ class BatchResource(Resource):
     atomic: bool = Field(description="All transfers succeed, or none does")
     status: BatchStatus
     transfers: list[TransferResource] = Field(description="In the order they were submitted")
+    metadata: dict[str, str] = metadata_field()
 
     @classmethod
     def of(
-        cls, batch_id: uuid.UUID, atomic: bool, transfers: list[TransferResource]
+        cls,
+        batch_id: uuid.UUID,
+        atomic: bool,
+        transfers: list[TransferResource],
+        metadata: dict[str, str] | None = None,
     ) -> BatchResource:
         done = all(t.status.is_terminal for t in transfers)
         return cls(
@@ -107,7 +131,34 @@ class BatchResource(Resource):
             atomic=atomic,
             status=BatchStatus.COMPLETED if done else BatchStatus.PENDING,
             transfers=transfers,
+            metadata=metadata or {},
         )
+
+
+class BalanceResource(Resource):
+    """An account's balance at an instant, from its ledger entries."""
+
+    balance: int = Field(
+        description="Minor units: the balance after the last entry at or "
+        "before `as_of` (0 before the first)"
+    )
+    as_of: UtcDatetime = Field(description="The instant asked for (`at`)")
+    sequence: int = Field(description="The sequence of that last entry; 0 before the first")
+
+
+class StatementResource(Resource):
+    """An account's entries over `(from, to]`, between its balances at both instants."""
+
+    account: AccountResource
+    from_: UtcDatetime = Field(alias="from", description="Exclusive: entries after this instant")
+    to: UtcDatetime = Field(description="Inclusive: entries up to and including this instant")
+    opening_balance: int = Field(description="The balance at `from` (balance?at=from)")
+    closing_balance: int = Field(
+        description="The balance at `to` (balance?at=to): opening_balance plus every entry"
+    )
+    entries: list[EntryResource] = Field(description="In sequence order, oldest first")
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
 
 class TransferEventData(Resource):

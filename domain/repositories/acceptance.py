@@ -1,4 +1,4 @@
-"""Recording money requests: one call of `settle_accept` (migration 0004) per request.
+"""Recording money requests: one call of `settle_accept` (migration 0010) per request.
 
 The function claims the Idempotency-Key, replays or refuses a reused key,
 resolves and checks every account, and writes the transfers, the key and the
@@ -33,7 +33,7 @@ class Row:
 
 _ACCEPT = (
     "SELECT outcome, item, detail, transfer::text FROM settle_accept("
-    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
 )
 
 
@@ -54,6 +54,10 @@ class AcceptCall:
     atomic: bool
     request_id: str | None
     large_threshold: int | None
+    # JSON text: an array with one metadata object per item, or None when no item has
+    # any (the common case: nothing to encode, send or parse).
+    metadata: str | None = None
+    batch_metadata: str | None = None  # JSON text of the batch's own object, or None
 
 
 def _rows(records: Sequence[Any]) -> list[Row]:
@@ -86,6 +90,8 @@ async def accept(conn: Connection, call: AcceptCall) -> list[Row]:
             call.atomic,
             call.request_id,
             call.large_threshold,
+            call.metadata,
+            call.batch_metadata,
         )
     )
 
@@ -99,7 +105,8 @@ _ACCEPT_IN_SESSION = text(
     "CAST(:user_id AS uuid), :key, :fingerprint, CAST(:kinds AS text[]), "
     "CAST(:accounts AS uuid[]), CAST(:destinations AS text[]), CAST(:amounts AS bigint[]), "
     "CAST(:currencies AS text[]), CAST(:descriptions AS text[]), CAST(:batch_id AS uuid), "
-    ":atomic, CAST(:request_id AS text), CAST(:large_threshold AS bigint))"
+    ":atomic, CAST(:request_id AS text), CAST(:large_threshold AS bigint), "
+    "CAST(:metadata AS jsonb), CAST(:batch_metadata AS jsonb))"
 )
 
 

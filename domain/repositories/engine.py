@@ -24,7 +24,7 @@ _NOTIFY_CHUNK = 200  # ids per notification: 37 bytes each, PostgreSQL's limit i
 _TRANSFER_COLUMNS = """
     t.id, t.seq, t.kind, t.status, t.failure_code, t.source_account_id,
     t.destination_account_id, t.amount, t.currency, t.description, t.initiated_by,
-    t.created_at, t.completed_at, t.lane, t.batch_id, t.batch_index,
+    t.created_at, t.completed_at, t.lane, t.batch_id, t.batch_index, t.metadata,
     COALESCE(b.atomic, false) AS atomic,
     u.role AS initiator_role,
     (SELECT MIN(o.seq) FROM transfers o
@@ -85,7 +85,7 @@ def lock_accounts(session: Session, account_ids: Iterable[uuid.UUID]) -> Sequenc
     with the owner's role (operators see every leg in their events)."""
     return session.execute(
         text(
-            "SELECT a.id, a.kind, a.status, a.currency, a.owner_id, a.balance,"
+            "SELECT a.id, a.number, a.kind, a.status, a.currency, a.owner_id, a.balance,"
             " a.overdraft_limit, a.last_sequence, a.daily_outgoing_limit, a.daily_sent,"
             " a.daily_sent_on, u.role AS owner_role"
             " FROM accounts a LEFT JOIN users u ON u.id = a.owner_id"

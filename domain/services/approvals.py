@@ -73,6 +73,8 @@ def request_deposit(
     if account.currency != item.currency:
         raise InvalidRequest(f"the account does not hold {item.currency}", code="currency_mismatch")
     payload = {"amount": item.amount, "currency": item.currency, "description": item.description}
+    if item.metadata:
+        payload["metadata"] = dict(item.metadata)
     parked = _park(
         session,
         requester=requester,
@@ -254,6 +256,7 @@ def _deposit(
         amount=int(payload["amount"]),
         currency=str(payload["currency"]),
         description=payload.get("description"),
+        metadata=payload.get("metadata") or {},
     )
     canonical = json.dumps([str(approval.id), payload], sort_keys=True, separators=(",", ":"))
     accepted = acceptance.accept_in(

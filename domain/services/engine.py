@@ -40,6 +40,7 @@ class AccountState:
     """An account row under the engine's lock, changed in memory and written back once."""
 
     id: uuid.UUID
+    number: str
     kind: str
     status: str
     currency: str
@@ -60,8 +61,11 @@ class AccountState:
     def sent_on(self, day: date) -> int:
         return self.daily_sent if self.daily_sent_on == day else 0
 
-    def post(self, transfer: Row[Any], amount: int, now: datetime) -> dict[str, Any]:
-        """One leg: move the balance and sequence on; returns the entry to write."""
+    def post(
+        self, transfer: Row[Any], amount: int, now: datetime, counterparty: AccountState
+    ) -> dict[str, Any]:
+        """One leg: move the balance and sequence on; returns the entry to write, with
+        what its events show beside it (kind, description, counterparty)."""
         before = self.balance
         self.balance += amount
         self.last_sequence += 1
@@ -79,6 +83,10 @@ class AccountState:
             "balance_after": self.balance,
             "sequence": self.last_sequence,
             "created_at": now,
+            "kind": transfer.kind,
+            "description": transfer.description,
+            "counterparty_number": counterparty.number,
+            "counterparty_kind": counterparty.kind,
         }
 
 
@@ -221,8 +229,8 @@ def _apply_one(
         transfer=transfer,
         failure_code=None,
         entries=[
-            source.post(transfer, -transfer.amount, now),
-            destination.post(transfer, transfer.amount, now),
+            source.post(transfer, -transfer.amount, now, destination),
+            destination.post(transfer, transfer.amount, now, source),
         ],
     )
 

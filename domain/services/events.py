@@ -26,7 +26,8 @@ from domain.enums import EventType
 from domain.errors import InvalidRequest
 from domain.models import Event
 from domain.repositories import events as events_repo
-from domain.resources import EntryResource, EventResource, TransferEventData, TransferResource
+from domain.resources import EventResource, TransferEventData, TransferResource
+from domain.services import reporting
 
 EVENT_TYPES = tuple(EventType)
 IMMEDIATE_SEND_LEASE_SECONDS = 30
@@ -79,7 +80,7 @@ def outcome_events(
     for f in finished:
         transfer = TransferResource.model_validate(f.transfer)
         event_type = EventType.for_outcome(transfer.status)
-        entries = [EntryResource.model_validate(e) for e in f.entries]
+        entries = [(e, reporting.entry_resource(e, sees_all=True)) for e in f.entries]
         recipients = dict.fromkeys(
             [f.transfer["initiated_by"]]
             + [
@@ -90,7 +91,9 @@ def outcome_events(
         )
         for user_id in recipients:
             visible = [
-                e for e in entries if user_id in sees_all or owners.get(e.account_id) == user_id
+                reporting.entry_resource(raw, sees_all=False) if user_id not in sees_all else e
+                for raw, e in entries
+                if user_id in sees_all or owners.get(e.account_id) == user_id
             ]
             event = EventResource(
                 id=f"evt_{uuid.uuid4().hex}",

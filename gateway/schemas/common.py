@@ -6,8 +6,9 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, model_validator
 
+from domain import metadata
 from gateway import cursors
 
 
@@ -30,6 +31,17 @@ CursorParam = Annotated[
     Query(description="Opaque: the `next_cursor` of the previous page. Omit for the first page"),
 ]
 Limit = Annotated[int, Query(ge=1, le=200, description="Items per page")]
+
+Metadata = Annotated[
+    dict[StrictStr, StrictStr],
+    AfterValidator(metadata.check_metadata),
+    Field(
+        description=f"Your own key/value strings, returned as sent and included in events: "
+        f"at most {metadata.MAX_KEYS} keys of at most {metadata.MAX_KEY_LENGTH} characters, "
+        f"values at most {metadata.MAX_VALUE_LENGTH} characters",
+        examples=[{"order_id": "123"}],
+    ),
+]
 
 
 class StrictRequest(BaseModel):

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, StrictBool, StrictInt, StrictStr
 
-from gateway.schemas.common import StrictRequest
+from gateway.schemas.common import Metadata, StrictRequest
 
 Amount = Field(
     gt=0,
@@ -24,6 +24,7 @@ class TransferCreate(StrictRequest):
     amount: StrictInt = Amount
     currency: StrictStr = Currency
     description: StrictStr | None = Description
+    metadata: Metadata = Field(default_factory=dict)
 
     def item_fields(self) -> dict[str, Any]:
         return {
@@ -32,6 +33,7 @@ class TransferCreate(StrictRequest):
             "amount": self.amount,
             "currency": self.currency,
             "description": self.description,
+            "metadata": self.metadata,
         }
 
 
@@ -42,6 +44,7 @@ class AccountMoneyCreate(StrictRequest):
     amount: StrictInt = Amount
     currency: StrictStr = Currency
     description: StrictStr | None = Description
+    metadata: Metadata = Field(default_factory=dict)
 
     def item_fields(self) -> dict[str, Any]:
         return self.model_dump()
@@ -52,3 +55,4 @@ class TransferBatchCreate(StrictRequest):
     atomic: StrictBool = Field(
         default=False, description="true: all transfers succeed or none does (one transaction)"
     )
+    metadata: Metadata = Field(default_factory=dict)
