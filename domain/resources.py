@@ -44,7 +44,7 @@ def metadata_field() -> Any:
     SQLAlchemy reserves the plain name), always written as `metadata`."""
     return Field(
         default_factory=dict,
-        validation_alias=AliasChoices("metadata", "metadata_"),
+        validation_alias=AliasChoices("metadata_", "metadata"),
         description="Your own key/value strings, as sent (domain/metadata.py has the limits)",
     )
 

@@ -113,18 +113,18 @@ def close_account(*, uow: UnitOfWork, user: User, account_id: uuid.UUID) -> Acco
             "an operator froze this account; only an operator can close it now",
             code="account_frozen",
         )
-    if account.balance != 0:
-        raise Conflict(
-            f"the balance is {account.balance}, not 0: move the money out "
-            "(POST /v1/transfers or /v1/withdrawals), then close",
-            code="balance_not_zero",
-        )
     pending = transfers_repo.count_pending_touching(session, account_id)
     if pending:
         raise Conflict(
             f"{pending} transfer(s) to or from this account are still pending; wait until "
             "they finish (GET /v1/transfers?account_id=…&status=pending), then close",
             code="transfers_pending",
+        )
+    if account.balance != 0:
+        raise Conflict(
+            f"the balance is {account.balance}, not 0: move the money out "
+            "(POST /v1/transfers or /v1/withdrawals), then close",
+            code="balance_not_zero",
         )
     if held_amount(session, account):
         raise Conflict(
