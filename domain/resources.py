@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from domain.enums import (
     AccountStatus,
@@ -38,14 +38,23 @@ UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 class Resource(BaseModel):
     model_config = ConfigDict(from_attributes=True, frozen=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _orm_metadata(cls, data: Any) -> Any:
+        """ORM rows keep `metadata` as `metadata_` (SQLAlchemy reserves the plain name):
+        read it from there. (A validation alias would split the OpenAPI schemas into
+        input and output versions.)"""
+        if "metadata" not in cls.model_fields or not hasattr(data, "metadata_"):
+            return data
+        fields = {name: getattr(data, name) for name in cls.model_fields if hasattr(data, name)}
+        return {**fields, "metadata": data.metadata_}
+
 
 def metadata_field() -> Any:
-    """`metadata` as shown: read from a row (`metadata`) or an ORM object (`metadata_`,
-    SQLAlchemy reserves the plain name), always written as `metadata`."""
     return Field(
         default_factory=dict,
-        validation_alias=AliasChoices("metadata_", "metadata"),
-        description="Your own key/value strings, as sent (domain/metadata.py has the limits)",
+        description="Your own key/value strings, as sent (at most 20 keys of at most 40 "
+        "characters, values at most 500 characters)",
     )
 
 

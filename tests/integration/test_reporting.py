@@ -545,6 +545,7 @@ def _ledger_of(session_factory, size: int, alice_id: str, bob_id: str, user_id: 
         )
 
 
+@pytest.mark.timeout(900)  # 200,000 entries checked by the ledger triggers, on a shared machine
 def test_statement_of_100000_entries_streams_in_constant_memory(client, people, session_factory):
     size = 100_000
     alice, bob = people["alice"], people["bob"]
