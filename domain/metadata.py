@@ -31,6 +31,9 @@ def check_metadata(metadata: Mapping[str, object]) -> dict[str, str]:
                 f"metadata values are strings (the value of {key!r} is not); "
                 "send numbers and flags as strings"
             )
+        if "\x00" in key or "\x00" in value:
+            # PostgreSQL text (and jsonb) cannot hold NUL.
+            raise ValueError("metadata must not contain NUL characters; remove them")
         if len(value) > MAX_VALUE_LENGTH:
             raise ValueError(
                 f"metadata values are at most {MAX_VALUE_LENGTH} characters (the value of "

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
 
 from domain.models import Account
 from domain.resources import AccountResource, BalanceResource, EntryResource, StatementResource
@@ -16,7 +15,7 @@ from gateway import cursors
 from gateway.deps import CurrentUser, SessionDep, SettingsDep, UowDep
 from gateway.errors import problem_responses
 from gateway.schemas.accounts import AccountCreate
-from gateway.schemas.common import CursorParam, Limit, Page, paginate
+from gateway.schemas.common import CursorParam, Instant, Limit, Page, paginate
 
 router = APIRouter(tags=["accounts"])
 
@@ -85,8 +84,8 @@ def list_entries(
     return paginate(rows, limit=limit, render=lambda e: e, cursor_of=lambda e: (e.sequence,))
 
 
-Instant = Annotated[
-    AwareDatetime,
+At = Annotated[
+    Instant,
     Query(description="RFC 3339 with an offset, e.g. 2026-12-31T23:59:59Z"),
 ]
 _NOT_YOURS = problem_responses(
@@ -101,7 +100,7 @@ _NOT_YOURS = problem_responses(
     summary="The balance at an instant, from the ledger entries",
 )
 def balance_at(
-    account_id: uuid.UUID, at: Instant, user: CurrentUser, session: SessionDep
+    account_id: uuid.UUID, at: At, user: CurrentUser, session: SessionDep
 ) -> BalanceResource:
     """The balance after the account's last entry at or before `at` (0 before its first),
     with that entry's `sequence`: one index probe, however long the history."""
@@ -135,9 +134,9 @@ def statement(
     request: Request,
     user: CurrentUser,
     session: SessionDep,
-    to: Instant,
+    to: At,
     start: Annotated[
-        AwareDatetime,
+        Instant,
         Query(alias="from", description="RFC 3339 with an offset; exclusive"),
     ],
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,

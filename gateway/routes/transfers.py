@@ -10,7 +10,6 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from pydantic import AwareDatetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain import metadata
@@ -23,7 +22,7 @@ from gateway.completions import Completions, TooManyWaits
 from gateway.deps import CurrentUser, DetachedUser, SessionDep
 from gateway.errors import ApiError
 from gateway.query_params import bracketed, family_of
-from gateway.schemas.common import CursorParam, Limit, Page, paginate
+from gateway.schemas.common import CursorParam, Instant, Limit, Page, paginate
 
 router = APIRouter(tags=["money movement"])
 
@@ -164,10 +163,8 @@ def list_transfers(
     account_id: uuid.UUID | None = None,
     status: TransferStatus | None = None,
     kind: TransferKind | None = None,
-    created_after: Annotated[AwareDatetime | None, Query(description="RFC 3339; inclusive")] = None,
-    created_before: Annotated[
-        AwareDatetime | None, Query(description="RFC 3339; exclusive")
-    ] = None,
+    created_after: Annotated[Instant | None, Query(description="RFC 3339; inclusive")] = None,
+    created_before: Annotated[Instant | None, Query(description="RFC 3339; exclusive")] = None,
     limit: Limit = 50,
     cursor: CursorParam = None,
 ) -> Page[TransferResource]:

@@ -229,6 +229,8 @@ def test_transfer_filters_refuse_bad_input(client, people):
         {"kind": "hold-ish"},
         {"created_after": "yesterday"},
         {"created_before": "2026-01-01T00:00:00"},  # no offset
+        {"created_after": "9999-12-31T23:59:59-16:00"},  # past year 9999 in UTC
+        {"metadata[k]": "a\x00b"},
     ):
         response = client.get("/v1/transfers", params=params, headers=alice)
         assert response.status_code == 422, (params, response.text)
@@ -343,7 +345,9 @@ def test_balance_at_an_instant(client, people, drain_pending):
     # Any offset is the same instant; the answer is in UTC.
     shifted = middle.astimezone(datetime.now().astimezone().tzinfo)
     assert at(alice, shifted.isoformat()).json()["balance"] == 700
-    for bad in ("2026-01-01T00:00:00", "soon", ""):
+    # An offset PostgreSQL would refuse (over 15:59) is the same instant in UTC.
+    assert at(alice, "2000-01-01T00:00:00+16:00").json()["as_of"] == "1999-12-31T08:00:00Z"
+    for bad in ("2026-01-01T00:00:00", "soon", "", "0001-01-01T00:00:00+16:00"):
         response = at(alice, bad)
         assert response.status_code == 422, response.text
     assert client.get(f"/v1/accounts/{a['id']}/balance", headers=alice).status_code == 422

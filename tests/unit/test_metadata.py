@@ -21,6 +21,7 @@ def test_within_the_limits_is_kept_as_given():
         ({"": "v"}, "1 to 40 characters"),
         ({"k": "v" * (MAX_VALUE_LENGTH + 1)}, "at most 500 characters"),
         ({"k": 7}, "strings"),
+        ({"k": "a\x00"}, "NUL"),
     ],
 )
 def test_past_a_limit_says_which(metadata, says):
