@@ -47,7 +47,8 @@ APP_GRANTS: dict[str, tuple[str, ...]] = {
 APP_FUNCTIONS = (
     "settle_lane(uuid)",
     "settle_accept(uuid, text, text, text[], uuid[], text[], bigint[], text[], text[],"
-    " uuid, boolean, text, bigint, uuid[], timestamptz[], timestamptz[], integer[], integer)",
+    " uuid, boolean, text, bigint, uuid[], timestamptz[], timestamptz[], integer[], integer,"
+    " jsonb, jsonb)",
 )
 
 

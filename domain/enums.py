@@ -29,6 +29,9 @@ class AccountKind(StrEnum):
 class AccountStatus(StrEnum):
     ACTIVE = "active"
     FROZEN = "frozen"
+    # Final: zero balance, nothing pending or held when closed; money neither enters nor
+    # leaves it again (the database refuses a closed account with a non-zero balance).
+    CLOSED = "closed"
 
 
 class TransferKind(StrEnum):

@@ -124,6 +124,11 @@ class Account(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
+    # Caller-defined strings (domain/metadata.py), `{}` when none (migration 0010).
+    metadata_: Mapped[dict[str, str]] = mapped_column(
+        "metadata", JSONB, nullable=False, default=dict
+    )
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     @property
     def is_system(self) -> bool:
@@ -179,6 +184,9 @@ class Transfer(Base):
     execute_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     captured_amount: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    metadata_: Mapped[dict[str, str]] = mapped_column(
+        "metadata", JSONB, nullable=False, default=dict
+    )
 
 
 class TransferBatch(Base):
@@ -191,6 +199,9 @@ class TransferBatch(Base):
     )
     item_count: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    metadata_: Mapped[dict[str, str]] = mapped_column(
+        "metadata", JSONB, nullable=False, default=dict
+    )
 
 
 class LedgerEntry(Base):

@@ -13,7 +13,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, RootModel
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    model_validator,
+)
 
 from domain.enums import (
     AccountStatus,
@@ -38,6 +46,25 @@ UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 class Resource(BaseModel):
     model_config = ConfigDict(from_attributes=True, frozen=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _orm_metadata(cls, data: Any) -> Any:
+        """ORM rows keep `metadata` as `metadata_` (SQLAlchemy reserves the plain name):
+        read it from there. (A validation alias would split the OpenAPI schemas into
+        input and output versions.)"""
+        if "metadata" not in cls.model_fields or not hasattr(data, "metadata_"):
+            return data
+        fields = {name: getattr(data, name) for name in cls.model_fields if hasattr(data, name)}
+        return {**fields, "metadata": data.metadata_}
+
+
+def metadata_field() -> Any:
+    return Field(
+        default_factory=dict,
+        description="Your own key/value strings, as sent (at most 20 keys of at most 40 "
+        "characters, values at most 500 characters)",
+    )
+
 
 class AccountResource(Resource):
     id: uuid.UUID
@@ -48,8 +75,9 @@ class AccountResource(Resource):
     available_balance: int = Field(
         description="balance less active holds: what a debit or a new hold may use"
     )
-    status: AccountStatus
+    status: AccountStatus = Field(description="active, frozen (by an operator), or closed (final)")
     created_at: UtcDatetime
+    metadata: dict[str, str] = metadata_field()
 
 
 class EntryResource(Resource):
@@ -62,6 +90,13 @@ class EntryResource(Resource):
     balance_after: int
     sequence: int = Field(description="Per-account, starts at 1, increases by exactly one")
     created_at: UtcDatetime
+    kind: TransferKind | None = Field(default=None, description="The kind of its transfer")
+    description: str | None = Field(default=None, description="Its transfer's description")
+    counterparty_account_number: str | None = Field(
+        default=None,
+        description="The other account of its transfer. A settlement account (the other side "
+        "of deposits and withdrawals) is only named to operators",
+    )
 
 
 class TransferResource(Resource):
@@ -90,6 +125,7 @@ class TransferResource(Resource):
     captured_amount: int | None = Field(
         default=None, description="A captured hold: the amount captured (the rest was released)"
     )
+    metadata: dict[str, str] = metadata_field()
 
     @classmethod
     def as_accepted(cls, transfer: Any) -> TransferResource:
@@ -113,10 +149,15 @@ class BatchResource(Resource):
     atomic: bool = Field(description="All transfers succeed, or none does")
     status: BatchStatus
     transfers: list[TransferResource] = Field(description="In the order they were submitted")
+    metadata: dict[str, str] = metadata_field()
 
     @classmethod
     def of(
-        cls, batch_id: uuid.UUID, atomic: bool, transfers: list[TransferResource]
+        cls,
+        batch_id: uuid.UUID,
+        atomic: bool,
+        transfers: list[TransferResource],
+        metadata: dict[str, str] | None = None,
     ) -> BatchResource:
         done = all(t.status.is_terminal for t in transfers)
         return cls(
@@ -124,6 +165,7 @@ class BatchResource(Resource):
             atomic=atomic,
             status=BatchStatus.COMPLETED if done else BatchStatus.PENDING,
             transfers=transfers,
+            metadata=metadata or {},
         )
 
 
@@ -152,6 +194,32 @@ class BalanceAlertResource(Resource):
     )
     created_by: uuid.UUID = Field(description="The user who set it; its events go to them")
     created_at: UtcDatetime
+
+
+class BalanceResource(Resource):
+    """An account's balance at an instant, from its ledger entries."""
+
+    balance: int = Field(
+        description="Minor units: the balance after the last entry at or "
+        "before `as_of` (0 before the first)"
+    )
+    as_of: UtcDatetime = Field(description="The instant asked for (`at`)")
+    sequence: int = Field(description="The sequence of that last entry; 0 before the first")
+
+
+class StatementResource(Resource):
+    """An account's entries over `(from, to]`, between its balances at both instants."""
+
+    account: AccountResource
+    from_: UtcDatetime = Field(alias="from", description="Exclusive: entries after this instant")
+    to: UtcDatetime = Field(description="Inclusive: entries up to and including this instant")
+    opening_balance: int = Field(description="The balance at `from` (balance?at=from)")
+    closing_balance: int = Field(
+        description="The balance at `to` (balance?at=to): opening_balance plus every entry"
+    )
+    entries: list[EntryResource] = Field(description="In sequence order, oldest first")
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
 
 class TransferEventData(Resource):

@@ -13,6 +13,8 @@ from domain.enums import AccountStatus
 
 INSUFFICIENT_FUNDS = "insufficient_funds"
 ACCOUNT_FROZEN = "account_frozen"  # the source (the payer's own account) is frozen
+# The source or the destination was closed after the transfer was accepted.
+ACCOUNT_CLOSED = "account_closed"
 # The destination cannot receive (frozen, or another currency): deliberately vague, the
 # payer must not learn another customer's account state or currency from it.
 DESTINATION_UNAVAILABLE = "destination_unavailable"
@@ -36,6 +38,7 @@ INTERNAL_ERROR = "internal_error"
 FAILURE_CODES = (
     INSUFFICIENT_FUNDS,
     ACCOUNT_FROZEN,
+    ACCOUNT_CLOSED,
     DESTINATION_UNAVAILABLE,
     CURRENCY_MISMATCH,
     AMOUNT_OVER_LIMIT,
@@ -89,6 +92,8 @@ def failure_for(
 
     `sent_today`: what `source` already sent since midnight UTC (succeeded transfers).
     """
+    if AccountStatus.CLOSED in (source.status, destination.status):
+        return ACCOUNT_CLOSED
     if source.status != AccountStatus.ACTIVE:
         return ACCOUNT_FROZEN
     if destination.status != AccountStatus.ACTIVE:

@@ -1,4 +1,4 @@
-"""Recording money requests: one call of `settle_accept` (migration 0004; 0009) per request.
+"""Recording money requests: one call of `settle_accept` (migrations 0004, 0009, 0010).
 
 The function claims the Idempotency-Key, replays or refuses a reused key,
 resolves and checks every account, and writes the transfers, the key and the
@@ -34,7 +34,7 @@ class Row:
 
 _ACCEPT = (
     "SELECT outcome, item, detail, transfer::text FROM settle_accept("
-    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
 )
 
 
@@ -62,6 +62,10 @@ class AcceptCall:
     execute_before: Sequence[datetime | None] | None = None
     expires_in: Sequence[int | None] | None = None
     max_pending: int | None = None
+    # JSON text: an array with one metadata object per item, or None when no item has
+    # any (the common case: nothing to encode, send or parse).
+    metadata: str | None = None
+    batch_metadata: str | None = None  # JSON text of the batch's own object, or None
 
 
 def _rows(records: Sequence[Any]) -> list[Row]:
@@ -99,6 +103,8 @@ async def accept(conn: Connection, call: AcceptCall) -> list[Row]:
             _list(call.execute_before),
             _list(call.expires_in),
             call.max_pending,
+            call.metadata,
+            call.batch_metadata,
         )
     )
 
@@ -119,7 +125,7 @@ _ACCEPT_IN_SESSION = text(
     ":atomic, CAST(:request_id AS text), CAST(:large_threshold AS bigint), "
     "CAST(:targets AS uuid[]), CAST(:execute_at AS timestamptz[]), "
     "CAST(:execute_before AS timestamptz[]), CAST(:expires_in AS integer[]), "
-    "CAST(:max_pending AS integer))"
+    "CAST(:max_pending AS integer), CAST(:metadata AS jsonb), CAST(:batch_metadata AS jsonb))"
 )
 
 

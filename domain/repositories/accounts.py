@@ -34,6 +34,26 @@ def list_for_owner(
     return list(session.scalars(query.order_by(Account.id).limit(limit)))
 
 
+def find(
+    session: Session,
+    *,
+    number: str | None,
+    owner_id: uuid.UUID | None,
+    after: uuid.UUID | None,
+    limit: int,
+) -> list[Account]:
+    """Accounts matching every criterion given, by id (the number is unique; the owner's
+    accounts come from `accounts_owner_idx`)."""
+    query = select(Account)
+    if number is not None:
+        query = query.where(Account.number == number)
+    if owner_id is not None:
+        query = query.where(Account.owner_id == owner_id)
+    if after is not None:
+        query = query.where(Account.id > after)
+    return list(session.scalars(query.order_by(Account.id).limit(limit)))
+
+
 def count_for_owner(session: Session, owner_id: uuid.UUID) -> int:
     return session.scalar(select(func.count()).where(Account.owner_id == owner_id)) or 0
 

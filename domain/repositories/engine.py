@@ -28,6 +28,7 @@ _TRANSFER_COLUMNS = """
     t.destination_account_id, t.amount, t.currency, t.description, t.initiated_by,
     t.created_at, t.completed_at, t.lane, t.batch_id, t.batch_index,
     t.reverses, t.hold_id, t.execute_at, t.execute_before, t.expires_at, t.captured_amount,
+    t.metadata,
     COALESCE(b.atomic, false) AS atomic,
     u.role AS initiator_role,
     (SELECT MIN(o.seq) FROM transfers o
@@ -96,7 +97,7 @@ def lock_accounts(session: Session, account_ids: Iterable[uuid.UUID]) -> Sequenc
     it, which waits for this lock)."""
     return session.execute(
         text(
-            "SELECT a.id, a.kind, a.status, a.currency, a.owner_id, a.balance,"
+            "SELECT a.id, a.number, a.kind, a.status, a.currency, a.owner_id, a.balance,"
             " a.overdraft_limit, a.last_sequence, a.daily_outgoing_limit, a.daily_sent,"
             " a.daily_sent_on, a.balance_alert_count, a.held, u.role AS owner_role"
             " FROM accounts a LEFT JOIN users u ON u.id = a.owner_id"

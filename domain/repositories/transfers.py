@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Select, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, func, literal_column, or_, select, update
 from sqlalchemy.orm import Session
 
-from domain.enums import TransferStatus
+from domain.enums import TransferKind, TransferStatus
 from domain.models import Account, Transfer, TransferBatch
 
 
@@ -71,28 +72,74 @@ def visible_to(user_id: uuid.UUID) -> Select[Transfer]:
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class TransferFilters:
+    """What a listing of transfers may be narrowed by; every filter given must hold."""
+
+    account_id: uuid.UUID | None = None
+    status: TransferStatus | None = None
+    kind: TransferKind | None = None
+    created_after: datetime | None = None  # inclusive
+    created_before: datetime | None = None  # exclusive
+    metadata: Mapping[str, str] = field(default_factory=dict)  # every pair must be present
+
+
+def filtered(query: Select[Transfer], filters: TransferFilters) -> Select[Transfer]:
+    if filters.account_id is not None:
+        query = query.where(
+            or_(
+                Transfer.source_account_id == filters.account_id,
+                Transfer.destination_account_id == filters.account_id,
+            )
+        )
+    if filters.status is not None:
+        query = query.where(Transfer.status == filters.status)
+    if filters.kind is not None:
+        query = query.where(Transfer.kind == filters.kind)
+    if filters.created_after is not None:
+        query = query.where(Transfer.created_at >= filters.created_after)
+    if filters.created_before is not None:
+        query = query.where(Transfer.created_at < filters.created_before)
+    if filters.metadata:
+        # Containment (`@>`) is what the GIN index (jsonb_path_ops) answers; the index is
+        # partial on `metadata <> '{}'`, repeated here so the planner may use it.
+        query = query.where(
+            Transfer.metadata_.contains(dict(filters.metadata)),
+            Transfer.metadata_ != literal_column("'{}'::jsonb"),
+        )
+    return query
+
+
 def page(
     session: Session,
     query: Select[Transfer],
     *,
-    account_id: uuid.UUID | None,
-    status: TransferStatus | None,
+    filters: TransferFilters,
     before_seq: int | None,
     limit: int,
 ) -> list[Transfer]:
     """Newest first; `before_seq` is the cursor from the previous page."""
-    if account_id is not None:
-        query = query.where(
-            or_(
-                Transfer.source_account_id == account_id,
-                Transfer.destination_account_id == account_id,
-            )
-        )
-    if status is not None:
-        query = query.where(Transfer.status == status)
+    query = filtered(query, filters)
     if before_seq is not None:
         query = query.where(Transfer.seq < before_seq)
     return list(session.scalars(query.order_by(Transfer.seq.desc()).limit(limit)))
+
+
+def count_pending_touching(session: Session, account_id: uuid.UUID) -> int:
+    """Pending transfers from or to the account (the pending-source partial index and the
+    destination index serve the two halves)."""
+    query = (
+        select(func.count())
+        .select_from(Transfer)
+        .where(
+            Transfer.status == TransferStatus.PENDING,
+            or_(
+                Transfer.source_account_id == account_id,
+                Transfer.destination_account_id == account_id,
+            ),
+        )
+    )
+    return int(session.scalar(query) or 0)
 
 
 def count_failed_with(session: Session, failure_code: str) -> int:

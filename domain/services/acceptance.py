@@ -11,10 +11,11 @@ durable. Nothing is written when any item is refused.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import uuid
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
@@ -35,7 +36,7 @@ from domain.errors import (
 from domain.money import check_amount, check_currency
 from domain.repositories import acceptance as acceptance_repo
 from domain.resources import TransferResource
-from domain.rules import DESTINATION_UNAVAILABLE, DESTINATION_UNAVAILABLE_DETAIL
+from domain.rules import ACCOUNT_CLOSED, DESTINATION_UNAVAILABLE, DESTINATION_UNAVAILABLE_DETAIL
 from domain.uow import AsyncUnitOfWork, UnitOfWork
 
 T = TypeVar("T")
@@ -78,6 +79,7 @@ class MoneyItem:
     execute_at: datetime | None = None
     execute_before: datetime | None = None
     expires_in_seconds: int | None = None  # a hold's lifetime
+    metadata: Mapping[str, str] = field(default_factory=dict)  # checked by the caller
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,6 +100,7 @@ async def accept(
     batch: bool = False,
     atomic: bool = False,
     request_id: str | None = None,
+    batch_metadata: Mapping[str, str] | None = None,
 ) -> Accepted:
     """Record pending transfers, or replay what was accepted under this key before."""
     if not 1 <= len(items) <= (MAX_BATCH_ITEMS if batch else 1):
@@ -106,7 +109,14 @@ async def accept(
         )
     check_items(items, limits, batch=batch)
     call = _call(
-        user_id, items, idempotency, limits, batch=batch, atomic=atomic, request_id=request_id
+        user_id,
+        items,
+        idempotency,
+        limits,
+        batch=batch,
+        atomic=atomic,
+        request_id=request_id,
+        batch_metadata=batch_metadata,
     )
     rows = await acceptance_repo.accept(
         uow.conn, _with_backpressure(call, limits.max_pending_per_account)
@@ -185,7 +195,12 @@ def _call(
     batch: bool,
     atomic: bool,
     request_id: str | None,
+    batch_metadata: Mapping[str, str] | None = None,
 ) -> acceptance_repo.AcceptCall:
+    # Encoded only when some item carries metadata: the hot path sends NULL.
+    per_item = (
+        json.dumps([dict(i.metadata) for i in items]) if any(i.metadata for i in items) else None
+    )
     return acceptance_repo.AcceptCall(
         user_id=user_id,
         key=idempotency.key,
@@ -204,6 +219,8 @@ def _call(
         execute_at=_optional([i.execute_at for i in items]),
         execute_before=_optional([i.execute_before for i in items]),
         expires_in=_optional([i.expires_in_seconds for i in items]),
+        metadata=per_item,
+        batch_metadata=json.dumps(dict(batch_metadata)) if batch_metadata else None,
     )
 
 
@@ -368,6 +385,11 @@ def _refusal(code: str, detail: str | None, item: MoneyItem) -> DomainError:
         )
     if code == DESTINATION_UNAVAILABLE:
         return InvalidRequest(DESTINATION_UNAVAILABLE_DETAIL, code=DESTINATION_UNAVAILABLE)
+    if code == ACCOUNT_CLOSED:
+        return InvalidRequest(
+            f"account {detail} is closed: it neither sends nor receives money; use another account",
+            code=ACCOUNT_CLOSED,
+        )
     if code == "no_settlement_account":
         return InvalidRequest(
             f"no settlement account exists for {detail}; it is created when the gateway starts",

@@ -1,9 +1,9 @@
-"""Opening accounts, reading them as their owner, and the per-currency settlement accounts."""
+"""Opening, reading and closing accounts, and the per-currency settlement accounts."""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy.dialects.postgresql import insert
@@ -11,12 +11,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from domain.enums import AccountKind, AccountStatus
-from domain.errors import InvalidRequest, NotFound
-from domain.models import Account, LedgerEntry, User
+from domain.errors import Conflict, InvalidRequest, NotFound
+from domain.models import Account, User
 from domain.money import check_currency, new_account_number
 from domain.repositories import accounts as accounts_repo
-from domain.repositories import ledger as ledger_repo
 from domain.repositories import quotas as quotas_repo
+from domain.repositories import transfers as transfers_repo
+from domain.services import audit
+from domain.uow import UnitOfWork
 
 _NUMBER_ATTEMPTS = 5
 
@@ -26,6 +28,7 @@ class OpenAccount:
     owner: User
     currency: str
     name: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)  # checked by the caller
 
 
 def open_account(
@@ -53,6 +56,7 @@ def open_account(
             overdraft_limit=0,
             last_sequence=0,
             created_at=datetime.now(UTC),
+            metadata_=dict(cmd.metadata),
         )
         try:
             with session.begin_nested():
@@ -86,18 +90,59 @@ def list_accounts(
     return accounts_repo.list_for_owner(session, user.id, after=after, limit=limit)
 
 
-def list_entries(
-    *,
-    session: Session,
-    user: User,
-    account_id: uuid.UUID,
-    before_sequence: int | None,
-    limit: int,
-) -> list[LedgerEntry]:
-    get_visible_account(session=session, user=user, account_id=account_id)
-    return ledger_repo.for_account(
-        session, account_id, before_sequence=before_sequence, limit=limit
+def held_amount(session: Session, account: Account) -> int:
+    """What active holds reserve on the account (kept by the engine under the account
+    lock, which the caller holds). Closing refuses an account with holds."""
+    return account.held
+
+
+def close_account(*, uow: UnitOfWork, user: User, account_id: uuid.UUID) -> Account:
+    """Close an account for good: only at a zero balance, with nothing pending to or from
+    it and nothing held. Under the account's row lock, so no transfer is applied to it
+    meanwhile; one accepted after this check fails in the engine with `account_closed`.
+    Closing a closed account answers it again."""
+    session = uow.session
+    visible = get_visible_account(session=session, user=user, account_id=account_id)
+    if visible.kind != AccountKind.CUSTOMER:
+        raise NotFound("account not found")
+    account = accounts_repo.lock_accounts(session, [account_id])[account_id]
+    if account.status == AccountStatus.CLOSED:
+        return account
+    if account.status == AccountStatus.FROZEN and not user.role.sees_everything:
+        raise Conflict(
+            "an operator froze this account; only an operator can close it now",
+            code="account_frozen",
+        )
+    pending = transfers_repo.count_pending_touching(session, account_id)
+    if pending:
+        raise Conflict(
+            f"{pending} transfer(s) to or from this account are still pending; wait until "
+            "they finish (GET /v1/transfers?account_id=…&status=pending), then close",
+            code="transfers_pending",
+        )
+    if account.balance != 0:
+        raise Conflict(
+            f"the balance is {account.balance}, not 0: move the money out "
+            "(POST /v1/transfers or /v1/withdrawals), then close",
+            code="balance_not_zero",
+        )
+    if held_amount(session, account):
+        raise Conflict(
+            "funds are held on this account; capture or void the holds, then close",
+            code="funds_held",
+        )
+    account.status = AccountStatus.CLOSED
+    account.closed_at = datetime.now(UTC)
+    session.flush()
+    audit.record(
+        session,
+        "account.closed",
+        actor_id=user.id,
+        subject_type="account",
+        subject_id=str(account.id),
+        data={"number": account.number},
     )
+    return account
 
 
 def settlement_account(*, session: Session, currency: str) -> Account:

@@ -1,4 +1,5 @@
-"""Operator controls on accounts: freeze, unfreeze, overdraft and daily limits. Each is audited.
+"""Operator controls on accounts: freeze, unfreeze, overdraft and daily limits, and finding
+an account by its number or its owner's email. Each is audited.
 
 Changes take the account's row lock, so they serialise with the engine: a
 transfer is applied entirely before or entirely after a freeze. Separation of
@@ -19,7 +20,9 @@ from domain.lanes import slot_of
 from domain.models import Account, AuditEvent, User
 from domain.repositories import accounts as accounts_repo
 from domain.repositories import audit as audit_repo
+from domain.repositories import users as users_repo
 from domain.services import audit
+from domain.services.users import normalise_email
 from domain.uow import UnitOfWork
 
 
@@ -52,6 +55,10 @@ def set_status(
     (account_frozen) rather than at the next sweep."""
     session = uow.session
     account = _locked_customer_account(session, account_id)
+    if account.status == AccountStatus.CLOSED:
+        raise Conflict(
+            "the account is closed: it can be neither frozen nor unfrozen", code="account_closed"
+        )
     if status == AccountStatus.ACTIVE:
         refuse_own_account(actor, account, "unfreeze")
     previous = account.status
@@ -119,3 +126,50 @@ def list_audit_events(
     *, session: Session, event_type: str | None, before_id: int | None, limit: int
 ) -> list[AuditEvent]:
     return audit_repo.page(session, event_type=event_type, before_id=before_id, limit=limit)
+
+
+def find_accounts(
+    *,
+    session: Session,
+    actor: User,
+    origin: audit.Origin,
+    number: str | None,
+    owner_email: str | None,
+    after: uuid.UUID | None,
+    limit: int,
+) -> list[Account]:
+    """Accounts with this number and/or whose owner has this email (any variant of it),
+    by id. Audited (who looked for what, and how many they found): a lookup reveals
+    customers' accounts to the operator."""
+    if number is None and owner_email is None:
+        raise InvalidRequest(
+            "give `number`, `owner_email` or both to say which accounts to find",
+            code="lookup_needs_criteria",
+        )
+    found: list[Account] = []
+    owner = (
+        users_repo.get_by_email(session, normalise_email(owner_email))
+        if owner_email is not None
+        else None
+    )
+    if owner_email is None or owner is not None:
+        found = accounts_repo.find(
+            session,
+            number=number,
+            owner_id=owner.id if owner is not None else None,
+            after=after,
+            limit=limit,
+        )
+    audit.append(
+        session,
+        [
+            origin.record(
+                "admin.accounts_looked_up",
+                actor_id=actor.id,
+                subject_type="account",
+                subject_id=str(found[0].id) if len(found) == 1 else None,
+                data={"number": number, "owner_email": owner_email, "found": len(found)},
+            )
+        ],
+    )
+    return found

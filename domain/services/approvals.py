@@ -88,6 +88,8 @@ def request_deposit(
         moment = getattr(item, name)
         if moment is not None:
             payload[name] = moment.isoformat()
+    if item.metadata:
+        payload["metadata"] = dict(item.metadata)
     parked = _park(
         session,
         requester=requester,
@@ -271,6 +273,7 @@ def _deposit(
         description=payload.get("description"),
         execute_at=_moment(payload.get("execute_at")),
         execute_before=_moment(payload.get("execute_before")),
+        metadata=payload.get("metadata") or {},
     )
     canonical = json.dumps([str(approval.id), payload], sort_keys=True, separators=(",", ":"))
     accepted = acceptance.accept_in(

@@ -40,10 +40,11 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from domain.enums import AccountKind, Role, TransferKind, TransferStatus
+from domain.enums import AccountKind, AccountStatus, Role, TransferKind, TransferStatus
 from domain.lanes import slot_of
 from domain.repositories import engine as engine_repo
 from domain.rules import (
+    ACCOUNT_CLOSED,
     ACCOUNT_FROZEN,
     BATCH_FAILED,
     DESTINATION_UNAVAILABLE,
@@ -61,6 +62,7 @@ class AccountState:
     """An account row under the engine's lock, changed in memory and written back once."""
 
     id: uuid.UUID
+    number: str
     kind: str
     status: str
     currency: str
@@ -83,8 +85,11 @@ class AccountState:
     def sent_on(self, day: date) -> int:
         return self.daily_sent if self.daily_sent_on == day else 0
 
-    def post(self, transfer: Row[Any], amount: int, now: datetime) -> dict[str, Any]:
-        """One leg: move the balance and sequence on; returns the entry to write."""
+    def post(
+        self, transfer: Row[Any], amount: int, now: datetime, counterparty: AccountState
+    ) -> dict[str, Any]:
+        """One leg: move the balance and sequence on; returns the entry to write, with
+        what its events show beside it (kind, description, counterparty)."""
         before = self.balance
         self.balance += amount
         self.last_sequence += 1
@@ -102,6 +107,10 @@ class AccountState:
             "balance_after": self.balance,
             "sequence": self.last_sequence,
             "created_at": now,
+            "kind": transfer.kind,
+            "description": transfer.description,
+            "counterparty_number": counterparty.number,
+            "counterparty_kind": counterparty.kind,
         }
 
 
@@ -319,8 +328,8 @@ def _apply_one(
         transfer=transfer,
         failure_code=None,
         entries=[
-            source.post(transfer, -transfer.amount, now),
-            destination.post(transfer, transfer.amount, now),
+            source.post(transfer, -transfer.amount, now, destination),
+            destination.post(transfer, transfer.amount, now, source),
         ],
     )
 
@@ -345,6 +354,10 @@ def _apply_command(
         return Outcome(transfer=command, failure_code=None, hold=hold)
     # A capture: the money was reserved at hold time, so no balance check; the accounts
     # must still be able to move it. On failure the hold stays held (void it, or retry).
+    if AccountStatus.CLOSED in (source.status, destination.status):
+        # Unreachable while closing needs nothing held; kept so no capture can ever
+        # post to a closed account.
+        return Outcome(transfer=command, failure_code=ACCOUNT_CLOSED)
     if source.status != "active":
         return Outcome(transfer=command, failure_code=ACCOUNT_FROZEN)
     if destination.status != "active" or destination.currency != command.currency:
@@ -352,8 +365,8 @@ def _apply_command(
     _release(hold, source, TransferStatus.CAPTURED)
     hold.captured = command.amount
     entries = [
-        source.post(command, -command.amount, now),
-        destination.post(command, command.amount, now),
+        source.post(command, -command.amount, now, destination),
+        destination.post(command, command.amount, now, source),
     ]
     return Outcome(transfer=command, failure_code=None, entries=entries, hold=hold)
 

@@ -31,13 +31,13 @@ from domain.repositories import events as events_repo
 from domain.resources import (
     BalanceEvent,
     BalanceEventData,
-    EntryResource,
     EventResource,
     HoldEvent,
     TransferEvent,
     TransferEventData,
     TransferResource,
 )
+from domain.services import reporting
 from domain.services.alerts import Crossing
 
 EVENT_TYPES = tuple(EventType)
@@ -97,7 +97,7 @@ def outcome_events(
     for f in finished:
         transfer = TransferResource.model_validate(f.transfer)
         event_type = EventType.for_outcome(transfer.status)
-        entries = [EntryResource.model_validate(e) for e in f.entries]
+        entries = [(e, reporting.entry_resource(e, sees_all=True)) for e in f.entries]
         recipients = dict.fromkeys(
             [f.transfer["initiated_by"]]
             + [
@@ -108,7 +108,9 @@ def outcome_events(
         )
         for user_id in recipients:
             visible = [
-                e for e in entries if user_id in sees_all or owners.get(e.account_id) == user_id
+                reporting.entry_resource(raw, sees_all=False) if user_id not in sees_all else e
+                for raw, e in entries
+                if user_id in sees_all or owners.get(e.account_id) == user_id
             ]
             # Holds moving (held, captured, voided, expired) are told as hold events.
             model = HoldEvent if event_type.value.startswith("hold.") else TransferEvent

@@ -85,5 +85,23 @@ def disable(
     return user
 
 
-def find_by_email(session: Session, *, email: str) -> User | None:
-    return users_repo.get_by_email(session, users.normalise_email(email))
+def find_by_email(
+    session: Session, *, email: str, actor: User | None = None, origin: audit.Origin | None = None
+) -> User | None:
+    """The user with this email (any variant of it). With `actor` and `origin`, the
+    lookup is audited: who looked for whom, and whether they were found."""
+    found = users_repo.get_by_email(session, users.normalise_email(email))
+    if actor is not None and origin is not None:
+        audit.append(
+            session,
+            [
+                origin.record(
+                    "admin.users_looked_up",
+                    actor_id=actor.id,
+                    subject_type="user",
+                    subject_id=str(found.id) if found is not None else None,
+                    data={"email": email, "found": int(found is not None)},
+                )
+            ],
+        )
+    return found

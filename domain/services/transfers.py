@@ -17,7 +17,10 @@ from domain.models import Transfer, TransferBatch, User
 from domain.repositories import accounts as accounts_repo
 from domain.repositories import idempotency as idempotency_repo
 from domain.repositories import transfers as transfers_repo
+from domain.repositories.transfers import TransferFilters
 from domain.rules import INTERNAL_ERROR
+
+__all__ = ["TransferFilters"]  # the listing's filters, for the gateway
 
 
 def purge_idempotency_keys(*, session: Session, retention_seconds: float) -> int:
@@ -47,8 +50,7 @@ def list_visible_transfers(
     *,
     session: Session,
     user: User,
-    account_id: uuid.UUID | None,
-    status: TransferStatus | None,
+    filters: TransferFilters,
     before_seq: int | None,
     limit: int,
 ) -> list[Transfer]:
@@ -57,9 +59,7 @@ def list_visible_transfers(
         if user.role.sees_everything
         else transfers_repo.visible_to(user.id)
     )
-    return transfers_repo.page(
-        session, query, account_id=account_id, status=status, before_seq=before_seq, limit=limit
-    )
+    return transfers_repo.page(session, query, filters=filters, before_seq=before_seq, limit=limit)
 
 
 def count_quarantined(*, session: Session) -> int:

@@ -12,7 +12,7 @@ from domain.enums import AccountStatus
 from domain.models import Account, AuditEvent
 from domain.resources import ApprovalResource
 from domain.services import admin, approvals
-from gateway import cursors
+from gateway import cursors, security_events
 from gateway.deps import OperatorUser, SessionDep, UowDep
 from gateway.errors import problem_responses
 from gateway.middleware import request_id_var
@@ -93,6 +93,37 @@ def change_limits(
         headers={"Location": f"/v1/admin/approvals/{resource.id}"},
         media_type="application/json",
     )
+
+
+@router.get(
+    "/accounts",
+    response_model=Page[AdminAccountOut],
+    responses=problem_responses(
+        {403: "Operators and admins only", 422: "Neither `number` nor `owner_email` given"}
+    ),
+    summary="Find accounts by number and/or their owner's email (audited)",
+)
+def find_accounts(
+    request: Request,
+    user: OperatorUser,
+    session: SessionDep,
+    number: Annotated[str | None, Query(pattern=r"^[0-9]{6,32}$")] = None,
+    owner_email: Annotated[str | None, Query(min_length=1, max_length=320)] = None,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
+) -> Page[AdminAccountOut]:
+    """Every lookup is audited as `admin.accounts_looked_up`: a deposit no longer needs the
+    account's id from its customer; the operator finds it by number."""
+    rows = admin.find_accounts(
+        session=session,
+        actor=user,
+        origin=security_events.origin(request),
+        number=number,
+        owner_email=owner_email,
+        after=cursors.decode_uuid(cursor),
+        limit=limit + 1,
+    )
+    return paginate(rows, limit=limit, render=admin_account_out, cursor_of=lambda a: (str(a.id),))
 
 
 @router.get(

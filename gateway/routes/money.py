@@ -111,6 +111,7 @@ class MoneyDesk:
         batch: bool = False,
         atomic: bool = False,
         claims: AccessClaims | None = None,
+        batch_metadata: dict[str, str] | None = None,
     ) -> acceptance.Accepted:
         """`claims`: the caller's token, when the route did not load the user; its
         revocation cutoff is read in the same Redis round trip as the counters."""
@@ -145,6 +146,7 @@ class MoneyDesk:
                 batch=batch,
                 atomic=atomic,
                 request_id=request_id_var.get(),
+                batch_metadata=batch_metadata,
             )
         if uow.wake_failed:
             WAKEUPS_FAILED.inc()
@@ -279,10 +281,16 @@ async def create_batch(body: TransferBatchCreate, caller: TokenCaller, desk: Des
         for item in body.transfers
     ]
     outcome = await desk.accept(
-        caller.user_id, items, body, batch=True, atomic=body.atomic, claims=caller
+        caller.user_id,
+        items,
+        body,
+        batch=True,
+        atomic=body.atomic,
+        claims=caller,
+        batch_metadata=body.metadata,
     )
     assert outcome.batch_id is not None
-    batch = BatchResource.of(outcome.batch_id, body.atomic, outcome.transfers)
+    batch = BatchResource.of(outcome.batch_id, body.atomic, outcome.transfers, body.metadata)
     return _answer(batch, f"/v1/transfer-batches/{batch.id}", outcome.replayed)
 
 

@@ -40,10 +40,14 @@ def _out(user: User) -> AdminUserOut:
 )
 def find_users(
     email: Annotated[str, Query(min_length=1, max_length=320)],
+    request: Request,
     user: OperatorUser,
     session: SessionDep,
 ) -> list[AdminUserOut]:
-    found = people.find_by_email(session, email=email)
+    """Audited as `admin.users_looked_up` (who looked for which email, and the result)."""
+    found = people.find_by_email(
+        session, email=email, actor=user, origin=security_events.origin(request)
+    )
     return [_out(found)] if found is not None else []
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain.enums import TransferStatus
+from domain import metadata
+from domain.enums import TransferKind, TransferStatus
 from domain.models import Transfer, User
 from domain.resources import BatchResource, BatchStatus, TransferResource
 from domain.services import cancellation, transfers
@@ -20,7 +22,8 @@ from gateway.completions import Completions, TooManyWaits
 from gateway.deps import CurrentUser, DetachedUser, SessionDep, UowDep
 from gateway.errors import ApiError, problem_responses
 from gateway.middleware import request_id_var
-from gateway.schemas.common import CursorParam, Limit, Page, paginate
+from gateway.query_params import bracketed, family_of
+from gateway.schemas.common import CursorParam, Instant, Limit, Page, paginate
 
 router = APIRouter(tags=["money movement"])
 
@@ -41,7 +44,10 @@ def transfer_out(transfer: Transfer) -> TransferResource:
 
 def batch_out(view: transfers.BatchView) -> BatchResource:
     return BatchResource.of(
-        view.batch.id, view.batch.atomic, [transfer_out(t) for t in view.transfers]
+        view.batch.id,
+        view.batch.atomic,
+        [transfer_out(t) for t in view.transfers],
+        view.batch.metadata_,
     )
 
 
@@ -102,24 +108,80 @@ async def get_transfer(
     )
 
 
+@bracketed("metadata")
+def metadata_filter(request: Request) -> dict[str, str]:
+    """Every `metadata[key]=value` query parameter, checked against the metadata limits."""
+    wanted: dict[str, str] = {}
+    problems: list[dict[str, Any]] = []
+    for name, value in request.query_params.multi_items():
+        family = family_of(name)
+        if family is None or family[0] != "metadata":
+            continue
+        if wanted.get(family[1], value) != value:
+            problems.append(
+                {
+                    "loc": ("query", name),
+                    "msg": "given twice with different values; a transfer has one value a key",
+                    "type": "value_error",
+                }
+            )
+        wanted[family[1]] = value
+    try:
+        metadata.check_metadata(wanted)
+    except ValueError as exc:
+        problems.append({"loc": ("query", "metadata"), "msg": str(exc), "type": "value_error"})
+    if problems:
+        raise RequestValidationError(problems)
+    return wanted
+
+
+_METADATA_PARAMETER: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "metadata",
+            "in": "query",
+            "required": False,
+            "style": "deepObject",
+            "explode": True,
+            "description": "`metadata[key]=value`: only transfers whose metadata holds every "
+            "such pair (served by a GIN index)",
+            "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+        }
+    ]
+}
+
+
 @router.get(
     "/v1/transfers",
     response_model=Page[TransferResource],
     summary="Transfers you initiated or that touch your accounts, newest first",
+    openapi_extra=_METADATA_PARAMETER,
 )
 def list_transfers(
     user: CurrentUser,
     session: SessionDep,
+    wanted_metadata: Annotated[dict[str, str], Depends(metadata_filter)],
     account_id: uuid.UUID | None = None,
     status: TransferStatus | None = None,
+    kind: TransferKind | None = None,
+    created_after: Annotated[Instant | None, Query(description="RFC 3339; inclusive")] = None,
+    created_before: Annotated[Instant | None, Query(description="RFC 3339; exclusive")] = None,
     limit: Limit = 50,
     cursor: CursorParam = None,
 ) -> Page[TransferResource]:
+    """Filters combine (all must hold). `metadata[key]=value` may be repeated with other
+    keys; `created_after` ≤ created_at < `created_before`."""
     rows = transfers.list_visible_transfers(
         session=session,
         user=user,
-        account_id=account_id,
-        status=status,
+        filters=transfers.TransferFilters(
+            account_id=account_id,
+            status=status,
+            kind=kind,
+            created_after=created_after,
+            created_before=created_before,
+            metadata=wanted_metadata,
+        ),
         before_seq=cursors.decode_int(cursor),
         limit=limit + 1,
     )

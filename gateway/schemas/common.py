@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    model_validator,
+)
 
+from domain import metadata
 from gateway import cursors
 
 
@@ -30,6 +40,30 @@ CursorParam = Annotated[
     Query(description="Opaque: the `next_cursor` of the previous page. Omit for the first page"),
 ]
 Limit = Annotated[int, Query(ge=1, le=200, description="Items per page")]
+
+
+def _in_utc(moment: datetime) -> datetime:
+    # PostgreSQL takes offsets up to ±15:59 only (Python up to ±23:59): the same instant in
+    # UTC always fits; one that leaves the calendar in UTC is refused here, not in SQL.
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("the instant is outside years 1 to 9999 in UTC") from exc
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+"""A query instant: RFC 3339 with an offset (a naive time is refused), taken in UTC."""
+
+Metadata = Annotated[
+    dict[StrictStr, StrictStr],
+    AfterValidator(metadata.check_metadata),
+    Field(
+        description=f"Your own key/value strings, returned as sent and included in events: "
+        f"at most {metadata.MAX_KEYS} keys of at most {metadata.MAX_KEY_LENGTH} characters, "
+        f"values at most {metadata.MAX_VALUE_LENGTH} characters",
+        examples=[{"order_id": "123"}],
+    ),
+]
 
 
 class StrictRequest(BaseModel):

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, Field, StrictBool, StrictInt, StrictStr
 
-from gateway.schemas.common import StrictRequest
+from gateway.schemas.common import Metadata, StrictRequest
 
 Amount = Field(
     gt=0,
@@ -46,6 +46,7 @@ class TransferCreate(Scheduled):
     amount: StrictInt = Amount
     currency: StrictStr = Currency
     description: StrictStr | None = Description
+    metadata: Metadata = Field(default_factory=dict)
 
     def item_fields(self) -> dict[str, Any]:
         return {
@@ -55,6 +56,7 @@ class TransferCreate(Scheduled):
             "currency": self.currency,
             "description": self.description,
             **self.schedule(),
+            "metadata": self.metadata,
         }
 
 
@@ -65,6 +67,7 @@ class AccountMoneyCreate(Scheduled):
     amount: StrictInt = Amount
     currency: StrictStr = Currency
     description: StrictStr | None = Description
+    metadata: Metadata = Field(default_factory=dict)
 
     def item_fields(self) -> dict[str, Any]:
         return self.model_dump()
@@ -117,3 +120,4 @@ class TransferBatchCreate(StrictRequest):
     atomic: StrictBool = Field(
         default=False, description="true: all transfers succeed or none does (one transaction)"
     )
+    metadata: Metadata = Field(default_factory=dict)

@@ -67,6 +67,16 @@ def test_frozen_either_side():
     assert both == "account_frozen"
 
 
+def test_closed_either_side_is_account_closed_before_anything_else():
+    """Money neither leaves nor enters a closed account (issue 12), whatever else holds."""
+    assert check(_transfer(), _account(1000, status="closed")) == "account_closed"
+    assert check(_transfer(), _account(0), _account(status="closed")) == "account_closed"
+    frozen_to_closed = check(
+        _transfer(), _account(1000, status="frozen"), _account(status="closed")
+    )
+    assert frozen_to_closed == "account_closed"
+
+
 def test_a_destination_in_another_currency_is_unavailable_not_named():
     assert check(_transfer(), _account(1000), _account(currency="EUR")) == (
         "destination_unavailable"
