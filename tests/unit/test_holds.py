@@ -23,6 +23,7 @@ NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 def _account(balance: int, held: int = 0, status: str = "active") -> AccountState:
     return AccountState(
         id=uuid.uuid4(),
+        number=str(uuid.uuid4().int)[:12],
         kind="customer",
         status=status,
         currency="USD",
@@ -50,7 +51,12 @@ def _hold(source, destination, amount=500, status=TransferStatus.HELD, expires_i
 
 def _command(kind, hold, amount):
     return SimpleNamespace(
-        id=uuid.uuid4(), kind=kind, amount=amount, currency="USD", hold_id=hold.row.id
+        id=uuid.uuid4(),
+        kind=kind,
+        amount=amount,
+        currency="USD",
+        hold_id=hold.row.id,
+        description=None,
     )
 
 
