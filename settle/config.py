@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     # is dropped; the sweeper re-wakes the account later with a fresh message.
     max_deliveries: int = 5
     verify_interval_seconds: float = 300.0
+    # Beat queues one verify as it starts, so /metrics reports the ledger from the
+    # first minutes on, not after a whole interval.
+    verify_at_start: bool = True
 
     idempotency_retention_seconds: float = 24 * 3600
     # Concurrent ?wait= long-polls one user may hold open (per gateway process); 429 past it.

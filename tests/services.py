@@ -59,6 +59,9 @@ def _test_environment(
         "SETTLE_JWT_SECRET": secrets.token_urlsafe(48),
         "SETTLE_WEBHOOK_ENCRYPTION_KEY": secrets.token_urlsafe(48),
         "SETTLE_SWEEP_INTERVAL_SECONDS": "1",
+        # A whole-ledger verify queued at every beat start would hold the only worker
+        # process of many tests for seconds; tests/e2e/test_observability.py turns it on.
+        "SETTLE_VERIFY_AT_START": "false",
         "SETTLE_SWEEP_STALE_AFTER_SECONDS": "1",
         # The suite logs in and pays far faster than any person; the rate-limit
         # tests build apps with their own tight limits.

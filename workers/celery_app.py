@@ -129,6 +129,8 @@ app.steps["worker"].add(WebhookDispatcherStep)
 def _verify_at_start(sender: Any = None, **_: Any) -> None:
     # The verify gauges must not read "never verified" for a whole interval after a
     # (re)start: beat queues one run as soon as it starts, then every interval.
+    if not get_settings().verify_at_start:
+        return
     try:
         app.send_task(VERIFY_LEDGER_TASK, queue=TRANSFERS_QUEUE)
     except Exception:

@@ -95,6 +95,7 @@ def stack(services: Any) -> Iterator[Stack]:
     env = {
         **base,
         "SETTLE_REDIS_PREFIX": prefix,
+        "SETTLE_VERIFY_AT_START": "true",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         "SETTLE_LOG_FORMAT": "json",
         "SETTLE_WEBHOOK_ALLOW_PRIVATE": "true",
