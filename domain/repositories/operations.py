@@ -111,7 +111,7 @@ def _last_failures(
         .where(
             or_(
                 WebhookDelivery.last_error.is_not(None),
-                WebhookDelivery.last_status_code.not_between(200, 299),
+                ~WebhookDelivery.last_status_code.between(200, 299),
             )
         )
         .order_by(WebhookDelivery.endpoint_id, WebhookDelivery.created_at.desc())

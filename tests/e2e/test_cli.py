@@ -346,6 +346,7 @@ def test_status_shows_processes_backlog_failing_webhooks_and_verify(
     assert recorded.returncode == 0, recorded.stdout + recorded.stderr
 
     result = settle("status", "--api", private_hooks_api, "--json")
+    assert result.stdout.startswith("{"), result.stderr
     status = json.loads(result.stdout)
     assert status["processes"]["gateway"]["state"] == "ready"
     assert status["processes"]["redis"] == "ok"
