@@ -78,12 +78,16 @@ def database_engine(settings: Settings) -> Engine:
     return engine
 
 
+def reachable_host(bound: str) -> str:
+    """Where to reach a server bound to `bound` from this machine: a server bound to
+    every interface is reached on loopback."""
+    return "127.0.0.1" if bound in ("0.0.0.0", "::", "") else bound  # noqa: S104
+
+
 def api_url(settings: Settings, override: str | None = None) -> str:
     if override:
         return override.rstrip("/")
-    # A gateway bound to every interface is reached on loopback from here.
-    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host  # noqa: S104
-    return f"http://{host}:{settings.http_port}"
+    return f"http://{reachable_host(settings.http_host)}:{settings.http_port}"
 
 
 def require_gateway(api: str) -> None:
@@ -231,7 +235,7 @@ def _ping_workers(settings: Settings) -> list[str]:
 
 
 def _listening(host: str, port: int) -> str:
-    address = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
+    address = reachable_host(host)
     try:
         with socket.create_connection((address, port), timeout=1.0):
             return f"listening on http://{address}:{port}"
