@@ -255,6 +255,9 @@ def _run(stopper: Stopper) -> int:
     venv_bin = str(Path(sys.executable).parent)
     os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
     run_env = ROOT / RUN_ENV_FILE
+    # We hold the lock, so a run.env here is a crashed run's: its URLs and ports must not
+    # leak into this run's settings (Settings reads the file).
+    run_env.unlink(missing_ok=True)
     services = start_missing_services(VAR, roles=True)
     try:
         if stopper.requested.is_set():
