@@ -404,6 +404,12 @@ def cmd_webhooks_redeliver(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhooks_listen(args: argparse.Namespace) -> int:
+    from settle.receiver import listen
+
+    return listen(port=args.port, secret=args.secret, count=args.count, timeout=args.timeout)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from settle import web  # uvicorn: only `serve web` needs it
@@ -496,6 +502,16 @@ def build_parser() -> argparse.ArgumentParser:
     redeliver.add_argument("id", help="the delivery id (from `settle transfers show`)")
     _operator_options(redeliver)
     redeliver.set_defaults(func=cmd_webhooks_redeliver)
+    receive = hooks.add_parser(
+        "listen",
+        help="a local receiver for trying webhooks out: prints each delivery, checks its "
+        "signature (development; Settle reaches it with SETTLE_WEBHOOK_ALLOW_PRIVATE=true)",
+    )
+    receive.add_argument("--port", type=int, default=9000, help="on 127.0.0.1 (default 9000)")
+    receive.add_argument("--secret", help="the endpoint's whsec_ secret: verify signatures")
+    receive.add_argument("--count", type=int, help="stop after this many deliveries")
+    receive.add_argument("--timeout", type=float, help="give up (exit 1) after these seconds")
+    receive.set_defaults(func=cmd_webhooks_listen)
     check = sub.add_parser(
         "verify",
         help="recompute balances from entries, check every transfer and the audit chain; "
