@@ -81,7 +81,7 @@ def database_engine(settings: Settings) -> Engine:
 def reachable_host(bound: str) -> str:
     """Where to reach a server bound to `bound` from this machine: a server bound to
     every interface is reached on loopback."""
-    return "127.0.0.1" if bound in ("0.0.0.0", "::", "") else bound  # noqa: S104
+    return "127.0.0.1" if bound in ("0.0.0.0", "::", "") else bound  # noqa: S104  # nosec B104
 
 
 def api_url(settings: Settings, override: str | None = None) -> str:
