@@ -96,19 +96,19 @@ def _refused_without_prompt(result: subprocess.CompletedProcess[str], *needles: 
 
 
 @pytest.fixture
-def in_process(monkeypatch, tmp_path):
+def in_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Runs `settle ARGS` in this process, in an empty directory (no var/run.env from
     `make run`, no .env), failing the test if it ever asks for a password."""
-    from settle.config import get_settings
+    from settle.config import Settings
 
     def no_prompt(prompt: str = "") -> str:
         raise AssertionError(f"asked for a password: {prompt!r}")
 
     monkeypatch.setattr("getpass.getpass", no_prompt)
     monkeypatch.chdir(tmp_path)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+    # Settings read afresh from the patched environment; the run's cached instance (which
+    # other tests patch for the in-process worker code) is left alone.
+    monkeypatch.setattr("settle.cli.get_settings", Settings)
 
 
 def _run_in_process(capsys: Any, command: list[str]) -> tuple[int, str]:
