@@ -379,7 +379,7 @@ def cmd_deposit(args: argparse.Namespace) -> int:
     if location.startswith("/v1/admin/approvals/"):
         print(
             f"deposit waits for approval {body['id']}: at or above the approval threshold, "
-            "another operator must approve it (POST /v1/admin/approvals/{id}/approve)"
+            f"another operator must approve it (POST /v1/admin/approvals/{body['id']}/approve)"
         )
         return 0
     print(f"deposit {body['id']} accepted: {body['amount']} {body['currency']} (pending)")

@@ -226,6 +226,24 @@ def test_deposit_as_an_operator_by_account_number(live_api, operator_email):
     assert balance == 1250
 
 
+def test_a_deposit_at_the_approval_threshold_waits_for_a_second_operator(
+    live_api, settings, session_factory, operator_email
+):
+    customer = register_and_login(live_api)
+    account = open_account(live_api, customer)
+    result = settle(
+        "deposit",
+        *("--account", account["number"], "--amount", str(settings.approval_threshold)),
+        *("--currency", "USD", "--as", operator_email, "--password-stdin"),
+        *("--api", str(live_api.base_url)),
+        stdin=f"{PASSWORD}\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "waits for approval" in result.stdout and "another operator" in result.stdout
+    with session_factory() as session:
+        assert session.get(Account, uuid.UUID(account["id"])).balance == 0
+
+
 def test_deposit_refusals_come_from_the_api(live_api, session_factory, operator_email):
     api = str(live_api.base_url)
     customer = register_and_login(live_api)
