@@ -73,6 +73,13 @@ def listen(*, port: int, secret: str | None, count: int | None, timeout: float |
                     if count is not None and received >= count:
                         done.set()
 
+        def do_GET(self) -> None:
+            # So a script can wait until the receiver listens (README walkthrough).
+            self.send_response(200)
+            self.send_header("content-type", "text/plain")
+            self.end_headers()
+            self.wfile.write(b"settle webhooks listen: POST deliveries here\n")
+
         def log_message(self, format: str, *args: Any) -> None:
             pass  # one line per delivery is printed above
 
