@@ -345,7 +345,7 @@ def _failing_delivery(api: str, session_factory: Any) -> tuple[str, str, str]:
         a = open_account(client, alice)
         deposit = post_deposit(client, operator_headers(client, session_factory), a["id"], 700)
         wait_terminal(client, alice, deposit["id"])
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while True:
             deliveries = client.get(
                 f"/v1/webhook-endpoints/{endpoint.json()['id']}/deliveries", headers=alice
