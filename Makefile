@@ -4,7 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast lint typecheck format migrate clean bench security lock audit
+.PHONY: help install run test test-fast lint typecheck format migrate clean bench security lock audit
+
+# `make` alone lists the targets, like `make help`.
+.DEFAULT_GOAL := help
+
+help: ## list the targets (the `## ` comment of each)
+	@awk 'BEGIN { FS = ":[^#]*## " } /^[a-zA-Z_-]+:[^#]*## / { printf "  make %-10s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 CHECK_PYTHON := $(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required (set PYTHON=...)" if sys.version_info < (3, 11) else 0)'
 
@@ -17,8 +23,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## create .venv and install Settle with its dev tools
 
-run: install ## start gateway, worker, beat and flower (embedded PostgreSQL/Redis unless URLs are set)
-	$(BIN)/python -m settle.run
+# exec: the shell gives its place (and pid) to settle.run, so the SIGTERM that make
+# forwards to its child reaches it (settle/run.py explains the signals).
+run: install ## start the whole stack (embedded PostgreSQL/Redis unless URLs are set), one per checkout
+	@exec $(BIN)/python -m settle.run
 
 test: install ## the whole suite (embedded servers unless DATABASE_URL/REDIS_URL are set)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -35,14 +43,14 @@ lint: install ## ruff, mypy and the layering contracts
 	$(BIN)/mypy domain gateway workers settle bench
 	$(BIN)/lint-imports
 
-format: install
+format: install ## ruff format and the fixable lint findings
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 migrate: install ## apply migrations to DATABASE_URL
 	$(BIN)/settle migrate
 
-clean:
+clean: ## remove .venv, var/ (the embedded databases' data) and the caches
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
 bench: install ## end-to-end throughput and latency next to a direct-SQL ceiling (README "Performance")

@@ -51,6 +51,18 @@ def is_valid_account_number(number: str) -> bool:
     return luhn_check_digit(number[:-1]) == number[-1]
 
 
+def check_account_number(number: str) -> None:
+    """Refuse a number no account can have, apart from one that exists nowhere: a typo
+    (a wrong or swapped digit fails the check digit) is told apart from an unknown account."""
+    if not is_valid_account_number(number):
+        raise InvalidRequest(
+            f"the destination account number is mistyped: account numbers have "
+            f"{ACCOUNT_NUMBER_BODY_DIGITS + 1} digits and the last is a check digit, which "
+            "does not match; check the number with its owner",
+            code="invalid_account_number",
+        )
+
+
 def new_account_number() -> str:
     """A random (non-sequential, unguessable) account number ending in a Luhn check digit."""
     # First digit non-zero so numbers never lose a digit when someone treats them as integers.

@@ -109,13 +109,15 @@ def is_public(address: IPAddress) -> bool:
     return non_public_kind(address) is None
 
 
-def _port(scheme: str, explicit: int | None, allowed: Collection[int], any_port: bool) -> int:
+def _port(
+    scheme: str, explicit: int | None, allowed: Collection[int], any_port: bool, hint: str
+) -> int:
     port = explicit if explicit is not None else (443 if scheme == "https" else 80)
     if port == 0:
         raise _refuse("webhook URL has port 0, which cannot be connected to")
     if not any_port and port not in allowed:
         ports = ", ".join(str(p) for p in sorted(allowed))
-        raise _refuse(f"webhook URLs may only use ports {ports}; port {port} is not allowed")
+        raise _refuse(f"webhook URLs may only use ports {ports}; port {port} is not allowed{hint}")
     return port
 
 
@@ -142,7 +144,10 @@ def resolve(
         explicit = parts.port
     except ValueError as exc:
         raise _refuse("webhook URL has an invalid port") from exc
-    port = _port(parts.scheme, explicit, allowed_ports, allow_private)
+    # A local receiver on a random port is refused for its port before its address:
+    # in development both refusals name the switch that lifts them.
+    hint = _DEVELOPMENT_HINT if explain_private else ""
+    port = _port(parts.scheme, explicit, allowed_ports, allow_private, hint)
     try:
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
@@ -160,7 +165,6 @@ def resolve(
                 continue
             # A literal is named; a name's addresses are not (they may be internal).
             where = f"{literal} is" if literal else f"{parts.hostname!r} resolves to"
-            hint = _DEVELOPMENT_HINT if explain_private else ""
             raise _refuse(f"{where} {kind}; {_PUBLIC_ONLY}{hint}")
     return ResolvedUrl(
         url=url, scheme=parts.scheme, host=parts.hostname, port=port, addresses=addresses

@@ -15,6 +15,7 @@ from domain.db import asyncpg_dsn, make_engine, make_session_factory
 from domain.secret_box import SecretBox
 from domain.services import acceptance, accounts, logins
 from domain.uow import Ports, unit_of_work
+from gateway import docs as api_docs
 from gateway import errors, openapi
 from gateway.completions import Completions
 from gateway.guards import BucketLimits, Guards
@@ -135,13 +136,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
+        # FastAPI's own pages load their assets from CDNs: gateway/docs.py serves them.
+        docs_url=None,
+        redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
         dependencies=[Depends(reject_unknown_query_parameters)],
     )
     errors.install(app)
     openapi.install(app)
+    if docs:
+        api_docs.install(app, openapi_url="/openapi.json", title=app.title)
     for module in (
         auth,
         accounts_routes,

@@ -79,6 +79,15 @@ def _claims(request: Request, credentials: HTTPAuthorizationCredentials | None) 
     tokens: VerifiedTokens = request.app.state.tokens
     try:
         return tokens.claims(credentials.credentials)
+    except jwt.ExpiredSignatureError as exc:
+        # The one failure a client fixes by itself: say how, instead of "invalid".
+        raise ApiError(
+            401,
+            "token_expired",
+            "the access token has expired; get a new one from POST /v1/auth/refresh "
+            "with your refresh token (or log in again at POST /v1/auth/token)",
+            {"WWW-Authenticate": 'Bearer error="invalid_token", error_description="expired"'},
+        ) from exc
     except jwt.InvalidTokenError as exc:
         raise _invalid_token() from exc
 

@@ -41,6 +41,7 @@ _TITLES = {
     405: "Method not allowed",
     409: "Conflict",
     413: "Request too large",
+    415: "Unsupported media type",
     422: "Unprocessable request",
     429: "Too many requests",
     500: "Internal server error",
@@ -136,9 +137,60 @@ def problem(
     )
 
 
+# Fields holding money (integer minor units), and the pydantic error types a decimal
+# like 12.50 or "12.50" produces on them: those get a hint about minor units.
+MONEY_FIELDS = frozenset({"amount", "overdraft_limit", "daily_outgoing_limit"})
+_NOT_AN_INTEGER = frozenset({"int_type", "int_from_float", "int_parsing"})
+MINOR_UNITS_HINT = (
+    'amounts are integers in minor units (cents): send 1250 for 12.50, not 12.50 or "12.50"'
+)
+JSON_CONTENT_TYPE_HINT = (
+    "send the body as JSON with the header `Content-Type: application/json` "
+    "(curl's -d sends application/x-www-form-urlencoded unless you add "
+    "-H 'content-type: application/json')"
+)
+
+
 def _validation_errors(exc: RequestValidationError) -> list[ProblemItem]:
     # Only location, message and type: never echo input back (it may hold a password).
     return [_validation_error(err) for err in exc.errors()]
+
+
+def _is_money_type_error(item: ProblemItem) -> bool:
+    field = item.loc[-1] if item.loc else None
+    return field in MONEY_FIELDS and item.type in _NOT_AN_INTEGER
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def _validation_problem(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with the errors, and a `detail` that says what to do about the likeliest cause."""
+    items = _validation_errors(exc)
+    content_type = request.headers.get("content-type")
+    body_missing = any(item.loc == ["body"] and item.type == "missing" for item in items)
+    body_refused = any(item.loc and item.loc[0] == "body" for item in items)
+    # FastAPI parses a body as JSON only when it is declared as JSON: a form-encoded,
+    # text or undeclared body fails as "not an object", which says nothing useful.
+    if body_refused and not body_missing and not _is_json(content_type):
+        sent = (
+            f"the body was sent as {content_type.split(';', 1)[0].strip()}"
+            if content_type
+            else "the request has no Content-Type header"
+        )
+        return problem(415, "unsupported_media_type", f"{sent}; {JSON_CONTENT_TYPE_HINT}")
+    detail = "the request does not match the schema; `errors` names each field"
+    if any(item.type == "json_invalid" for item in items):
+        detail = "the body is not valid JSON; " + JSON_CONTENT_TYPE_HINT
+    elif body_missing:
+        detail = "the request needs a JSON body; " + JSON_CONTENT_TYPE_HINT
+    elif any(_is_money_type_error(item) for item in items):
+        detail = MINOR_UNITS_HINT
+    return problem(422, "validation_error", detail, errors=items)
 
 
 def _validation_error(err: Any) -> ProblemItem:
@@ -146,6 +198,8 @@ def _validation_error(err: Any) -> ProblemItem:
     item = ProblemItem(
         loc=[str(part) for part in loc], msg=err.get("msg", ""), type=err.get("type", "")
     )
+    if _is_money_type_error(item):
+        item.msg = f"{item.msg}; {MINOR_UNITS_HINT}"
     # An item of a batch: name it by index, as refusals found later are named.
     if loc[:2] == ["body", "transfers"] and len(loc) > 2 and isinstance(loc[2], int):
         field = ".".join(str(part) for part in loc[3:]) or "item"
@@ -177,13 +231,8 @@ def install(app: FastAPI) -> None:
         return problem(exc.status, exc.code, exc.detail, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return problem(
-            422,
-            "validation_error",
-            "the request does not match the schema",
-            errors=_validation_errors(exc),
-        )
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_problem(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -42,6 +42,15 @@ def _document_errors(operation: dict[str, Any]) -> None:
     responses.setdefault("422", {"description": _FASTAPI_422})
     if "cursor" in query:
         responses.setdefault("400", {"description": "Malformed cursor (`invalid_cursor`)"})
+    if "requestBody" in operation:
+        # gateway/errors.py: a body not declared as JSON is refused, saying which header.
+        responses.setdefault(
+            "415",
+            {
+                "description": "Body not sent as `Content-Type: application/json` "
+                "(`unsupported_media_type`)"
+            },
+        )
     for status, response in responses.items():
         if status[:1] in ("4", "5"):
             response["content"] = _PROBLEM_CONTENT

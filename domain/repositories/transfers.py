@@ -147,15 +147,6 @@ def count_failed_with(session: Session, failure_code: str) -> int:
     return int(session.scalar(query) or 0)
 
 
-def pending_backlog(session: Session) -> tuple[int, datetime | None]:
-    """How many transfers are pending, and when the oldest of them was accepted."""
-    query = select(func.count(), func.min(Transfer.created_at)).where(
-        Transfer.status == TransferStatus.PENDING
-    )
-    count, oldest = session.execute(query).one()
-    return int(count), oldest
-
-
 def cancel_if_pending(session: Session, transfer_id: uuid.UUID) -> Transfer | None:
     """pending -> canceled, or None if it is no longer pending.
 

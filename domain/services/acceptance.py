@@ -33,7 +33,7 @@ from domain.errors import (
     PermissionDenied,
     TooManyAttempts,
 )
-from domain.money import check_amount, check_currency
+from domain.money import check_account_number, check_amount, check_currency
 from domain.repositories import acceptance as acceptance_repo
 from domain.resources import TransferResource
 from domain.rules import ACCOUNT_CLOSED, DESTINATION_UNAVAILABLE, DESTINATION_UNAVAILABLE_DETAIL
@@ -288,7 +288,7 @@ def _slot(transfer: dict[str, object] | None) -> int:
 
 
 def check_items(items: Sequence[MoneyItem], limits: MoneyLimits, *, batch: bool) -> None:
-    """Amount and currency rules that need no database, for every item."""
+    """Amount, currency and account-number rules that need no database, for every item."""
     errors: list[tuple[int, DomainError]] = []
     for index, item in enumerate(items):
         try:
@@ -299,6 +299,8 @@ def check_items(items: Sequence[MoneyItem], limits: MoneyLimits, *, batch: bool)
             if item.currency is not None:
                 check_currency(item.currency, supported=limits.currencies)
             _check_timing(item)
+            if item.destination_account_number is not None:
+                check_account_number(item.destination_account_number)
         except DomainError as exc:
             errors.append((index, exc))
     if not errors:
@@ -370,7 +372,9 @@ def _refusal(code: str, detail: str | None, item: MoneyItem) -> DomainError:
         )
     if code == "destination_not_found":
         return InvalidRequest(
-            "no account has that destination account number", code="destination_not_found"
+            "no account has that destination account number (the number is well-formed: "
+            "check it with its owner)",
+            code="destination_not_found",
         )
     if code == "same_account":
         return InvalidRequest(

@@ -52,6 +52,20 @@ def normalise_email(email: str) -> str:
     return unicodedata.normalize("NFKC", text[start:end].casefold())
 
 
+def check_new_user(*, session: Session, email: str, role: str) -> str:
+    """Everything about a new user that can be checked before its password: the email
+    (valid, not taken) and the role. Returns the normalised email. Lets `settle
+    create-user` refuse before it asks for a password it could not use."""
+    email = normalise_email(email)
+    if len(email) > 320 or not _EMAIL.match(email):
+        raise InvalidRequest("email is not a valid address", code="invalid_email")
+    if role not in tuple(Role):
+        raise InvalidRequest(f"role must be one of {', '.join(Role)}", code="invalid_role")
+    if users_repo.get_by_email(session, email) is not None:
+        raise Conflict("an account with this email already exists", code="email_taken")
+    return email
+
+
 def register(*, session: Session, cmd: RegisterUser) -> User:
     email = normalise_email(cmd.email)
     if len(email) > 320 or not _EMAIL.match(email):

@@ -62,7 +62,7 @@ def test_invalid_items_are_named_by_index_and_nothing_is_accepted(
 
     unknown = {
         "source_account_id": source["id"],
-        "destination_account_number": "123456789",
+        "destination_account_number": "000000000000",  # well-formed, unknown
         "amount": 5,
         "currency": "USD",
     }
