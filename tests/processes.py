@@ -11,11 +11,70 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from settle import processes
+import redis
+from celery import Celery
+
+from settle import broker, processes
 from settle.harness import Process, free_port, gateway_env
 
-__all__ = ["Process", "free_port", "running_gateway", "running_worker", "worker_args"]
+__all__ = [
+    "Process",
+    "free_port",
+    "purge_queue",
+    "queue_depth",
+    "running_gateway",
+    "running_worker",
+    "settings_env",
+    "worker_args",
+]
+
+
+def settings_env(settings: Any, **extra: str) -> dict[str, str]:
+    """os.environ for a subprocess that must use `settings`' queues (key prefix, broker)."""
+    return {
+        **os.environ,
+        "SETTLE_REDIS_PREFIX": settings.redis_prefix,
+        "SETTLE_BROKER_URL": settings.broker_url,
+        **extra,
+    }
+
+
+@contextmanager
+def _broker(settings: Any) -> Iterator[tuple[Celery, redis.Redis]]:
+    app = Celery("settle-test-broker")
+    app.conf.update(broker.celery_config(settings))
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        yield app, client
+    finally:
+        client.close()
+        app.close()
+
+
+def queue_depth(settings: Any, queue: str = broker.TRANSFERS_QUEUE) -> int:
+    """Messages waiting in `settings`' queue, on Redis or RabbitMQ."""
+    with _broker(settings) as (app, client):
+        return broker.queue_depth(app, settings, queue, client)
+
+
+def purge_queue(settings: Any, queue: str = broker.TRANSFERS_QUEUE) -> None:
+    """Every waiting message of the queue is lost (as when a broker without persistence
+    restarts)."""
+    with _broker(settings) as (app, client):
+        if not settings.uses_rabbitmq:
+            client.delete(f"{settings.redis_prefix}{queue}")
+            return
+        with app.connection_for_write() as connection:
+            channel = connection.channel()
+            try:
+                channel.queue_purge(queue)
+            except connection.channel_errors:
+                pass  # never declared: nothing to lose
+            finally:
+                if channel.is_open:
+                    channel.close()
 
 
 def worker_args(

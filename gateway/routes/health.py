@@ -1,9 +1,10 @@
-"""Liveness, readiness (PostgreSQL and the broker) and Prometheus metrics."""
+"""Liveness, readiness (PostgreSQL, the broker, Redis) and Prometheus metrics."""
 
 from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -19,6 +20,7 @@ from gateway.metrics import (
     LEDGER_VERIFY_TIMESTAMP,
     TRANSFERS_QUARANTINED,
 )
+from settle.broker import ping_rabbitmq
 
 router = APIRouter(tags=["operations"])
 logger = logging.getLogger("settle.gateway.health")
@@ -34,18 +36,33 @@ def _check_database(request: Request) -> None:
         session.execute(text("SELECT 1"))
 
 
-def _check_broker(request: Request) -> None:
+def _check_redis(request: Request) -> None:
     request.app.state.redis.ping()
+
+
+def _check_rabbitmq(request: Request) -> None:
+    ping_rabbitmq(request.app.state.settings)
+
+
+Check = Callable[[Request], None]
+
+
+def _checks(request: Request) -> list[tuple[str, Check]]:
+    # With Redis as the broker, `broker` is Redis; with RabbitMQ, Redis (rate limits,
+    # lane markers) is checked on its own as `redis`.
+    if request.app.state.settings.uses_rabbitmq:
+        return [("database", _check_database), ("broker", _check_rabbitmq), ("redis", _check_redis)]
+    return [("database", _check_database), ("broker", _check_redis)]
 
 
 @router.get(
     "/readyz",
-    summary="PostgreSQL and the broker answer",
+    summary="PostgreSQL and the broker answer (and Redis, when RabbitMQ is the broker)",
     responses=problem_responses({503: "A dependency is down"}),
 )
 async def readyz(request: Request) -> Response:
     checks: dict[str, str] = {}
-    for name, check in (("database", _check_database), ("broker", _check_broker)):
+    for name, check in _checks(request):
         try:
             await run_in_threadpool(check, request)
             checks[name] = "ok"
