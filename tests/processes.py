@@ -24,6 +24,7 @@ __all__ = [
     "free_port",
     "purge_queue",
     "queue_depth",
+    "running_beat",
     "running_gateway",
     "running_worker",
     "settings_env",
@@ -78,7 +79,11 @@ def purge_queue(settings: Any, queue: str = broker.TRANSFERS_QUEUE) -> None:
 
 
 def worker_args(
-    *, concurrency: int = 2, beat: bool = False, queues: str = "transfers,webhooks"
+    *,
+    concurrency: int = 2,
+    beat: bool = False,
+    queues: str = "transfers,webhooks",
+    hostname: str | None = None,
 ) -> list[str]:
     # Tests start and kill many workers side by side: unique names keep Celery from
     # warning about duplicates, and gossip/mingle would only slow start-up.
@@ -88,7 +93,7 @@ def worker_args(
     return processes.worker_argv(
         queues=queues.split(","),
         concurrency=concurrency,
-        hostname=f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
+        hostname=hostname or f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
         extra=extra,
     )
 
@@ -100,14 +105,25 @@ def running_worker(
     concurrency: int = 2,
     beat: bool = False,
     queues: str = "transfers,webhooks",
+    hostname: str | None = None,
 ) -> Iterator[Process]:
     process = Process(
         "worker",
-        worker_args(concurrency=concurrency, beat=beat, queues=queues),
+        worker_args(concurrency=concurrency, beat=beat, queues=queues, hostname=hostname),
         env or dict(os.environ),
     )
     try:
         process.wait_for_log("ready.")
+        yield process
+    finally:
+        process.stop()
+
+
+@contextmanager
+def running_beat(env: dict[str, str], *, schedule: str) -> Iterator[Process]:
+    """`settle serve beat`'s command line with its own schedule file."""
+    process = Process("beat", processes.beat_argv(schedule=schedule), env)
+    try:
         yield process
     finally:
         process.stop()
