@@ -55,6 +55,10 @@ def test_queues_are_durable_quorum_queues_and_publishes_are_confirmed(isolated):
         for name in (TRANSFERS_QUEUE, WEBHOOKS_QUEUE):
             assert queues[name]["type"] == "quorum", queues
             assert queues[name]["durable"] == "true", queues
+        # A drain retried with a countdown waits in Celery's native delayed-delivery
+        # queues (quorum queues too), never in a worker's memory.
+        delayed = [row for name, row in queues.items() if name.startswith("celery_delayed_")]
+        assert len(delayed) == 28 and all(row["type"] == "quorum" for row in delayed), queues
         deadline = time.monotonic() + 30
         while queue_depth(isolated):  # the worker consumed (and acknowledged) the wake-up
             assert time.monotonic() < deadline, "the wake-up was never consumed"
