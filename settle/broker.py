@@ -54,10 +54,6 @@ def broker_url(redis_url: str) -> str:
     return redis_url
 
 
-def celery_broker_url(settings: Settings) -> str:
-    return settings.broker_url or broker_url(settings.redis_url)
-
-
 def _common_config() -> dict[str, Any]:
     return {
         "broker_connection_retry_on_startup": True,
