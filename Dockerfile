@@ -7,7 +7,9 @@
 #   docker build -t settle .
 #   docker run --rm -p 8000:8000 -e DATABASE_URL=... -e REDIS_URL=... \
 #       -e SETTLE_JWT_SECRET=... -e SETTLE_WEBHOOK_ENCRYPTION_KEY=... \
-#       -e SETTLE_METRICS_TOKEN=... settle
+#       -e SETTLE_METRICS_TOKEN=... -e SETTLE_AUDIT_KEY=... settle
+#
+# Optional: SETTLE_BROKER_URL=amqp://... makes RabbitMQ the broker (Redis otherwise).
 #
 # The image is production unless told otherwise (SETTLE_ENVIRONMENT=production):
 # without those secrets every process refuses to start rather than run with the

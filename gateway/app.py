@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             accounts.ensure_settlement_accounts(session=uow.session, currencies=settings.currencies)
         app.state.redis = redis_client(settings)
         app.state.async_redis = async_redis_client(settings)
-        publisher = LanePublisher(settings)
+        publisher = app.state.publisher = LanePublisher(settings)
         app.state.ports = Ports(
             waker=LaneWaker(app.state.redis, publisher, prefix=settings.redis_prefix)
         )

@@ -25,6 +25,9 @@ from domain.services.webhooks import WebhookPolicy
 from domain.webhook_urls import DEFAULT_PORTS
 
 RUN_ENV_FILE = "var/run.env"
+# What SETTLE_BROKER_URL may name: Redis (as REDIS_URL does) or RabbitMQ.
+AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
+BROKER_SCHEMES = AMQP_SCHEMES | {"redis", "rediss", "unix", "redis+socket"}
 DEV_WEBHOOK_KEY = "settle-development-webhook-key-do-not-use-in-production"
 DEV_JWT_SECRET = "settle-development-secret-do-not-use-in-production"  # noqa: S105
 # No setting can make access tokens live longer; tokens claiming more are refused.
@@ -51,6 +54,10 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         default="", validation_alias=AliasChoices("REDIS_URL", "SETTLE_REDIS_URL")
     )
+    # The Celery broker. Empty: REDIS_URL (Redis is the broker). `amqp://user:pw@host/vhost`
+    # makes RabbitMQ the broker (durable quorum queues, publisher confirms); Redis then
+    # keeps only rate limits, lockouts and the lane markers. See settle/broker.py.
+    broker_url: str = ""
     # The table owner's connection, for `settle migrate` only (and `make run`'s startup
     # migration). DATABASE_URL names the app role, which owns nothing and may only do
     # what domain/db_roles.py grants it. Empty: DATABASE_URL migrates too (one role for
@@ -196,6 +203,17 @@ class Settings(BaseSettings):
         # docker-compose passes `${VAR:-}` through as an empty string: "use the default".
         return None if value == "" else value
 
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, value: str) -> str:
+        scheme = value.partition("://")[0].lower()
+        if value and scheme not in BROKER_SCHEMES:
+            raise ValueError(
+                f"SETTLE_BROKER_URL must start with one of {', '.join(sorted(BROKER_SCHEMES))}"
+                " (or be empty to use REDIS_URL)"
+            )
+        return value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
@@ -246,6 +264,10 @@ class Settings(BaseSettings):
         return (
             CheckpointFile(Path(self.audit_checkpoint_path)) if self.audit_checkpoint_path else None
         )
+
+    @property
+    def uses_rabbitmq(self) -> bool:
+        return self.broker_url.partition("://")[0].lower() in AMQP_SCHEMES
 
     @property
     def owner_database_url(self) -> str:

@@ -8,12 +8,14 @@ import from tests/. Processes are started with the same argv as `settle serve NA
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 import redis
@@ -113,3 +115,64 @@ def delete_redis_keys(redis_url: str, prefix: str) -> None:
             client.delete(key)
     finally:
         client.close()
+
+
+# RabbitMQ administration goes through `rabbitmqctl` on the broker's host (it needs the
+# Erlang cookie: root or the rabbitmq user), as the management HTTP API may be off.
+RABBITMQCTL_TIMEOUT_SECONDS = 120
+
+
+def rabbitmqctl(*args: str) -> str:
+    """Run `rabbitmqctl -q ARGS` and return its output; raises if it fails."""
+    executable = shutil.which("rabbitmqctl")
+    if executable is None:
+        raise RuntimeError("rabbitmqctl is not on PATH: run where the RabbitMQ server runs")
+    # A fixed executable from PATH with list arguments, no shell.
+    done = subprocess.run(  # noqa: S603  # nosec B603
+        [executable, "-q", *args],
+        capture_output=True,
+        text=True,
+        timeout=RABBITMQCTL_TIMEOUT_SECONDS,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr or done.stdout}")
+    return done.stdout
+
+
+def rabbitmq_vhost_url(server_url: str, vhost: str) -> str:
+    """`server_url` (amqp://user:pw@host:port/...) pointing at `vhost`."""
+    parts = urlsplit(server_url)
+    return urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
+
+
+def create_rabbitmq_vhost(server_url: str, vhost: str) -> str:
+    """A new, empty vhost that the URL's user may use fully; returns its URL."""
+    user = urlsplit(server_url).username or "guest"
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+    return rabbitmq_vhost_url(server_url, vhost)
+
+
+def delete_rabbitmq_vhost(vhost: str) -> None:
+    """The vhost with every queue, exchange and message in it (its connections are closed)."""
+    rabbitmqctl("delete_vhost", vhost)
+
+
+def rabbitmq_rows(command: str, *columns: str, vhost: str) -> list[dict[str, str]]:
+    """`rabbitmqctl COMMAND COLUMNS...` as {column: value} rows of `vhost` only.
+
+    list_queues takes `-p VHOST`; list_connections and list_channels list every vhost
+    (with a `vhost` column), so their rows are filtered here."""
+    if command == "list_queues":
+        output = rabbitmqctl(command, "-p", vhost, "--no-table-headers", *columns)
+        return [dict(zip(columns, line.split("\t"), strict=True)) for line in output.splitlines()]
+    wanted = ("vhost", *columns)
+    output = rabbitmqctl(command, "--no-table-headers", *wanted)
+    rows = [dict(zip(wanted, line.split("\t"), strict=True)) for line in output.splitlines()]
+    return [row for row in rows if row["vhost"] == vhost]
+
+
+def close_rabbitmq_connections(vhost: str, reason: str) -> None:
+    """Close every client connection on `vhost`, and no other vhost's."""
+    rabbitmqctl("close_all_connections", "--vhost", vhost, reason)

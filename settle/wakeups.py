@@ -24,7 +24,12 @@ import redis.asyncio as aioredis
 from celery import Celery
 
 from domain.lanes import Lanes
-from settle.broker import DRAIN_LANE_TASK, TRANSFERS_QUEUE, celery_config
+from settle.broker import (
+    DRAIN_LANE_TASK,
+    PUBLISH_CONFIRM_TIMEOUT_SECONDS,
+    TRANSFERS_QUEUE,
+    celery_config,
+)
 from settle.config import Settings
 
 logger = logging.getLogger("settle.wakeups")
@@ -48,6 +53,11 @@ class LanePublisher:
         if self._own:
             self._celery.conf.update(celery_config(settings))
 
+    @property
+    def celery(self) -> Celery:
+        """The Celery app it publishes with (its broker connection pool)."""
+        return self._celery
+
     def publish(self, lanes: Collection[int], *, why: str = "new transfers") -> bool:
         ok = True
         for lane in lanes:
@@ -62,6 +72,9 @@ class LanePublisher:
                     # Fail fast: a slow broker must not hold a 202; the sweeper covers us.
                     retry=True,
                     retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
+                    # RabbitMQ confirms every publish; a broker that cannot take the
+                    # message (memory alarm, no quorum) must not hold the 202 either.
+                    confirm_timeout=PUBLISH_CONFIRM_TIMEOUT_SECONDS,
                 )
             except Exception:
                 logger.warning(

@@ -14,8 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from settle import processes
+import redis
+from celery import Celery
+
+from settle import broker, processes
 from settle.harness import Process, free_port, gateway_env
 
 __all__ = [
@@ -23,17 +27,71 @@ __all__ = [
     "Process",
     "free_port",
     "make_run_checkout",
+    "purge_queue",
+    "queue_depth",
+    "running_beat",
     "running_gateway",
     "running_make_run",
     "running_worker",
+    "settings_env",
     "worker_args",
 ]
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
 
+def settings_env(settings: Any, **extra: str) -> dict[str, str]:
+    """os.environ for a subprocess that must use `settings`' queues (key prefix, broker)."""
+    return {
+        **os.environ,
+        "SETTLE_REDIS_PREFIX": settings.redis_prefix,
+        "SETTLE_BROKER_URL": settings.broker_url,
+        **extra,
+    }
+
+
+@contextmanager
+def _broker(settings: Any) -> Iterator[tuple[Celery, redis.Redis]]:
+    app = Celery("settle-test-broker")
+    app.conf.update(broker.celery_config(settings))
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        yield app, client
+    finally:
+        client.close()
+        app.close()
+
+
+def queue_depth(settings: Any, queue: str = broker.TRANSFERS_QUEUE) -> int:
+    """Messages waiting in `settings`' queue, on Redis or RabbitMQ."""
+    with _broker(settings) as (app, client):
+        return broker.queue_depth(app, settings, queue, client)
+
+
+def purge_queue(settings: Any, queue: str = broker.TRANSFERS_QUEUE) -> None:
+    """Every waiting message of the queue is lost (as when a broker without persistence
+    restarts)."""
+    with _broker(settings) as (app, client):
+        if not settings.uses_rabbitmq:
+            client.delete(f"{settings.redis_prefix}{queue}")
+            return
+        with app.connection_for_write() as connection:
+            channel = connection.channel()
+            try:
+                channel.queue_purge(queue)
+            except connection.channel_errors:
+                pass  # never declared: nothing to lose
+            finally:
+                if channel.is_open:
+                    channel.close()
+
+
 def worker_args(
-    *, concurrency: int = 2, beat: bool = False, queues: str = "transfers,webhooks"
+    *,
+    concurrency: int = 2,
+    beat: bool = False,
+    queues: str = "transfers,webhooks",
+    hostname: str | None = None,
 ) -> list[str]:
     # Tests start and kill many workers side by side: unique names keep Celery from
     # warning about duplicates, and gossip/mingle would only slow start-up.
@@ -43,7 +101,7 @@ def worker_args(
     return processes.worker_argv(
         queues=queues.split(","),
         concurrency=concurrency,
-        hostname=f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
+        hostname=hostname or f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
         extra=extra,
     )
 
@@ -55,14 +113,25 @@ def running_worker(
     concurrency: int = 2,
     beat: bool = False,
     queues: str = "transfers,webhooks",
+    hostname: str | None = None,
 ) -> Iterator[Process]:
     process = Process(
         "worker",
-        worker_args(concurrency=concurrency, beat=beat, queues=queues),
+        worker_args(concurrency=concurrency, beat=beat, queues=queues, hostname=hostname),
         env or dict(os.environ),
     )
     try:
         process.wait_for_log("ready.")
+        yield process
+    finally:
+        process.stop()
+
+
+@contextmanager
+def running_beat(env: dict[str, str], *, schedule: str) -> Iterator[Process]:
+    """`settle serve beat`'s command line with its own schedule file."""
+    process = Process("beat", processes.beat_argv(schedule=schedule), env)
+    try:
         yield process
     finally:
         process.stop()

@@ -15,6 +15,13 @@ tests start the gateway and workers as subprocesses that inherit os.environ, and
 tests/integration, tests/e2e and tests/contract use it from an autouse fixture in their
 conftest; anything asking for `settings`, `engine`, `session_factory` or `redis_client`
 gets it too. tests/unit never does, so `make test-fast` starts no server.
+
+The broker is Redis unless SETTLE_TEST_BROKER_URL names a RabbitMQ server
+(`amqp://guest:guest@127.0.0.1:5672/`): then the run gets a vhost of its own
+(`settle_test_<random>`, created and deleted through rabbitmqctl) and every process
+it starts gets SETTLE_BROKER_URL pointing there. Tests that need their own queues
+take `fresh_broker_url(services)`: a new vhost on RabbitMQ (on Redis, a key prefix
+already separates queues). Tests marked `rabbitmq` only run on RabbitMQ.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +40,19 @@ import redis
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from settle.harness import delete_redis_keys, execute_as_admin
+from settle.harness import (
+    create_rabbitmq_vhost,
+    delete_rabbitmq_vhost,
+    delete_redis_keys,
+    execute_as_admin,
+)
+
+TEST_BROKER_VARIABLE = "SETTLE_TEST_BROKER_URL"
+
+
+def rabbitmq_server_url() -> str:
+    """The RabbitMQ server this run tests on ("" when the broker is Redis)."""
+    return os.environ.get(TEST_BROKER_VARIABLE, "")
 
 
 @dataclass(frozen=True)
@@ -43,13 +62,15 @@ class Services:
     redis_prefix: str
     owner_url: str  # the table owner (migrations; tests that play an attacker with it)
     server_url: str  # a superuser of the server (tests that need a database of their own)
+    broker_url: str  # the run's RabbitMQ vhost; "" when Redis is the broker
 
 
 def _test_environment(
-    *, database_url: str, owner_url: str, redis_url: str, prefix: str, tmp: str
+    *, database_url: str, owner_url: str, redis_url: str, broker_url: str, prefix: str, tmp: str
 ) -> dict[str, str]:
     return {
         "DATABASE_URL": database_url,
+        "SETTLE_BROKER_URL": broker_url,
         "SETTLE_MIGRATION_DATABASE_URL": owner_url,
         "SETTLE_AUDIT_KEY": secrets.token_urlsafe(48),
         "SETTLE_AUDIT_CHECKPOINT_PATH": str(Path(tmp) / "audit-checkpoints.jsonl"),
@@ -70,6 +91,11 @@ def _test_environment(
         "SETTLE_RATE_LIMIT_REGISTER_PER_IP": "1000000/60",
         "SETTLE_RATE_LIMIT_MONEY_PER_USER": "1000000/60",
     }
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("rabbitmq") and not rabbitmq_server_url():
+        pytest.skip(f"needs RabbitMQ: set {TEST_BROKER_VARIABLE}=amqp://user:pw@host:5672/")
 
 
 @pytest.fixture(scope="session")
@@ -113,6 +139,11 @@ def services() -> Iterator[Services]:
         database_url = roles.app_url
         prefix = f"settle-test-{run_id}:"
         cleanup.callback(delete_redis_keys, servers["REDIS_URL"], prefix)
+        broker_url = ""
+        if rabbitmq_server_url():
+            vhost = f"settle_test_{run_id}"
+            broker_url = create_rabbitmq_vhost(rabbitmq_server_url(), vhost)
+            cleanup.callback(delete_rabbitmq_vhost, vhost)
 
         # get_settings() is cached: cleared now so the run's settings are read, and at
         # the end so they do not outlive the run.
@@ -122,6 +153,7 @@ def services() -> Iterator[Services]:
             database_url=database_url,
             owner_url=roles.owner_url,
             redis_url=servers["REDIS_URL"],
+            broker_url=broker_url,
             prefix=prefix,
             tmp=tmp,
         ).items():
@@ -136,7 +168,23 @@ def services() -> Iterator[Services]:
             redis_prefix=prefix,
             owner_url=roles.owner_url,
             server_url=server_url,
+            broker_url=broker_url,
         )
+
+
+@contextmanager
+def fresh_broker_url(services: Services) -> Iterator[str]:
+    """A broker no other process of the run consumes from: a new RabbitMQ vhost, deleted
+    afterwards; "" on Redis, where a test's own key prefix already gives it own queues."""
+    if not services.broker_url:
+        yield ""
+        return
+    vhost = f"settle_test_{secrets.token_hex(4)}"
+    url = create_rabbitmq_vhost(rabbitmq_server_url(), vhost)
+    try:
+        yield url
+    finally:
+        delete_rabbitmq_vhost(vhost)
 
 
 @pytest.fixture(scope="session")

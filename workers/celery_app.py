@@ -5,7 +5,11 @@
   is safe because draining is idempotent (state is re-read under row locks).
 - prefetch 1: a worker holds at most one unacknowledged message per process.
 - visibility timeout (settle/broker.py) far above the task time limit, so Redis
-  never re-delivers a message that is still being worked on.
+  never re-delivers a message that is still being worked on. On RabbitMQ (quorum
+  queues, publisher confirms) an unacknowledged message comes back when its
+  consumer's connection closes instead.
+- beat is a singleton by construction: every beat asks PostgreSQL for an advisory
+  lock before each tick and only the holder sends (workers/beat.py).
 - the settings-derived part (broker, queues, beat schedule) is read when Celery first
   needs its configuration, so importing this module needs no environment.
 """
@@ -49,6 +53,12 @@ app.conf.update(
     task_soft_time_limit=TASK_SOFT_TIME_LIMIT_SECONDS,
     task_time_limit=TASK_TIME_LIMIT_SECONDS,
     worker_hijack_root_logger=False,
+    # Only the beat holding the PostgreSQL advisory lock sends anything.
+    beat_scheduler="workers.beat:LeaderScheduler",
+    # On a lost broker connection a running drain finishes; its message (never
+    # acknowledged on the dead channel) is redelivered and the second drain finds the
+    # work done under the row locks. Cancelling would only throw the work away.
+    worker_cancel_long_running_tasks_on_connection_loss=False,
 )
 
 

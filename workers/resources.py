@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Sequence
@@ -15,10 +16,18 @@ from domain.lanes import Lanes
 from domain.secret_box import SecretBox
 from domain.services.draining import Sealer
 from domain.uow import Ports, QueuedDelivery
-from settle.broker import DELIVER_WEBHOOKS_TASK, TRANSFERS_QUEUE, WEBHOOKS_QUEUE, redis_client
+from settle.broker import (
+    DELIVER_WEBHOOKS_TASK,
+    TRANSFERS_QUEUE,
+    WEBHOOKS_QUEUE,
+    queue_depth,
+    redis_client,
+)
 from settle.config import get_settings
 from settle.wakeups import LanePublisher, LaneWaker
 from workers.delivery_guard import DeliveryGuard
+
+logger = logging.getLogger("settle.workers")
 
 _engine: Engine | None = None
 _factory: sessionmaker[Session] | None = None
@@ -115,10 +124,12 @@ class _LaneClaims:
         lane_publisher(self._lanes).publish([lane], why="handed on: more pending")
 
     def others_waiting(self) -> bool:
-        # Kombu's Redis transport keeps a queue as a list under the key prefix.
+        from workers.celery_app import app
+
         try:
-            return bool(_redis_client().llen(f"{get_settings().redis_prefix}{TRANSFERS_QUEUE}"))
-        except redis.RedisError:
+            return bool(queue_depth(app, get_settings(), TRANSFERS_QUEUE, _redis_client()))
+        except Exception:  # unknown means "yes": hand the lane on, lose nothing
+            logger.debug("queue depth unavailable", exc_info=True)
             return True
 
 

@@ -1,9 +1,11 @@
-"""Liveness, readiness (PostgreSQL and the broker) and Prometheus metrics (settle/metrics.py)."""
+"""Liveness, readiness (PostgreSQL, the broker, Redis) and Prometheus metrics
+(settle/metrics.py)."""
 
 from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -14,7 +16,7 @@ from sqlalchemy import text
 
 from domain.services import operations
 from gateway.errors import problem, problem_responses
-from settle.broker import TRANSFERS_QUEUE, WEBHOOKS_QUEUE
+from settle.broker import TRANSFERS_QUEUE, WEBHOOKS_QUEUE, ping_rabbitmq, queue_depth
 from settle.metrics import StateCollector
 from settle.metrics import exposition as metrics_text
 
@@ -34,18 +36,33 @@ def _check_database(request: Request) -> None:
         session.execute(text("SELECT 1"))
 
 
-def _check_broker(request: Request) -> None:
+def _check_redis(request: Request) -> None:
     request.app.state.redis.ping()
+
+
+def _check_rabbitmq(request: Request) -> None:
+    ping_rabbitmq(request.app.state.settings)
+
+
+Check = Callable[[Request], None]
+
+
+def _checks(request: Request) -> list[tuple[str, Check]]:
+    # With Redis as the broker, `broker` is Redis; with RabbitMQ, Redis (rate limits,
+    # lane markers) is checked on its own as `redis`.
+    if request.app.state.settings.uses_rabbitmq:
+        return [("database", _check_database), ("broker", _check_rabbitmq), ("redis", _check_redis)]
+    return [("database", _check_database), ("broker", _check_redis)]
 
 
 @router.get(
     "/readyz",
-    summary="PostgreSQL and the broker answer",
+    summary="PostgreSQL and the broker answer (and Redis, when RabbitMQ is the broker)",
     responses=problem_responses({503: "A dependency is down"}),
 )
 async def readyz(request: Request) -> Response:
     checks: dict[str, str] = {}
-    for name, check in (("database", _check_database), ("broker", _check_broker)):
+    for name, check in _checks(request):
         try:
             await run_in_threadpool(check, request)
             checks[name] = "ok"
@@ -61,13 +78,10 @@ def _state(request: Request) -> dict[str, Any]:
     """The system's state for the scrape: PostgreSQL's facts and the broker's queues."""
     with request.app.state.session_factory() as session:
         state = operations.snapshot(session=session)
-    prefix = request.app.state.settings.redis_prefix
-    # Kombu's Redis transport keeps each queue as a list under the key prefix.
-    with request.app.state.redis.pipeline(transaction=False) as pipe:
-        for queue in QUEUES:
-            pipe.llen(f"{prefix}{queue}")
-        lengths = pipe.execute()
-    state["queues"] = dict(zip(QUEUES, (int(n) for n in lengths), strict=True))
+    settings, celery = request.app.state.settings, request.app.state.publisher.celery
+    state["queues"] = {
+        queue: queue_depth(celery, settings, queue, request.app.state.redis) for queue in QUEUES
+    }
     return state
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.processes import Process, running_gateway, running_worker
-from tests.services import Services
+from tests.services import Services, fresh_broker_url
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -32,9 +32,12 @@ def live_api(live_worker: Process) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def isolated(settings: Any, redis_client: Any) -> Iterator[Any]:
-    """Settings with a Redis key prefix no other worker of this run listens on; cleaned up."""
+def isolated(settings: Any, services: Services, redis_client: Any) -> Iterator[Any]:
+    """Settings with queues no other worker of this run listens on (a Redis key prefix
+    of their own, and on RabbitMQ a vhost of their own); cleaned up. Start processes
+    on them with `tests.processes.settings_env(isolated)`."""
     prefix = f"settle-isolated-{secrets.token_hex(4)}:"
-    yield settings.model_copy(update={"redis_prefix": prefix})
+    with fresh_broker_url(services) as broker_url:
+        yield settings.model_copy(update={"redis_prefix": prefix, "broker_url": broker_url})
     for key in redis_client.scan_iter(match=f"{prefix}*"):
         redis_client.delete(key)

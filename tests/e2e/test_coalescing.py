@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 
@@ -17,7 +16,7 @@ from tests.factories import (
     register_and_login,
     wait_terminal,
 )
-from tests.processes import running_worker
+from tests.processes import purge_queue, queue_depth, running_worker, settings_env
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +26,6 @@ def test_wakeups_coalesce_per_lane_and_a_stale_marker_strands_nothing(
 ):
     from gateway.app import create_app
 
-    queue = f"{isolated.redis_prefix}transfers"
     with TestClient(create_app(isolated)) as client:
         operator = operator_headers(client, session_factory)
         owner = register_and_login(client)
@@ -37,26 +35,25 @@ def test_wakeups_coalesce_per_lane_and_a_stale_marker_strands_nothing(
             uuid.UUID(first["source_account_id"])
         )  # deposits leave the settlement account
         marker = f"{isolated.redis_prefix}lane:{isolated.lanes}:{lane}"
-        assert redis_client.llen(queue) == 1 and redis_client.exists(marker)
+        assert queue_depth(isolated) == 1 and redis_client.exists(marker)
 
         deposits = [first] + [post_deposit(client, operator, account["id"], 100) for _ in range(4)]
-        assert redis_client.llen(queue) == 1, "a lane with a drain queued gets no new message"
+        assert queue_depth(isolated) == 1, "a lane with a drain queued gets no new message"
 
         redis_client.delete(marker)  # lost (e.g. Redis restarted without persistence)
         deposits.append(post_deposit(client, operator, account["id"], 100))
-        assert redis_client.llen(queue) == 2, "no marker: the next accept publishes again"
+        assert queue_depth(isolated) == 2, "no marker: the next accept publishes again"
 
         # Worst case: the marker says "a drain is coming" but every message is gone
         # (the drain died before it could take them). Accepts publish nothing...
-        redis_client.delete(queue)
+        purge_queue(isolated)
         redis_client.set(marker, 1, ex=600)
         deposits.append(post_deposit(client, operator, account["id"], 100))
-        assert redis_client.llen(queue) == 0
+        assert queue_depth(isolated) == 0
         time.sleep(1.5)  # older than SETTLE_SWEEP_STALE_AFTER_SECONDS
 
         # ...and the beat sweeper wakes the lane whatever the marker says.
-        env = {**os.environ, "SETTLE_REDIS_PREFIX": isolated.redis_prefix}
-        with running_worker(env, concurrency=1, beat=True) as worker:
+        with running_worker(settings_env(isolated), concurrency=1, beat=True) as worker:
             for deposit in deposits:
                 assert wait_terminal(client, operator, deposit["id"])["status"] == "succeeded"
             assert "sweeper woke 1 lane" in worker.log()

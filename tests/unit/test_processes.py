@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,62 @@ def test_procfile_and_compose_only_say_settle_serve():
         "flower": ["settle", "serve", "flower"],
     }
     assert 'CMD ["settle", "serve", "web"]' in (ROOT / "Dockerfile").read_text()
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_scales_gateways_workers_and_beats():
+    services = _compose()["services"]
+    assert not [name for name, service in services.items() if "container_name" in service]
+    # Every replica of the gateway needs a host port of its own: a range, not one port.
+    (gateway_port,) = services["gateway"]["ports"]
+    host, container = gateway_port.rsplit(":", 1)
+    low, high = (int(p) for p in host.split("-"))
+    assert container == "8000" and high - low + 1 >= 2
+    for name in ("worker", "webhooks", "beat"):
+        assert "ports" not in services[name] and "hostname" not in services[name]
+    # Workers name themselves after their container (%h), so replicas differ.
+    assert processes.argv("worker", _settings())[-1].endswith("@%h")
+
+
+def test_compose_rabbitmq_profile_is_optional_and_wired_to_every_app_service():
+    compose = _compose()
+    services = compose["services"]
+    rabbitmq = services["rabbitmq"]
+    assert rabbitmq["profiles"] == ["rabbitmq"]
+    assert "ports" not in rabbitmq and rabbitmq["healthcheck"]["test"]
+    assert "rabbitmq-data" in compose["volumes"]
+    # Without the profile nothing may need it; with it the app waits for it.
+    waits = compose["x-after-migrations"]["rabbitmq"]
+    assert waits == {"condition": "service_healthy", "required": False}
+    assert compose["x-settle-env"]["SETTLE_BROKER_URL"] == "${SETTLE_BROKER_URL:-}"
+    for name, service in services.items():
+        if service.get("build") and name != "migrate":
+            assert service["depends_on"]["rabbitmq"]["required"] is False, name
+    # Compose interpolates inactive services too: `:?` there would break the default run.
+    assert ":?" not in str(rabbitmq)
+
+
+def test_every_required_variable_is_documented_in_compose_env_example_and_dockerfile():
+    text = (ROOT / "docker-compose.yml").read_text()
+    header = text.split("\n\n", 1)[0] + text.split("x-settle-env", 1)[0]
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+    assert required >= {"SETTLE_JWT_SECRET", "SETTLE_AUDIT_KEY", "POSTGRES_PASSWORD"}
+    optional = set(re.findall(r"\$\{([A-Z_]+):-", text))
+    env_example = (ROOT / ".env.example").read_text()
+    for variable in required | optional | {"SETTLE_RABBITMQ_PASSWORD"}:
+        assert variable in header, f"{variable} is not in docker-compose.yml's header"
+        assert variable in env_example, f"{variable} is not in .env.example"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for variable in (
+        "DATABASE_URL",
+        "REDIS_URL",
+        "SETTLE_JWT_SECRET",
+        "SETTLE_WEBHOOK_ENCRYPTION_KEY",
+        "SETTLE_METRICS_TOKEN",
+        "SETTLE_AUDIT_KEY",
+        "SETTLE_BROKER_URL",
+    ):
+        assert variable in dockerfile, f"{variable} is not in the Dockerfile's header"
