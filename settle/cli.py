@@ -73,15 +73,18 @@ def cmd_create_user(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    engine = make_engine(_database_url(), pool_size=1, max_overflow=0)
+    # Two connections: the SQL checks run on the second while the first walks the
+    # audit chain (domain/services/verify.py), both on one snapshot.
+    engine = make_engine(_database_url(), pool_size=2, max_overflow=0)
     factory = make_session_factory(engine)
     try:
-        with unit_of_work(factory) as uow:
+        with unit_of_work(factory) as uow, factory() as checks_session:
             settings = get_settings()
             report = verify.verify(
                 session=uow.session,
                 keys=settings.audit_keyring,
                 checkpoints=settings.audit_checkpoints,
+                checks_session=checks_session,
             )
         if args.record:
             with unit_of_work(factory) as uow:
