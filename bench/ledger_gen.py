@@ -157,7 +157,12 @@ def _customers_and_accounts(engine: Engine, accounts: int) -> tuple[list[str], l
                 " FROM unnest(CAST(:ids AS uuid[]), CAST(:numbers AS text[]),"
                 " CAST(:owners AS uuid[])) AS a(id, number, owner)"
             ),
-            {"ids": ids, "numbers": sorted(numbers), "owners": account_owners, "currency": CURRENCY},
+            {
+                "ids": ids,
+                "numbers": sorted(numbers),
+                "owners": account_owners,
+                "currency": CURRENCY,
+            },
         )
     return ids, account_owners, operator
 
@@ -189,7 +194,9 @@ def generate(
             raise SystemExit("ledger_gen: the database already has ledger entries; use a fresh one")
     factory = make_session_factory(engine)
     with unit_of_work(factory) as uow:
-        settlement = str(accounts_service.settlement_account(session=uow.session, currency=CURRENCY).id)
+        settlement = str(
+            accounts_service.settlement_account(session=uow.session, currency=CURRENCY).id
+        )
     ids, owners, operator = _customers_and_accounts(engine, accounts)
     _log(f"{accounts} accounts of {len(set(owners))} customers")
 
@@ -207,7 +214,14 @@ def generate(
         source, destination = rng.sample(range(accounts), 2)
         at = start + (accounts + n) * step
         plan.append(
-            ("transfer", ids[source], ids[destination], rng.randint(1, MAX_AMOUNT), owners[source], at)
+            (
+                "transfer",
+                ids[source],
+                ids[destination],
+                rng.randint(1, MAX_AMOUNT),
+                owners[source],
+                at,
+            )
         )
         if len(plan) >= chunk:
             _write_chunk(engine, plan)
@@ -217,9 +231,16 @@ def generate(
     if plan:
         _write_chunk(engine, plan)
         written += len(plan)
-    _log(f"{written} transfers written in {time.monotonic() - began:.0f} s; sealing the audit chain")
+    _log(
+        f"{written} transfers written in {time.monotonic() - began:.0f} s; sealing the audit chain"
+    )
     sealed = _seal_everything(engine)
-    return {"accounts": accounts + 1, "transfers": written, "entries": 2 * written, "sealed": sealed}
+    return {
+        "accounts": accounts + 1,
+        "transfers": written,
+        "entries": 2 * written,
+        "sealed": sealed,
+    }
 
 
 def _seal_everything(engine: Engine) -> int:

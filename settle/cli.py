@@ -102,10 +102,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for name, rows in report.problems.items():
             status = "ok" if not rows else f"FAILED ({len(rows)} shown)"
             print(f"  {name:<40} {status}")
+            if rows and (first := _first_bad_row(rows[0])):
+                print(f"      first bad row: {first}")
             for row in rows:
                 print(f"      {row}")
         print("ledger OK" if report.ok else "ledger MISMATCH")
     return 0 if report.ok else 1
+
+
+def _first_bad_row(row: dict[str, object]) -> str:
+    """ "entry 123 of account 4000…", from what a check names (see verification_repo)."""
+    parts = []
+    if row.get("entry") is not None:
+        parts.append(f"entry {row['entry']}")
+    if row.get("account") is not None:
+        parts.append(f"of account {row['account']}" if parts else f"account {row['account']}")
+    if row.get("transfer") is not None:
+        parts.append(f"(transfer {row['transfer']})")
+    return " ".join(parts)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

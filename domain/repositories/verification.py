@@ -42,7 +42,7 @@ CHECKS: list[Check] = [
         SELECT a.number AS account, l.last_entry AS entry, a.balance,
                COALESCE(l.total, 0) AS ledger
           FROM accounts a
-          LEFT JOIN (SELECT account_id, SUM(amount) AS total, MAX(id) AS last_entry
+          LEFT JOIN (SELECT account_id, SUM(amount)::bigint AS total, MAX(id) AS last_entry
                        FROM ledger_entries GROUP BY account_id) l ON l.account_id = a.id
          WHERE a.balance <> COALESCE(l.total, 0)
          ORDER BY a.number""",
@@ -50,17 +50,18 @@ CHECKS: list[Check] = [
     Check(
         "sequence_gapless",
         f"""
-        SELECT e.id AS entry, a.number AS account, e.sequence,
-               e.expected_sequence AS expected
-          FROM ({_CHAINED_ENTRIES}) e JOIN accounts a ON a.id = e.account_id
-         WHERE e.sequence <> e.expected_sequence
-        UNION ALL
-        SELECT l.last_entry, a.number, a.last_sequence, COALESCE(l.last, 0)
-          FROM accounts a
-          LEFT JOIN (SELECT account_id, MAX(sequence) AS last, MAX(id) AS last_entry
-                       FROM ledger_entries GROUP BY account_id) l ON l.account_id = a.id
-         WHERE a.last_sequence <> COALESCE(l.last, 0)
-         ORDER BY 1 NULLS LAST, 2""",  # noqa: S608  # nosec B608: constant SQL
+        SELECT entry, account, sequence, expected FROM (
+            SELECT e.id AS entry, a.number AS account, e.sequence,
+                   e.expected_sequence AS expected, 1 AS rank
+              FROM ({_CHAINED_ENTRIES}) e JOIN accounts a ON a.id = e.account_id
+             WHERE e.sequence <> e.expected_sequence
+            UNION ALL  -- the account's stored last_sequence against its last entry
+            SELECT l.last_entry, a.number, a.last_sequence, COALESCE(l.last, 0), 2
+              FROM accounts a
+              LEFT JOIN (SELECT account_id, MAX(sequence) AS last, MAX(id) AS last_entry
+                           FROM ledger_entries GROUP BY account_id) l ON l.account_id = a.id
+             WHERE a.last_sequence <> COALESCE(l.last, 0)) found
+         ORDER BY entry NULLS LAST, account, rank""",  # noqa: S608  # nosec B608: constant SQL
     ),
     Check(
         "balances_continue",
@@ -77,7 +78,7 @@ CHECKS: list[Check] = [
         SELECT u.transfer::text AS transfer, u.currency, u.total,
                array_agg(e.id ORDER BY e.id) AS entries,
                array_agg(a.number ORDER BY e.id) AS accounts
-          FROM (SELECT transfer_id AS transfer, currency, SUM(amount) AS total
+          FROM (SELECT transfer_id AS transfer, currency, SUM(amount)::bigint AS total
                   FROM ledger_entries GROUP BY transfer_id, currency
                 HAVING SUM(amount) <> 0) u
           JOIN ledger_entries e ON e.transfer_id = u.transfer AND e.currency = u.currency
@@ -109,6 +110,23 @@ CHECKS: list[Check] = [
                  OR (e.account_id = t.destination_account_id AND e.amount = t.amount))
             OR e.currency <> t.currency
          ORDER BY e.id""",
+    ),
+    Check(
+        # Audit rows and events are ordered by the id of the transaction that wrote them
+        # (xid8, server-wide). A row from a transaction this server has not run yet was
+        # restored from another server (pg_dump/pg_restore): new rows would sort before
+        # it, so the sealer would skip them and event cursors would miss them. See
+        # README "Backup and restore".
+        "xids_not_in_the_future",
+        """
+        SELECT w.written_to AS "table", w.max_xid::text AS max_xid,
+               pg_snapshot_xmax(pg_current_snapshot())::text AS next_xid
+          FROM (SELECT 'audit_events' AS written_to,
+                       (SELECT xid FROM audit_events ORDER BY xid DESC LIMIT 1) AS max_xid
+                UNION ALL
+                SELECT 'events', (SELECT xid FROM events ORDER BY xid DESC LIMIT 1)) w
+         WHERE w.max_xid >= pg_snapshot_xmax(pg_current_snapshot())
+         ORDER BY 1""",
     ),
     Check(
         "no_balance_below_limit",
@@ -158,12 +176,21 @@ def totals(session: Session) -> dict[str, int]:
     return {key: int(value) for key, value in row._mapping.items()}
 
 
-# The chain in chain order, with just what the hash covers. Content comes as the
-# driver's plain values (no ORM objects); `data` as text, parsed by the caller.
+# The chain in chain order, with just what the hash covers, as plain driver values (no
+# ORM objects). `at` is formatted here exactly as Python's `isoformat()` of the instant
+# in UTC would ("…T09:00:00.123456+00:00", no fraction on a whole second), which spares
+# a datetime per row; `data` comes as text, parsed by the caller.
 _CHAIN = text(
-    "SELECT s.chain_seq, s.prev_hash, s.hash, s.key_id, a.occurred_at, a.event_type,"
-    " a.actor_id::text, a.subject_type, a.subject_id, a.request_id, a.data::text"
-    " FROM audit_seals s JOIN audit_events a ON a.id = s.audit_id ORDER BY s.chain_seq"
+    """
+    SELECT s.chain_seq, s.prev_hash, s.hash, s.key_id,
+           to_char(u.at, 'YYYY-MM-DD"T"HH24:MI:SS')
+           || CASE WHEN to_char(u.at, 'US') = '000000' THEN '' ELSE to_char(u.at, '.US') END
+           || '+00:00',
+           a.event_type, a.actor_id::text, a.subject_type, a.subject_id, a.request_id,
+           a.data::text
+      FROM audit_seals s JOIN audit_events a ON a.id = s.audit_id
+     CROSS JOIN LATERAL (SELECT a.occurred_at AT TIME ZONE 'UTC' AS at) u
+     ORDER BY s.chain_seq"""
 )
 CHAIN_BATCH = 10_000
 
@@ -171,8 +198,11 @@ CHAIN_BATCH = 10_000
 def stream_chain(session: Session) -> Iterator[tuple[Any, ...]]:
     """Every sealed event, in chain order, through a server-side cursor: memory stays flat
     whatever the chain's length. Tuples of the columns of `_CHAIN`."""
-    result = session.execute(_CHAIN, execution_options={"yield_per": CHAIN_BATCH})
-    for partition in result.partitions():
+    result = session.connection().execute(
+        _CHAIN, execution_options={"stream_results": True, "max_row_buffer": CHAIN_BATCH}
+    )
+    # An explicit size: without one, partitions() fetches everything at once.
+    for partition in result.partitions(CHAIN_BATCH):
         yield from partition
 
 

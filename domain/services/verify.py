@@ -128,7 +128,7 @@ def _check_audit_chain(
     expected_prev, expected_seq = GENESIS_HASH, 1
     count = 0
     loads, digest = json.loads, hmac.digest
-    for seq, prev, stored, key_id, occurred_at, event_type, actor, subject_type, subject_id, (
+    for seq, prev, stored, key_id, at, event_type, actor, subject_type, subject_id, (
         request_id
     ), data in verification_repo.stream_chain(session):
         count += 1
@@ -148,7 +148,7 @@ def _check_audit_chain(
             message = canonical(
                 chain_seq=seq,
                 prev_hash=prev,
-                at=occurred_at.astimezone(UTC).isoformat(),
+                at=at,
                 event_type=event_type,
                 actor=actor,
                 subject_type=subject_type,
