@@ -106,6 +106,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 print(f"      first bad row: {first}")
             for row in rows:
                 print(f"      {row}")
+        seconds = report.as_dict()["seconds"]
+        print("took " + ", ".join(f"{part} {value} s" for part, value in seconds.items()))
         print("ledger OK" if report.ok else "ledger MISMATCH")
     return 0 if report.ok else 1
 

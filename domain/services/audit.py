@@ -107,7 +107,7 @@ class AuditKeys:
 # `data` through one shared sorted-keys encoder. tests/unit/test_audit_canonical.py
 # holds it to json.dumps byte for byte, so chains sealed before stay valid.
 _encode_data = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
-_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
 def _json(value: object) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,7 @@ class Report:
     totals: dict[str, int] = field(default_factory=dict)
     problems: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     audit_events: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each part
 
     @property
     def ok(self) -> bool:
@@ -44,6 +46,7 @@ class Report:
             "ok": self.ok,
             "totals": {**self.totals, "audit_events": self.audit_events},
             "problems": {name: rows for name, rows in self.problems.items() if rows},
+            "seconds": {part: round(value, 1) for part, value in self.seconds.items()},
         }
 
 
@@ -67,13 +70,13 @@ def verify(
     saved, unreadable = checkpoints.read() if checkpoints is not None else ([], [])
     report = Report()
     if checks_session is None:
-        report.totals, report.problems = _run_checks(session)
+        report.totals, report.problems = _run_checks(session, report)
         chain = _check_audit_chain(session, report, keys, saved)
     else:
         snapshot = verification_repo.export_snapshot(session)
         _begin(checks_session, snapshot=snapshot)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-checks") as pool:
-            checked = pool.submit(_run_checks, checks_session)
+            checked = pool.submit(_run_checks, checks_session, report)
             chain = _check_audit_chain(session, report, keys, saved)
             report.totals, report.problems = checked.result()
     report.problems["audit_checkpoints"] = unreadable
@@ -97,13 +100,18 @@ def _begin(session: Session, *, snapshot: str | None = None) -> None:
     verification_repo.prepare(session)
 
 
-def _run_checks(session: Session) -> tuple[dict[str, int], dict[str, list[dict[str, Any]]]]:
+def _run_checks(
+    session: Session, report: Report
+) -> tuple[dict[str, int], dict[str, list[dict[str, Any]]]]:
     """Totals, and the problems of each of the ledger's SQL checks (in CHECKS order)."""
+    started = time.monotonic()
     totals = verification_repo.totals(session)
-    return totals, {
+    problems = {
         check.name: verification_repo.run_check(session, check)
         for check in verification_repo.CHECKS
     }
+    report.seconds["checks"] = time.monotonic() - started  # its own key: no race
+    return totals, problems
 
 
 @dataclass
@@ -123,6 +131,7 @@ def _check_audit_chain(
     The hot loop of verify (a million events: a million iterations), so it works on
     plain tuples and the hash's fast canonical form (domain/services/audit.py).
     """
+    started = time.monotonic()
     chain = _Chain()
     wanted = {c.chain_seq for c in saved}
     expected_prev, expected_seq = GENESIS_HASH, 1
@@ -162,6 +171,7 @@ def _check_audit_chain(
             error = "hash does not match contents under the audit key"
         chain.problems.append({"chain_seq": seq, "error": error})
     report.audit_events = count
+    report.seconds["audit_chain"] = time.monotonic() - started
     if chain.problems:
         return chain
     head = audit_repo.head(session)

@@ -273,3 +273,22 @@ def test_the_chain_verifies_events_of_a_whole_second_and_of_other_zones(session_
     seal_all(session_factory)
     result = _verify("--json")
     assert result.returncode == 0, result.stdout
+
+
+def test_verify_on_one_connection_and_on_two_agree(
+    client, session_factory, drain_pending, settings
+):
+    """Beat's verify runs every check on one connection; the CLI's on two, sharing one
+    exported snapshot (the SQL checks beside the chain walk)."""
+    from domain.services import verify
+
+    _activity(client, session_factory, drain_pending)
+    seal_all(session_factory)
+    with session_factory() as one:
+        single = verify.verify(session=one, keys=settings.audit_keyring)
+    with session_factory() as main, session_factory() as checks:
+        double = verify.verify(session=main, keys=settings.audit_keyring, checks_session=checks)
+    assert single.ok and double.ok, (single.as_dict(), double.as_dict())
+    assert (single.totals, single.audit_events) == (double.totals, double.audit_events)
+    assert single.totals["entries"] > 0 and single.audit_events > 0
+    assert set(double.seconds) == {"checks", "audit_chain"}
