@@ -85,6 +85,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 keys=settings.audit_keyring,
                 checkpoints=settings.audit_checkpoints,
                 checks_session=checks_session,
+                chain_jobs=args.jobs,
             )
         if args.record:
             with unit_of_work(factory) as uow:
@@ -157,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
         "exit 1 on any mismatch",
     )
     check.add_argument("--json", action="store_true", help="machine-readable report")
+    check.add_argument(
+        "--jobs",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="processes that hash the audit chain (default: one per core, at most 4)",
+    )
     check.add_argument(
         "--record", action="store_true", help="store the result (feeds the /metrics gauges)"
     )

@@ -190,20 +190,33 @@ _CHAIN = text(
            a.data::text
       FROM audit_seals s JOIN audit_events a ON a.id = s.audit_id
      CROSS JOIN LATERAL (SELECT a.occurred_at AT TIME ZONE 'UTC' AS at) u
+     WHERE s.chain_seq BETWEEN :first AND :last
      ORDER BY s.chain_seq"""
 )
 CHAIN_BATCH = 10_000
+_LAST_POSSIBLE = 2**63 - 1
 
 
-def stream_chain(session: Session) -> Iterator[tuple[Any, ...]]:
-    """Every sealed event, in chain order, through a server-side cursor: memory stays flat
-    whatever the chain's length. Tuples of the columns of `_CHAIN`."""
+def stream_chain(
+    session: Session, *, first: int = 0, last: int = _LAST_POSSIBLE
+) -> Iterator[tuple[Any, ...]]:
+    """The sealed events with `first <= chain_seq <= last`, in chain order, through a
+    server-side cursor: memory stays flat whatever the chain's length. Tuples of the
+    columns of `_CHAIN`."""
     result = session.connection().execute(
-        _CHAIN, execution_options={"stream_results": True, "max_row_buffer": CHAIN_BATCH}
+        _CHAIN,
+        {"first": first, "last": last},
+        execution_options={"stream_results": True, "max_row_buffer": CHAIN_BATCH},
     )
     # An explicit size: without one, partitions() fetches everything at once.
     for partition in result.partitions(CHAIN_BATCH):
         yield from partition
+
+
+def last_chain_seq(session: Session) -> int:
+    return int(
+        session.execute(text("SELECT COALESCE(MAX(chain_seq), 0) FROM audit_seals")).scalar_one()
+    )
 
 
 def record(session: Session, *, ok: bool, problems: int, summary: dict[str, Any]) -> None:

@@ -292,3 +292,55 @@ def test_verify_on_one_connection_and_on_two_agree(
     assert (single.totals, single.audit_events) == (double.totals, double.audit_events)
     assert single.totals["entries"] > 0 and single.audit_events > 0
     assert set(double.seconds) == {"checks", "audit_chain"}
+
+
+def test_the_chain_hashed_by_several_processes_names_the_same_first_broken_row(
+    client, session_factory, owner_session_factory, drain_pending, settings, monkeypatch
+):
+    """`settle verify --jobs N` cuts the chain into N ranges, one process each; a range
+    starts from its predecessor's stored hash. Whatever the cut, the report is the
+    sequential walk's: same count, same first broken row."""
+    from domain.services import verify
+
+    monkeypatch.setattr(verify, "EVENTS_PER_JOB", 1)  # parallel even on a short chain
+    _activity(client, session_factory, drain_pending)
+    seal_all(session_factory)
+
+    def both() -> tuple[verify.Report, verify.Report]:
+        reports = []
+        for jobs in (1, 3):
+            with session_factory() as session:
+                reports.append(
+                    verify.verify(session=session, keys=settings.audit_keyring, chain_jobs=jobs)
+                )
+        return reports[0], reports[1]
+
+    single, parallel = both()
+    assert single.ok and parallel.ok, (single.as_dict(), parallel.as_dict())
+    assert single.audit_events == parallel.audit_events > 3
+
+    with session_factory() as session:
+        last = session.scalar(text("SELECT max(chain_seq) FROM audit_seals"))
+    change = (
+        "UPDATE audit_events SET data = data || CAST(:t AS jsonb)"
+        " WHERE id = (SELECT audit_id FROM audit_seals WHERE chain_seq = :s)"
+    )
+    undo = (
+        "UPDATE audit_events SET data = data - 'tampered'"
+        " WHERE id = (SELECT audit_id FROM audit_seals WHERE chain_seq = :s)"
+    )
+    # In the last range, and at the first row of the middle range (a range boundary).
+    for victim in (last - 1, 1 + last // 3):
+        with _triggers_disabled(owner_session_factory, "audit_events", "audit_events_append_only"):
+            with owner_session_factory() as session, session.begin():
+                session.execute(text(change), {"s": victim, "t": '{"tampered": true}'})
+            try:
+                single, parallel = both()
+            finally:
+                with owner_session_factory() as session, session.begin():
+                    session.execute(text(undo), {"s": victim})
+        error = "hash does not match contents under the audit key"
+        expected = [{"chain_seq": victim, "error": error}]
+        assert single.problems["audit_chain"] == expected
+        assert parallel.problems["audit_chain"] == expected
+        assert single.audit_events == parallel.audit_events
