@@ -59,10 +59,10 @@ class Stack:
         ]
 
 
-def _create_database(server_url: str) -> tuple[str, RoleUrls]:
+def create_database(server_url: str, prefix: str = "settle_bench") -> tuple[str, RoleUrls]:
     """A database of its own, owned by an owner role; the stack runs as an app role,
     as in production (domain/db_roles.py)."""
-    name = f"settle_bench_{secrets.token_hex(4)}"
+    name = f"{prefix}_{secrets.token_hex(4)}"
     execute_as_admin(server_url, f'CREATE DATABASE "{name}"')
     roles = provision_roles(
         server_url,
@@ -75,7 +75,7 @@ def _create_database(server_url: str) -> tuple[str, RoleUrls]:
     return name, roles
 
 
-def _drop_database(server_url: str, name: str) -> None:
+def drop_database(server_url: str, name: str) -> None:
     execute_as_admin(
         server_url,
         f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
@@ -134,7 +134,7 @@ def running_stack(opts: StackOptions) -> Iterator[Stack]:
     base = dict(os.environ)
     services = start_missing_services(tmp, base)
     server_url = base["DATABASE_URL"]
-    name, roles = _create_database(server_url)
+    name, roles = create_database(server_url)
     database_url = roles.app_url
     env = _bench_env(base, database_url, tmp, opts)
     env["SETTLE_MIGRATION_DATABASE_URL"] = roles.owner_url
@@ -162,7 +162,7 @@ def running_stack(opts: StackOptions) -> Iterator[Stack]:
     finally:
         for process in reversed(list(started.values())):
             process.stop()
-        _drop_database(server_url, name)
+        drop_database(server_url, name)
         delete_redis_keys(base["REDIS_URL"], env["SETTLE_REDIS_PREFIX"])
         stop_all(services)
         shutil.rmtree(tmp, ignore_errors=True)

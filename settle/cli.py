@@ -114,15 +114,19 @@ def cmd_create_user(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    engine = _engine()
+    # Two connections: the SQL checks run on the second while the first walks the
+    # audit chain (domain/services/verify.py), both on one snapshot.
+    engine = operator.database_engine(get_settings(), connections=2)
     factory = make_session_factory(engine)
     try:
-        with unit_of_work(factory) as uow:
+        with unit_of_work(factory) as uow, factory() as checks_session:
             settings = get_settings()
             report = verify.verify(
                 session=uow.session,
                 keys=settings.audit_keyring,
                 checkpoints=settings.audit_checkpoints,
+                checks_session=checks_session,
+                chain_jobs=args.jobs,
             )
         if args.record:
             with unit_of_work(factory) as uow:
@@ -140,10 +144,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for name, rows in report.problems.items():
             status = "ok" if not rows else f"FAILED ({len(rows)} shown)"
             print(f"  {name:<40} {status}")
+            if rows and (first := _first_bad_row(rows[0])):
+                print(f"      first bad row: {first}")
             for row in rows:
                 print(f"      {row}")
+        seconds = report.as_dict()["seconds"]
+        print("took " + ", ".join(f"{part} {value} s" for part, value in seconds.items()))
         print("ledger OK" if report.ok else "ledger MISMATCH")
     return 0 if report.ok else 1
+
+
+def _first_bad_row(row: dict[str, object]) -> str:
+    """ "entry 123 of account 4000…", from what a check names (see verification_repo)."""
+    parts = []
+    if row.get("entry") is not None:
+        parts.append(f"entry {row['entry']}")
+    if row.get("account") is not None:
+        parts.append(f"of account {row['account']}" if parts else f"account {row['account']}")
+    if row.get("transfer") is not None:
+        parts.append(f"(transfer {row['transfer']})")
+    return " ".join(parts)
 
 
 def _ago(seconds: float | None) -> str:
@@ -521,6 +541,12 @@ def build_parser() -> argparse.ArgumentParser:
         "exit 1 on any mismatch",
     )
     check.add_argument("--json", action="store_true", help="machine-readable report")
+    check.add_argument(
+        "--jobs",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="processes that hash the audit chain (default: one per core, at most 4)",
+    )
     check.add_argument(
         "--record", action="store_true", help="store the result (feeds the /metrics gauges)"
     )

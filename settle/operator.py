@@ -50,7 +50,7 @@ def _where_urls_come_from() -> str:
     return "the environment or .env"
 
 
-def database_engine(settings: Settings) -> Engine:
+def database_engine(settings: Settings, *, connections: int = 1) -> Engine:
     """An engine whose database answered a first query; NothingRunning otherwise."""
     if not settings.database_url:
         raise NothingRunning(
@@ -63,7 +63,7 @@ def database_engine(settings: Settings) -> Engine:
     except ArgumentError as exc:
         raise NothingRunning(f"DATABASE_URL is not a database URL: {exc}") from exc
     where = url.host or url.query.get("host") or "its unix socket"
-    engine = make_engine(settings.database_url, pool_size=1, max_overflow=0)
+    engine = make_engine(settings.database_url, pool_size=connections, max_overflow=0)
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))

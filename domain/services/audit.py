@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -103,23 +103,58 @@ class AuditKeys:
         return hmac.new(self.keys[key_id], message, hashlib.sha256).hexdigest()
 
 
+# The chain's canonical form is `json.dumps(<the dict below>, sort_keys=True,
+# separators=(",", ":"), default=str)` (ensure_ascii on). `canonical` writes exactly
+# those bytes without building the dict or a JSONEncoder per event: the top-level keys
+# in their sorted order, each string through the C escaper json.dumps itself uses, and
+# `data` through one shared sorted-keys encoder. tests/unit/test_audit_canonical.py
+# holds it to json.dumps byte for byte, so chains sealed before stay valid.
+_encode_data = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+
+def _json(value: object) -> str:
+    """json.dumps(value) with the chain's options; strings (the usual case) fast."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return _quote(value)
+    return _encode_data(value)
+
+
+def canonical(
+    *,
+    chain_seq: int,
+    prev_hash: str,
+    at: str,
+    event_type: str,
+    actor: str | None,
+    subject_type: str | None,
+    subject_id: str | None,
+    request_id: str | None,
+    data: Any,
+) -> bytes:
+    """The bytes a seal's HMAC covers (`at` is the ISO 8601 instant in UTC)."""
+    return (
+        f'{{"actor":{_json(actor)},"at":{_json(at)},"data":{_encode_data(data)},'
+        f'"prev":{_json(prev_hash)},"request":{_json(request_id)},"seq":{_json(chain_seq)},'
+        f'"subject":[{_json(subject_type)},{_json(subject_id)}],"type":{_json(event_type)}}}'
+    ).encode()
+
+
 def event_hash(event: audit_repo.Sealable, *, chain_seq: int, prev_hash: str, key: bytes) -> str:
-    canonical = json.dumps(
-        {
-            "seq": chain_seq,
-            "prev": prev_hash,
-            "at": event.occurred_at.astimezone(UTC).isoformat(),
-            "type": event.event_type,
-            "actor": str(event.actor_id) if event.actor_id else None,
-            "subject": [event.subject_type, event.subject_id],
-            "request": event.request_id,
-            "data": event.data,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
+    message = canonical(
+        chain_seq=chain_seq,
+        prev_hash=prev_hash,
+        at=event.occurred_at.astimezone(UTC).isoformat(),
+        event_type=event.event_type,
+        actor=str(event.actor_id) if event.actor_id else None,
+        subject_type=event.subject_type,
+        subject_id=event.subject_id,
+        request_id=event.request_id,
+        data=event.data,
     )
-    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key, message, "sha256").hex()
 
 
 def record(session: Session, event_type: str, **fields: Any) -> None:

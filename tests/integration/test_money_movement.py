@@ -108,7 +108,7 @@ def _reverse(client, headers, transfer_id, amount=None, reason=None):
 
 def _check(session_factory, name):
     with session_factory() as session:
-        return verification_repo.run_check(session, name)
+        return verification_repo.run_check(session, verification_repo.check_named(name))
 
 
 def _accepted(response) -> dict[str, Any]:
@@ -821,7 +821,7 @@ def test_verify_names_broken_holds_and_reversals(
             {"h": hold["id"]},
         )
         found = {
-            name: verification_repo.run_check(session, name)
+            name: verification_repo.run_check(session, verification_repo.check_named(name))
             for name in (
                 "reversals_within_original",
                 "captured_holds_have_their_entries",
@@ -830,7 +830,7 @@ def test_verify_names_broken_holds_and_reversals(
         }
         session.rollback()
     assert [r["transfer"] for r in found["reversals_within_original"]] == [paid["id"]]
-    assert [r["hold"] for r in found["captured_holds_have_their_entries"]] == [hold["id"]]
+    assert [r["transfer"] for r in found["captured_holds_have_their_entries"]] == [hold["id"]]
     assert [(r["account"], r["held"]) for r in found["available_balances_recompute"]] == [
         (f["a"]["number"], 400)
     ]
