@@ -243,10 +243,6 @@ class BalanceEventData(Resource):
     sequence: int = Field(description="That entry's per-account sequence")
 
 
-class BatchEventData(Resource):
-    batch: BatchResource
-
-
 class PingData(Resource):
     endpoint_id: uuid.UUID = Field(description="The endpoint this test was sent to")
 
@@ -285,15 +281,6 @@ class BalanceEvent(Resource):
     data: BalanceEventData
 
 
-class BatchEvent(Resource):
-    """Every transfer of a batch is terminal."""
-
-    id: str = _EVENT_ID
-    type: Literal[EventType.BATCH_COMPLETED]
-    created_at: UtcDatetime
-    data: BatchEventData
-
-
 class PingEvent(Resource):
     """Sent by `POST /v1/webhook-endpoints/{id}/test` only; never on /v1/events."""
 
@@ -304,7 +291,7 @@ class PingEvent(Resource):
 
 
 AnyEvent = Annotated[
-    TransferEvent | HoldEvent | BalanceEvent | BatchEvent, Field(discriminator="type")
+    TransferEvent | HoldEvent | BalanceEvent, Field(discriminator="type")
 ]
 
 
@@ -317,7 +304,7 @@ class EventResource(RootModel[AnyEvent]):
 # The payload model of each event type (the OpenAPI `webhooks` section is built from it).
 EVENT_MODELS: dict[EventType, type[Resource]] = {
     event_type: model
-    for model in (TransferEvent, HoldEvent, BalanceEvent, BatchEvent)
+    for model in (TransferEvent, HoldEvent, BalanceEvent)
     for event_type in get_args(model.model_fields["type"].annotation)
 }
 
