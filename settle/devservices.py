@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import os
 import secrets
+import signal
 import subprocess
 import tempfile
 import time
@@ -63,6 +64,24 @@ class EmbeddedPostgres:
             self._server.cleanup()
             self._server = None
 
+    def _pg_ctl(self, *args: str) -> None:
+        from pgserver import pg_ctl  # type: ignore[attr-defined]
+
+        if self._server is None:
+            raise RuntimeError("the embedded PostgreSQL is not running")
+        # As root, pgserver runs the server as its own system user; pg_ctl must be too.
+        pg_ctl(list(args), pgdata=self.data_dir, user=self._server.system_user, timeout=60)
+
+    def crash(self) -> None:
+        """`pg_ctl stop -m immediate`: every backend is killed at once, no checkpoint,
+        so the next start recovers from the WAL (the fault tests' PostgreSQL crash)."""
+        self._pg_ctl("-w", "-m", "immediate", "stop")
+
+    def restart(self) -> None:
+        """Start again after crash(), with the options of the previous start (pg_ctl
+        reads them from postmaster.opts), so the socket and URLs stay the same."""
+        self._pg_ctl("-w", "-l", str(self.data_dir / "log"), "restart")
+
 
 class EmbeddedRedis:
     """redis-server on a unix socket, append-only file on, never evicting (like production)."""
@@ -70,6 +89,7 @@ class EmbeddedRedis:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self._process: subprocess.Popen[bytes] | None = None
+        self.appendonly = True
         self.socket_path = data_dir / "redis.sock"
         if len(str(self.socket_path)) > _MAX_SOCKET_PATH:
             self.socket_path = Path(tempfile.mkdtemp(prefix="settle-redis-")) / "redis.sock"
@@ -80,6 +100,7 @@ class EmbeddedRedis:
 
     def start(self, *, appendonly: bool = True) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.appendonly = appendonly
         args = [
             str(_redis_server_binary()),
             "--port",
@@ -125,6 +146,15 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save. With the append-only file on, a restart replays
+        it (at most the last second of writes is lost, appendfsync everysec); without
+        it, every queued message and key is gone."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGKILL)
+            self._process.wait()
         self._process = None
 
 

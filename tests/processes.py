@@ -15,7 +15,14 @@ from contextlib import contextmanager
 from settle import processes
 from settle.harness import Process, free_port, gateway_env
 
-__all__ = ["Process", "free_port", "running_gateway", "running_worker", "worker_args"]
+__all__ = [
+    "Process",
+    "free_port",
+    "running_gateway",
+    "running_worker",
+    "start_gateway",
+    "worker_args",
+]
 
 
 def worker_args(
@@ -54,18 +61,27 @@ def running_worker(
         process.stop()
 
 
+def start_gateway(env: dict[str, str], *, port: int, web_processes: int = 1) -> Process:
+    """`settle serve web` on 127.0.0.1:`port`, answering /healthz when this returns."""
+    process = Process(
+        "gateway",
+        processes.serve_argv("web"),
+        gateway_env(env, port=port, processes=web_processes),
+    )
+    try:
+        process.wait_for_http(f"http://127.0.0.1:{port}/healthz", timeout=30)
+    except BaseException:
+        process.stop()
+        raise
+    return process
+
+
 @contextmanager
 def running_gateway(env: dict[str, str] | None = None, *, web_processes: int = 1) -> Iterator[str]:
     """`settle serve web` on a free port; yields its base URL."""
     port = free_port()
-    process = Process(
-        "gateway",
-        processes.serve_argv("web"),
-        gateway_env(env or dict(os.environ), port=port, processes=web_processes),
-    )
-    base_url = f"http://127.0.0.1:{port}"
+    process = start_gateway(env or dict(os.environ), port=port, web_processes=web_processes)
     try:
-        process.wait_for_http(f"{base_url}/healthz", timeout=30)
-        yield base_url
+        yield f"http://127.0.0.1:{port}"
     finally:
         process.stop()

@@ -26,28 +26,15 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from sqlalchemy import select
 
-from domain.models import Account, LedgerEntry, Transfer
 from settle import processes
 from settle.devservices import EmbeddedRedis
-from tests.factories import (
-    change_limits,
-    login,
-    make_user,
-    open_account,
-    post_deposit,
-    wait_terminal,
-)
+from tests.e2e.bank import CLIENTS, check_invariants, open_bank, submit, wait_all_terminal
 from tests.processes import Process, running_gateway, worker_args
 
 pytestmark = pytest.mark.e2e
 
-ACCOUNTS = 12
-OPENING_BALANCE = 10_000
-OVERDRAFT = 2_000  # on the first two accounts
 TRANSFERS_PER_CLIENT = 90
-CLIENTS = 6
 # Rounds of submissions go on until the chaos has restarted Redis and killed a
 # whole worker at least once (a round takes a few seconds), up to this many.
 MAX_ROUNDS = 12
@@ -116,28 +103,6 @@ class Chaos:
             process.stop()
 
 
-def _submit(base_url, headers, sources, numbers, seed, round_):
-    rng = random.Random(seed * 1000 + round_)
-    accepted = []
-    with httpx.Client(base_url=base_url, timeout=30) as api:
-        for i in range(TRANSFERS_PER_CLIENT):
-            source = rng.choice(sources)
-            destination = rng.choice([n for n in numbers if n != source["number"]])
-            body = {
-                "source_account_id": source["id"],
-                "destination_account_number": destination,
-                "amount": rng.randint(1, 4_000),
-                "currency": "USD",
-            }
-            key = {"Idempotency-Key": f"bank-{seed}-{round_}-{i}"}
-            response = api.post("/v1/transfers", json=body, headers={**headers, **key})
-            if response.status_code != 202:  # a retry with the same key must be safe
-                response = api.post("/v1/transfers", json=body, headers={**headers, **key})
-            assert response.status_code == 202, response.text
-            accepted.append(uuid.UUID(response.json()["id"]))
-    return accepted
-
-
 def test_bank_money_is_conserved_under_worker_and_redis_crashes(session_factory, tmp_path):
     redis_server = EmbeddedRedis(tmp_path / "redis")
     redis_server.start(appendonly=False)
@@ -150,33 +115,19 @@ def test_bank_money_is_conserved_under_worker_and_redis_crashes(session_factory,
     chaos = Chaos(env, redis_server)
     try:
         with running_gateway(env) as base_url, httpx.Client(base_url=base_url, timeout=30) as api:
-            owners = [make_user(session_factory) for _ in range(CLIENTS)]
-            headers = [login(api, owner.email) for owner in owners]
-            operator = login(api, make_user(session_factory, role="operator").email)
-            accounts = [open_account(api, headers[i % CLIENTS]) for i in range(ACCOUNTS)]
-            approver = login(api, make_user(session_factory, role="operator").email)
-            for account in accounts[:2]:
-                applied = change_limits(
-                    api, operator, approver, account["id"], {"overdraft_limit": OVERDRAFT}
-                )
-                assert applied.status_code == 200, applied.text
-            for account in accounts:
-                deposit = post_deposit(api, operator, account["id"], OPENING_BALANCE)
-                assert wait_terminal(api, operator, deposit["id"])["status"] == "succeeded"
-
-            numbers = [a["number"] for a in accounts]
+            bank = open_bank(api, session_factory)
             chaos.start()
             accepted: list[uuid.UUID] = []
             for round_ in range(MAX_ROUNDS):
                 with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
                     batches = pool.map(
-                        lambda i, r=round_: _submit(
+                        lambda i, r=round_: submit(
                             base_url,
-                            headers[i],
-                            [a for j, a in enumerate(accounts) if j % CLIENTS == i],
-                            numbers,
-                            seed=i,
-                            round_=r,
+                            bank,
+                            i,
+                            count=TRANSFERS_PER_CLIENT,
+                            key_prefix=f"bank-{i}-{r}",
+                            seed=i * 1000 + r,
                         ),
                         range(CLIENTS),
                     )
@@ -185,12 +136,13 @@ def test_bank_money_is_conserved_under_worker_and_redis_crashes(session_factory,
                     break
             chaos.stop()
             try:
-                _wait_all_terminal(session_factory, accepted, timeout=90)
+                wait_all_terminal(session_factory, accepted, timeout=90)
             except AssertionError:
                 for process in [*chaos.workers, chaos.beat]:
                     print(f"---- {process.name} log tail ----\n{process.log()[-3000:]}")
                 raise
-        _check_invariants(session_factory, accounts, accepted)
+        check_invariants(session_factory, bank, accepted)
+        assert len(accepted) % (CLIENTS * TRANSFERS_PER_CLIENT) == 0
         verify = subprocess.run(
             [Path(sys.executable).parent / "settle", "verify"],
             env=env,
@@ -205,43 +157,3 @@ def test_bank_money_is_conserved_under_worker_and_redis_crashes(session_factory,
     finally:
         chaos.shutdown()
         redis_server.stop()
-
-
-def _wait_all_terminal(session_factory, ids, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        with session_factory() as session:
-            pending = session.scalars(
-                select(Transfer.id).where(Transfer.id.in_(ids), Transfer.status == "pending")
-            ).all()
-        if not pending:
-            return
-        assert time.monotonic() < deadline, f"{len(pending)} transfers still pending"
-        time.sleep(0.5)
-
-
-def _check_invariants(session_factory, accounts, accepted):
-    ids = [uuid.UUID(a["id"]) for a in accounts]
-    with session_factory() as session:
-        rows = session.scalars(select(Account).where(Account.id.in_(ids))).all()
-        assert sum(a.balance for a in rows) == ACCOUNTS * OPENING_BALANCE
-        assert all(a.balance >= -a.overdraft_limit for a in rows)
-        transfers = session.scalars(
-            select(Transfer).where(Transfer.id.in_(accepted)).order_by(Transfer.seq)
-        ).all()
-        assert len(transfers) == len(set(accepted)) == len(accepted)
-        assert len(accepted) % (CLIENTS * TRANSFERS_PER_CLIENT) == 0
-        statuses = {t.status for t in transfers}
-        assert statuses <= {"succeeded", "failed"} and "failed" in statuses
-        entries = session.scalars(
-            select(LedgerEntry).where(LedgerEntry.transfer_id.in_(accepted))
-        ).all()
-    succeeded = [t for t in transfers if t.status == "succeeded"]
-    assert len(entries) == 2 * len(succeeded)  # each effect exactly once
-    debit_seq = {e.transfer_id: e.sequence for e in entries if e.amount < 0}
-    for source in ids:  # FIFO: acceptance order == application order, per source
-        own = [t for t in transfers if t.source_account_id == source]
-        applied = [debit_seq[t.id] for t in own if t.status == "succeeded"]
-        assert applied == sorted(applied)
-        completed = [t.completed_at for t in own]
-        assert completed == sorted(completed)
