@@ -64,6 +64,8 @@ _ACCEPTED: dict[int | str, dict[str, Any]] = {
             409: "The same Idempotency-Key is still in flight",
             422: "Invalid amount, currency, account, or key reused with another body",
             429: "Rate limited; see Retry-After",
+            503: "The database cannot be reached right now (`database_unavailable`): "
+            "retry after Retry-After with the same Idempotency-Key",
         }
     ),
 }
