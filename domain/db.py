@@ -7,14 +7,22 @@ from sqlalchemy.orm import Session, sessionmaker
 
 
 def make_engine(
-    database_url: str, *, pool_size: int = 10, max_overflow: int = 20, pre_ping: bool = True
+    database_url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 20,
+    pre_ping: bool = True,
+    application_name: str | None = None,
 ) -> Engine:
+    # application_name shows in pg_stat_activity: which process holds which session.
+    connect_args = {"application_name": application_name} if application_name else {}
     return create_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=pre_ping,  # survive a PostgreSQL restart without a burst of errors
         pool_recycle=1800,
+        connect_args=connect_args,
     )
 
 

@@ -44,14 +44,21 @@ def drain(lane: int, lane_count: int | None = None) -> int:
         units=_units,
         claims=resources.lane_claims(lanes),
         policy=draining.DrainPolicy(
-            batch_size=settings.drain_batch_size, limits=settings.engine_limits
+            batch_size=settings.drain_batch_size,
+            limits=settings.engine_limits,
+            idle_timeout_seconds=settings.drain_idle_timeout_seconds,
         ),
         sealer=resources.sealer(),
     )
 
 
 def seal_audit() -> int:
-    return draining.seal_audit(_units, keys=get_settings().audit_keyring)
+    settings = get_settings()
+    return draining.seal_audit(
+        _units,
+        keys=settings.audit_keyring,
+        idle_timeout_seconds=settings.drain_idle_timeout_seconds,
+    )
 
 
 @app.task(name=DRAIN_LANE_TASK, bind=True, max_retries=MAX_DRAIN_RETRIES)
