@@ -65,12 +65,26 @@ class EmbeddedPostgres:
             self._server = None
 
     def _pg_ctl(self, *args: str) -> None:
-        from pgserver import pg_ctl  # type: ignore[attr-defined]
+        from pgserver._commands import POSTGRES_BIN_PATH
 
         if self._server is None:
             raise RuntimeError("the embedded PostgreSQL is not running")
-        # As root, pgserver runs the server as its own system user; pg_ctl must be too.
-        pg_ctl(list(args), pgdata=self.data_dir, user=self._server.system_user, timeout=60)
+        # Output to a file, not a pipe: a server started by pg_ctl would inherit the pipe.
+        with tempfile.TemporaryFile() as output:
+            result = subprocess.run(  # noqa: S603
+                [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.data_dir), *args],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                # As root, pgserver runs the server as its own system user; so must pg_ctl.
+                user=self._server.system_user,
+                timeout=60,
+                check=False,
+            )
+            if result.returncode:
+                output.seek(0)
+                raise RuntimeError(
+                    f"pg_ctl {' '.join(args)} failed: {output.read().decode(errors='replace')}"
+                )
 
     def crash(self) -> None:
         """`pg_ctl stop -m immediate`: every backend is killed at once, no checkpoint,

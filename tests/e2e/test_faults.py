@@ -32,9 +32,11 @@ from __future__ import annotations
 import os
 import random
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -199,12 +201,16 @@ def running_stack(
     started: list[Any] = []
     engine = None
     postgres = None
+    pg_dir: Path | None = None
     try:
         if private_postgres:
             # A server of this test's own, with the owner and app roles like production.
             for name in ("DATABASE_URL", "SETTLE_MIGRATION_DATABASE_URL"):
                 env.pop(name, None)
-            started = start_missing_services(tmp_path, env, roles=True)
+            # Not under tmp_path: pytest keeps its base temp dir private to root (and
+            # other pytest runs reset that), and PostgreSQL runs as another user.
+            pg_dir = Path(tempfile.mkdtemp(prefix="settle-faults-"))
+            started = start_missing_services(pg_dir, env, roles=True)
             postgres = next(s for s in started if isinstance(s, EmbeddedPostgres))
             assert not migrate(
                 owner_url=env["SETTLE_MIGRATION_DATABASE_URL"], app_url=env["DATABASE_URL"]
@@ -229,6 +235,8 @@ def running_stack(
         if engine is not None:
             engine.dispose()
         stop_all(started)
+        if pg_dir is not None:
+            shutil.rmtree(pg_dir, ignore_errors=True)
         redis_server.stop()
 
 
