@@ -32,7 +32,10 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
-def asyncpg_dsn(database_url: str) -> str:
-    """The same database for asyncpg, which wants a plain postgresql:// URL."""
+def asyncpg_dsn(database_url: str, *, application_name: str | None = None) -> str:
+    """The same database for asyncpg, which wants a plain postgresql:// URL (asyncpg
+    sends query parameters it does not know, application_name here, as settings)."""
     url = make_url(database_url).set(drivername="postgresql")
+    if application_name:
+        url = url.update_query_dict({"application_name": application_name})
     return url.render_as_string(hide_password=False)

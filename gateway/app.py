@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -67,10 +68,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Named per process in pg_stat_activity, like the workers' sessions.
+        application_name = f"settle-gateway {os.getpid()}"
         engine = make_engine(
             settings.database_url,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
+            application_name=application_name,
         )
         app.state.settings = settings
         app.state.tokens = VerifiedTokens(settings)
@@ -95,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             large_transfer_threshold=settings.large_transfer_threshold,
         )
         app.state.approval_policy = settings.approval_policy
-        dsn = asyncpg_dsn(settings.database_url)
+        dsn = asyncpg_dsn(settings.database_url, application_name=application_name)
         app.state.db_pool = await asyncpg.create_pool(
             dsn, min_size=1, max_size=settings.db_pool_size
         )
