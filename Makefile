@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast lint typecheck format migrate clean bench security lock audit
+.PHONY: install run test test-fast lint typecheck format migrate clean bench soak security lock audit
 
 CHECK_PYTHON := $(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required (set PYTHON=...)" if sys.version_info < (3, 11) else 0)'
 
@@ -47,6 +47,11 @@ clean:
 
 bench: install ## end-to-end throughput and latency next to a direct-SQL ceiling (README "Performance")
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Not part of CI: 10 minutes at half the uniform rate; fails on any error, an RSS growth
+# of 10 % or more, or connections that grew (README "Soak").
+soak: install ## half the benchmarked rate for 10 minutes: errors, RSS and connections per process
+	$(BIN)/python -m bench --soak $(SOAK_ARGS)
 
 # The header `make lock` writes at the top of constraints.txt.
 define LOCK_HEADER
