@@ -42,6 +42,7 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self._server: Any = None
+        self._restarted = False
 
     def start(self, database: str = "settle") -> str:
         from pgserver import get_server  # type: ignore[attr-defined]
@@ -61,14 +62,22 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         if self._server is not None:
+            user = self._server.system_user
             self._server.cleanup()
             self._server = None
+            # pgserver stops the postmaster it started; after restart() that is another
+            # process, which pgserver no longer knows.
+            if self._restarted and (self.data_dir / "postmaster.pid").exists():
+                self._run_pg_ctl(user, "-w", "-m", "fast", "stop")
 
     def _pg_ctl(self, *args: str) -> None:
-        from pgserver._commands import POSTGRES_BIN_PATH
-
         if self._server is None:
             raise RuntimeError("the embedded PostgreSQL is not running")
+        self._run_pg_ctl(self._server.system_user, *args)
+
+    def _run_pg_ctl(self, user: str | None, *args: str) -> None:
+        from pgserver._commands import POSTGRES_BIN_PATH
+
         # Output to a file, not a pipe: a server started by pg_ctl would inherit the pipe.
         with tempfile.TemporaryFile() as output:
             result = subprocess.run(  # noqa: S603
@@ -76,7 +85,7 @@ class EmbeddedPostgres:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 # As root, pgserver runs the server as its own system user; so must pg_ctl.
-                user=self._server.system_user,
+                user=user,
                 timeout=60,
                 check=False,
             )
@@ -95,6 +104,7 @@ class EmbeddedPostgres:
         """Start again after crash(), with the options of the previous start (pg_ctl
         reads them from postmaster.opts), so the socket and URLs stay the same."""
         self._pg_ctl("-w", "-l", str(self.data_dir / "log"), "restart")
+        self._restarted = True
 
 
 class EmbeddedRedis:
