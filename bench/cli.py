@@ -317,12 +317,23 @@ async def _soak(args: argparse.Namespace, ctx: scenarios.Context, results: dict[
         samples[label] = rss_by_process(ctx.stack)
         connections[label] = await asyncio.to_thread(connection_counts, ctx.stack)
 
+    # Connections every minute besides: pools fill up early, a leak keeps growing.
+    over_time: list[tuple[float, dict[str, int]]] = []
+
     async def first() -> None:
         await asyncio.sleep(first_sample)
         await sample(labels[0])
 
+    async def every_minute() -> None:
+        started = time.monotonic()
+        while True:
+            counts = await asyncio.to_thread(connection_counts, ctx.stack)
+            over_time.append((round((time.monotonic() - started) / 60, 2), counts))
+            await asyncio.sleep(60)
+
     task = ctx.progress.add_task(f"soak at {rate:.1f}/s", total=max(1, int(rate * seconds)))
     sampler = asyncio.create_task(first())
+    minutes = asyncio.create_task(every_minute())
     count = max(1, int(rate * seconds))
     after_seq = max_seq(ctx.stack.database_url)
     sent = await scenarios.open_loop(
@@ -330,7 +341,9 @@ async def _soak(args: argparse.Namespace, ctx: scenarios.Context, results: dict[
     )
     ctx.progress.stop_task(task)
     await sampler
+    minutes.cancel()
     await sample(labels[1])  # the end of the load, before the backlog (if any) drains
+    over_time.append((round(seconds / 60, 2), connections[labels[1]]))
     results["errors"].extend(f"soak: {e}" for e in sent.errors)
     pending = await scenarios.wait_settled(ctx, after_seq)
     if pending:
@@ -344,9 +357,14 @@ async def _soak(args: argparse.Namespace, ctx: scenarios.Context, results: dict[
         row["growth_percent"] = 100 * (end - start) / start if start else 0.0
         table[process] = {k: round(v, 2) for k, v in row.items()}
     links: dict[str, dict[str, int]] = {}
+    first_half = [counts for at, counts in over_time if at <= seconds / 120]
     for name in sorted({*connections[labels[0]], *connections[labels[1]]}):
         row_counts = {label: connections[label].get(name, 0) for label in labels}
         row_counts["change"] = row_counts[labels[1]] - row_counts[labels[0]]
+        # Flat: no more at the end than the most seen in the first half of the run.
+        row_counts["first_half_max"] = max(
+            (counts.get(name, 0) for counts in first_half), default=row_counts[labels[0]]
+        )
         links[name] = row_counts
     results["soak"] = {
         "rate": round(rate, 2),
@@ -357,6 +375,7 @@ async def _soak(args: argparse.Namespace, ctx: scenarios.Context, results: dict[
         "labels": labels,
         "rss_mib": table,
         "connections": links,
+        "connections_over_time": [[at, counts] for at, counts in over_time],
     }
     results["soak"]["verdicts"] = report.soak_verdicts(results["soak"])
 

@@ -224,13 +224,21 @@ SOAK_RSS_GROWTH_PERCENT = 10.0
 
 def soak_verdicts(soak: dict[str, Any]) -> list[dict[str, Any]]:
     """Each criterion of a soak, met or not: no error, every process's RSS within
-    SOAK_RSS_GROWTH_PERCENT between the two samples, no more connections at the end."""
+    SOAK_RSS_GROWTH_PERCENT between the two samples, and the long-running processes'
+    connections flat: no more at the end than the most seen in the first half (pools
+    fill up early; a leak keeps growing). One-off commands' sessions are not judged."""
     grown = {
         name: row["growth_percent"]
         for name, row in soak["rss_mib"].items()
         if row["growth_percent"] >= SOAK_RSS_GROWTH_PERCENT
     }
-    more = {name: row["change"] for name, row in soak["connections"].items() if row["change"] > 0}
+    judged = ("postgres: gateway and workers", "redis: all of Settle")
+    more = {
+        name: row[soak["labels"][1]] - row.get("first_half_max", row[soak["labels"][0]])
+        for name, row in soak["connections"].items()
+        if name in judged
+        and row[soak["labels"][1]] > row.get("first_half_max", row[soak["labels"][0]])
+    }
     return [
         {
             "criterion": "errors",
@@ -262,10 +270,15 @@ def _soak(console: Console, soak: dict[str, Any]) -> None:
         memory.add_row(name, *values, f"{row['growth_percent']:+.1f}")
     console.print(memory)
     links = Table(title="Connections (PostgreSQL sessions by application_name, Redis clients)")
-    for column in ("connections", *soak["labels"], "change"):
+    for column in ("connections", *soak["labels"], "change", "most in 1st half"):
         links.add_column(column, justify="left" if column == "connections" else "right")
     for name, row in soak.get("connections", {}).items():
-        links.add_row(name, *(str(row[label]) for label in soak["labels"]), f"{row['change']:+d}")
+        links.add_row(
+            name,
+            *(str(row[label]) for label in soak["labels"]),
+            f"{row['change']:+d}",
+            str(row.get("first_half_max", "")),
+        )
     console.print(links)
     verdicts = Table(
         title=f"Soak: {soak['transfers']} transfers in {soak['minutes']:g} min "

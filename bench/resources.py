@@ -230,9 +230,15 @@ def redis_connections(stack: Stack) -> int:
     return sum(1 for c in clients if c.get("addr") in ours)
 
 
+# The long-running processes' sessions; one-off commands (`settle verify`, which beat's
+# task runs as a child process every few minutes) come and go and are shown apart.
+LONG_RUNNING = ("settle-gateway", "settle-worker")
+
+
 def connection_counts(stack: Stack) -> dict[str, int]:
     """PostgreSQL sessions by component and in all, and Redis clients, right now."""
-    counts = {f"postgres: {name}": n for name, n in postgres_connections(stack).items()}
-    counts["postgres: all of Settle"] = sum(counts.values())
+    sessions = postgres_connections(stack)
+    counts = {f"postgres: {name}": n for name, n in sessions.items()}
+    counts["postgres: gateway and workers"] = sum(sessions.get(name, 0) for name in LONG_RUNNING)
     counts["redis: all of Settle"] = redis_connections(stack)
     return counts

@@ -73,7 +73,9 @@ def cmd_create_user(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    engine = make_engine(_database_url(), pool_size=1, max_overflow=0)
+    engine = make_engine(
+        _database_url(), pool_size=1, max_overflow=0, application_name="settle-verify"
+    )
     factory = make_session_factory(engine)
     try:
         with unit_of_work(factory) as uow:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import subprocess
 import uuid
 from contextlib import AbstractContextManager
 
@@ -10,7 +11,7 @@ from celery import Task
 from sqlalchemy.exc import OperationalError
 
 from domain.lanes import SLOTS, Lanes
-from domain.services import draining, sweeper, transfers, verify, webhooks
+from domain.services import draining, sweeper, transfers, webhooks
 from domain.uow import UnitOfWork, unit_of_work
 from settle.broker import (
     DELIVER_WEBHOOK_TASK,
@@ -22,6 +23,7 @@ from settle.broker import (
     VISIBILITY_TIMEOUT_SECONDS,
 )
 from settle.config import get_settings
+from settle.processes import settle_argv
 from workers import resources, webhook_sender
 from workers.celery_app import app
 
@@ -111,24 +113,33 @@ def sweep_pending() -> int:
     return woken
 
 
-def verify_and_record() -> verify.Report:
-    factory = resources.session_factory()
-    with unit_of_work(factory) as uow:
-        settings = get_settings()
-        report = verify.verify(
-            session=uow.session,
-            keys=settings.audit_keyring,
-            checkpoints=settings.audit_checkpoints,
+def verify_in_own_process(*, timeout: float) -> bool:
+    """`settle verify --record` as a child process; True when the ledger verified.
+
+    Verification reads the whole ledger, so its peak memory grows with the ledger. In a
+    long-lived pool child that memory stays resident after the task (the allocator
+    keeps it): the soak saw the child that ran this task grow 15 % per run, 96 -> 112
+    MiB at 20,000 transfers. A process of its own gives it back to the OS when it exits.
+    """
+    try:
+        result = subprocess.run(  # noqa: S603 (our own CLI, fixed arguments)
+            settle_argv("verify", "--record"),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
-    with unit_of_work(factory) as uow:
-        verify.record(session=uow.session, report=report)
-    if not report.ok:
+    except subprocess.TimeoutExpired:
+        logger.error("ledger verification did not finish within %.0f s; killed", timeout)
+        return False
+    if result.returncode:  # 1: problems found (or the command failed: see stderr)
         logger.error(
-            "ledger verification found %d problem(s): %s",
-            report.problem_count,
-            report.as_dict()["problems"],
+            "ledger verification did not pass (exit %d):\n%s\n%s",
+            result.returncode,
+            result.stdout[-4000:],
+            result.stderr[-4000:],
         )
-    return report
+    return result.returncode == 0
 
 
 def deliver(delivery_id: uuid.UUID) -> str | None:
@@ -191,4 +202,6 @@ def purge_idempotency_keys() -> int:
 
 @app.task(name=VERIFY_LEDGER_TASK)
 def verify_ledger() -> bool:
-    return verify_and_record().ok
+    # Within the soft time limit (two thirds of the hard one), with a margin to log.
+    limit = get_settings().task_time_limit_seconds * 2 / 3
+    return verify_in_own_process(timeout=max(1.0, limit - 5))
