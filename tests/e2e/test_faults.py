@@ -24,7 +24,7 @@ The faults:
   started again on the same port.
 
 Each case prints one line for the fault-by-outcome table (README, "Fault matrix").
-They take 30-60 s each: marked `faults` (see the README for how CI selects them).
+They take one to two minutes each: marked `faults`, deselected by default (README, "Tests").
 """
 
 from __future__ import annotations
