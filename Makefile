@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help install run test test-fast lint typecheck format migrate clean bench security lock audit
+.PHONY: help install run test test-fast lint typecheck format migrate clean bench soak security lock audit
 
 # `make` alone lists the targets, like `make help`.
 .DEFAULT_GOAL := help
@@ -55,6 +55,11 @@ clean: ## remove .venv, var/ (the embedded databases' data) and the caches
 
 bench: install ## end-to-end throughput and latency next to a direct-SQL ceiling (README "Performance")
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Not part of CI: 10 minutes at half the uniform rate; fails on any error, an RSS growth
+# of 10 % or more, or connections that grew (README "Soak").
+soak: install ## half the benchmarked rate for 10 minutes: errors, RSS and connections per process
+	$(BIN)/python -m bench --soak $(SOAK_ARGS)
 
 # The header `make lock` writes at the top of constraints.txt.
 define LOCK_HEADER

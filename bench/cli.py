@@ -2,7 +2,7 @@
 
     make bench                              # every scenario, ~5 minutes on 2 cores
     make bench BENCH_ARGS=--quick           # a smoke of every scenario; fails only on errors
-    make bench BENCH_ARGS="--soak"          # half load for 10 minutes, RSS per process
+    make soak                               # half load for 10 minutes: errors, RSS, connections
     .venv/bin/python -m bench --help
 
 A run: start Settle (fresh database and Redis prefix), register and fund accounts,
@@ -37,9 +37,9 @@ from rich.text import Text
 
 from bench import ceiling, plot, report, scenarios
 from bench.client import Api, open_client, open_funded_accounts, sign_in
-from bench.observer import SettledCounter, max_seq, webhook_stats
+from bench.observer import SettledCounter, max_seq, status_counts, webhook_stats
 from bench.receiver import Receipts, running_receiver
-from bench.resources import CpuWindow, rss_by_process
+from bench.resources import CpuWindow, connection_counts, rss_by_process
 from bench.stack import Stack, StackOptions, running_stack
 from settle.processes import cpu_count
 
@@ -311,13 +311,29 @@ async def _soak(args: argparse.Namespace, ctx: scenarios.Context, results: dict[
     first_sample = min(60.0, seconds / 2)
     labels = [f"after {first_sample / 60:g} min", f"after {seconds / 60:g} min"]
     samples: dict[str, dict[str, int]] = {}
+    connections: dict[str, dict[str, int]] = {}
 
-    async def sample_memory() -> None:
+    async def sample(label: str) -> None:
+        samples[label] = rss_by_process(ctx.stack)
+        connections[label] = await asyncio.to_thread(connection_counts, ctx.stack)
+
+    # Connections every minute besides: pools fill up early, a leak keeps growing.
+    over_time: list[tuple[float, dict[str, int]]] = []
+
+    async def first() -> None:
         await asyncio.sleep(first_sample)
-        samples[labels[0]] = rss_by_process(ctx.stack)
+        await sample(labels[0])
+
+    async def every_minute() -> None:
+        started = time.monotonic()
+        while True:
+            counts = await asyncio.to_thread(connection_counts, ctx.stack)
+            over_time.append((round((time.monotonic() - started) / 60, 2), counts))
+            await asyncio.sleep(60)
 
     task = ctx.progress.add_task(f"soak at {rate:.1f}/s", total=max(1, int(rate * seconds)))
-    sampler = asyncio.create_task(sample_memory())
+    sampler = asyncio.create_task(first())
+    minutes = asyncio.create_task(every_minute())
     count = max(1, int(rate * seconds))
     after_seq = max_seq(ctx.stack.database_url)
     sent = await scenarios.open_loop(
@@ -325,11 +341,14 @@ async def _soak(args: argparse.Namespace, ctx: scenarios.Context, results: dict[
     )
     ctx.progress.stop_task(task)
     await sampler
-    samples[labels[1]] = rss_by_process(ctx.stack)
+    minutes.cancel()
+    await sample(labels[1])  # the end of the load, before the backlog (if any) drains
+    over_time.append((round(seconds / 60, 2), connections[labels[1]]))
     results["errors"].extend(f"soak: {e}" for e in sent.errors)
     pending = await scenarios.wait_settled(ctx, after_seq)
     if pending:
         results["errors"].append(f"soak: {pending} transfers never settled")
+    statuses = await asyncio.to_thread(status_counts, ctx.stack.database_url, after_seq)
     mib = 1024 * 1024
     table: dict[str, dict[str, float]] = {}
     for process in samples[labels[1]]:
@@ -337,13 +356,28 @@ async def _soak(args: argparse.Namespace, ctx: scenarios.Context, results: dict[
         start, end = row[labels[0]], row[labels[1]]
         row["growth_percent"] = 100 * (end - start) / start if start else 0.0
         table[process] = {k: round(v, 2) for k, v in row.items()}
+    links: dict[str, dict[str, int]] = {}
+    first_half = [counts for at, counts in over_time if at <= seconds / 120]
+    for name in sorted({*connections[labels[0]], *connections[labels[1]]}):
+        row_counts = {label: connections[label].get(name, 0) for label in labels}
+        row_counts["change"] = row_counts[labels[1]] - row_counts[labels[0]]
+        # Flat: no more at the end than the most seen in the first half of the run.
+        row_counts["first_half_max"] = max(
+            (counts.get(name, 0) for counts in first_half), default=row_counts[labels[0]]
+        )
+        links[name] = row_counts
     results["soak"] = {
         "rate": round(rate, 2),
         "minutes": args.soak_minutes,
         "transfers": len(sent.submitted_at),
+        "statuses": statuses,
+        "errors": len(results["errors"]),
         "labels": labels,
         "rss_mib": table,
+        "connections": links,
+        "connections_over_time": [[at, counts] for at, counts in over_time],
     }
+    results["soak"]["verdicts"] = report.soak_verdicts(results["soak"])
 
 
 def _finish(args: argparse.Namespace, results: dict[str, Any]) -> None:
@@ -411,7 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     png_path = args.output / f"{stamp}.png"
     plot.write_png(png_path, results)
     console.print(f"results: {json_path}  chart: {png_path}")
-    return 1 if results["errors"] else 0
+    # The soak's criteria (no error, RSS within 10 %, connections flat) are its result:
+    # unlike a missed throughput target, a failed one fails the run.
+    failed_soak = [v for v in results.get("soak", {}).get("verdicts", []) if not v["met"]]
+    return 1 if results["errors"] or failed_soak else 0
 
 
 if __name__ == "__main__":

@@ -28,8 +28,13 @@ def dsn(database_url: str) -> str:
     return make_url(database_url).set(drivername="postgresql").render_as_string(False)
 
 
+# The bench's own sessions, told apart from Settle's in pg_stat_activity (the soak
+# counts Settle's connections).
+BENCH_APPLICATION_NAME = "settle-bench"
+
+
 def connect(database_url: str) -> Any:
-    conn = psycopg2.connect(dsn(database_url))
+    conn = psycopg2.connect(dsn(database_url), application_name=BENCH_APPLICATION_NAME)
     conn.autocommit = True
     return conn
 

@@ -210,18 +210,87 @@ def _latency_and_resources(console: Console, results: dict[str, Any]) -> None:
 
     soak = results.get("soak")
     if soak:
-        memory = Table(title=f"RSS per process (MiB), soak at {soak['rate']:.1f} transfers/s")
-        for column in ("process", *soak["labels"], "growth %"):
-            memory.add_column(column, justify="left" if column == "process" else "right")
-        for name, row in soak["rss_mib"].items():
-            values = [f"{row.get(label, math.nan):.1f}" for label in soak["labels"]]
-            memory.add_row(name, *values, f"{row['growth_percent']:+.1f}")
-        console.print(memory)
+        _soak(console, soak)
 
     for note in results.get("notes", []):
         console.print(f"[dim]• {note}[/]")
     for error in results.get("errors", []):
         console.print(f"[red]ERROR[/] {error}")
+
+
+# The soak's criteria (the resilience issue): memory and connections must not grow.
+SOAK_RSS_GROWTH_PERCENT = 10.0
+
+
+def soak_verdicts(soak: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each criterion of a soak, met or not: no error, every process's RSS within
+    SOAK_RSS_GROWTH_PERCENT between the two samples, and the long-running processes'
+    connections flat: no more at the end than the most seen in the first half (pools
+    fill up early; a leak keeps growing). One-off commands' sessions are not judged."""
+    grown = {
+        name: row["growth_percent"]
+        for name, row in soak["rss_mib"].items()
+        if row["growth_percent"] >= SOAK_RSS_GROWTH_PERCENT
+    }
+    judged = ("postgres: gateway and workers", "redis: all of Settle")
+    more = {
+        name: row[soak["labels"][1]] - row.get("first_half_max", row[soak["labels"][0]])
+        for name, row in soak["connections"].items()
+        if name in judged
+        and row[soak["labels"][1]] > row.get("first_half_max", row[soak["labels"][0]])
+    }
+    return [
+        {
+            "criterion": "errors",
+            "wanted": "0",
+            "met": soak["errors"] == 0,
+            "detail": str(soak["errors"]),
+        },
+        {
+            "criterion": "RSS growth per process",
+            "wanted": f"< {SOAK_RSS_GROWTH_PERCENT:g} %",
+            "met": not grown,
+            "detail": ", ".join(f"{n} {g:+.1f} %" for n, g in grown.items()) or "all within",
+        },
+        {
+            "criterion": "connections",
+            "wanted": "flat",
+            "met": not more,
+            "detail": ", ".join(f"{n} {c:+d}" for n, c in more.items()) or "none grew",
+        },
+    ]
+
+
+def _soak(console: Console, soak: dict[str, Any]) -> None:
+    memory = Table(title=f"RSS per process (MiB), soak at {soak['rate']:.1f} transfers/s")
+    for column in ("process", *soak["labels"], "growth %"):
+        memory.add_column(column, justify="left" if column == "process" else "right")
+    for name, row in soak["rss_mib"].items():
+        values = [f"{row.get(label, math.nan):.1f}" for label in soak["labels"]]
+        memory.add_row(name, *values, f"{row['growth_percent']:+.1f}")
+    console.print(memory)
+    links = Table(title="Connections (PostgreSQL sessions by application_name, Redis clients)")
+    for column in ("connections", *soak["labels"], "change", "most in 1st half"):
+        links.add_column(column, justify="left" if column == "connections" else "right")
+    for name, row in soak.get("connections", {}).items():
+        links.add_row(
+            name,
+            *(str(row[label]) for label in soak["labels"]),
+            f"{row['change']:+d}",
+            str(row.get("first_half_max", "")),
+        )
+    console.print(links)
+    verdicts = Table(
+        title=f"Soak: {soak['transfers']} transfers in {soak['minutes']:g} min "
+        f"({', '.join(f'{n} {s}' for s, n in sorted(soak.get('statuses', {}).items()))})"
+    )
+    for column in ("criterion", "wanted", "measured", ""):
+        verdicts.add_column(column)
+    for verdict in soak.get("verdicts", []):
+        verdicts.add_row(
+            verdict["criterion"], verdict["wanted"], verdict["detail"], _met(verdict["met"])
+        )
+    console.print(verdicts)
 
 
 def environment() -> dict[str, Any]:

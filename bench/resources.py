@@ -15,7 +15,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
+import redis
 
+from bench.observer import BENCH_APPLICATION_NAME, connect
 from bench.stack import Stack
 
 
@@ -182,3 +184,61 @@ def rss_by_process(stack: Stack) -> dict[str, int]:
             except psutil.Error:
                 continue
     return sizes
+
+
+def postgres_connections(stack: Stack) -> dict[str, int]:
+    """Sessions on the bench database by who holds them: Settle's processes name
+    theirs `settle-gateway <pid>` / `settle-worker <pid>` (application_name); the
+    bench's own are left out."""
+    conn = connect(stack.database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT coalesce(nullif(split_part(application_name, ' ', 1), ''), 'unnamed'),"
+                " count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name <> %s"
+                " GROUP BY 1 ORDER BY 1",
+                (BENCH_APPLICATION_NAME,),
+            )
+            return {str(name): int(count) for name, count in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+def redis_connections(stack: Stack) -> int:
+    """Settle's clients of its Redis (CLIENT LIST). Over TCP, those whose address is a
+    socket of a Settle process (a shared server has other clients); over a unix socket
+    (the embedded server, the bench's own) every client but this one."""
+    url = stack.env["REDIS_URL"]
+    client = redis.Redis.from_url(url)
+    try:
+        clients = client.client_list()
+    finally:
+        client.close()
+    if url.startswith("unix://"):
+        return len(clients) - 1
+    port = urlsplit(url).port or 6379
+    ours = set()
+    for process in stack.processes.values():
+        for proc in _tree(process.pid):
+            try:
+                for c in proc.net_connections(kind="tcp"):
+                    if c.raddr and c.raddr.port == port:
+                        ours.add(f"{c.laddr.ip}:{c.laddr.port}")
+            except psutil.Error:
+                continue
+    return sum(1 for c in clients if c.get("addr") in ours)
+
+
+# The long-running processes' sessions; one-off commands (`settle verify`, which beat's
+# task runs as a child process every few minutes) come and go and are shown apart.
+LONG_RUNNING = ("settle-gateway", "settle-worker")
+
+
+def connection_counts(stack: Stack) -> dict[str, int]:
+    """PostgreSQL sessions by component and in all, and Redis clients, right now."""
+    sessions = postgres_connections(stack)
+    counts = {f"postgres: {name}": n for name, n in sessions.items()}
+    counts["postgres: gateway and workers"] = sum(sessions.get(name, 0) for name in LONG_RUNNING)
+    counts["redis: all of Settle"] = redis_connections(stack)
+    return counts

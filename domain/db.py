@@ -7,14 +7,22 @@ from sqlalchemy.orm import Session, sessionmaker
 
 
 def make_engine(
-    database_url: str, *, pool_size: int = 10, max_overflow: int = 20, pre_ping: bool = True
+    database_url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 20,
+    pre_ping: bool = True,
+    application_name: str | None = None,
 ) -> Engine:
+    # application_name shows in pg_stat_activity: which process holds which session.
+    connect_args = {"application_name": application_name} if application_name else {}
     return create_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=pre_ping,  # survive a PostgreSQL restart without a burst of errors
         pool_recycle=1800,
+        connect_args=connect_args,
     )
 
 
@@ -24,7 +32,10 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
-def asyncpg_dsn(database_url: str) -> str:
-    """The same database for asyncpg, which wants a plain postgresql:// URL."""
+def asyncpg_dsn(database_url: str, *, application_name: str | None = None) -> str:
+    """The same database for asyncpg, which wants a plain postgresql:// URL (asyncpg
+    sends query parameters it does not know, application_name here, as settings)."""
     url = make_url(database_url).set(drivername="postgresql")
+    if application_name:
+        url = url.update_query_dict({"application_name": application_name})
     return url.render_as_string(hide_password=False)

@@ -290,9 +290,7 @@ class PingEvent(Resource):
     data: PingData
 
 
-AnyEvent = Annotated[
-    TransferEvent | HoldEvent | BalanceEvent, Field(discriminator="type")
-]
+AnyEvent = Annotated[TransferEvent | HoldEvent | BalanceEvent, Field(discriminator="type")]
 
 
 class EventResource(RootModel[AnyEvent]):

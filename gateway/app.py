@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -63,10 +65,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Named per process in pg_stat_activity, like the workers' sessions.
+        application_name = f"settle-gateway {os.getpid()}"
         engine = make_engine(
             settings.database_url,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
+            application_name=application_name,
         )
         app.state.settings = settings
         app.state.tokens = VerifiedTokens(settings)
@@ -92,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_pending_per_account=settings.max_pending_per_account or None,
         )
         app.state.approval_policy = settings.approval_policy
-        dsn = asyncpg_dsn(settings.database_url)
+        dsn = asyncpg_dsn(settings.database_url, application_name=application_name)
         app.state.db_pool = await asyncpg.create_pool(
             dsn, min_size=1, max_size=settings.db_pool_size
         )

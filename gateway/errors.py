@@ -6,15 +6,18 @@ from it, and the OpenAPI document's `Problem` component is generated from it.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain import errors
@@ -150,6 +153,47 @@ JSON_CONTENT_TYPE_HINT = (
     "-H 'content-type: application/json')"
 )
 
+# PostgreSQL down, restarting, crashed, or the connection lost: transient, so 503 with
+# Retry-After rather than 500. Acceptance commits in one statement, so a money request
+# that failed this way was either recorded or not at all; a retry with the same
+# Idempotency-Key replays it or records it, never twice.
+_DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,  # class 08: connection lost, refused, ...
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutting down, starting up
+    asyncpg.exceptions.TooManyConnectionsError,
+    OperationalError,  # the same, through SQLAlchemy (psycopg2)
+    DisconnectionError,
+)
+# What connecting to a server that is gone raises (a unix socket removed, a port closed).
+_CONNECT_ERRNOS = {errno.ENOENT, errno.ECONNREFUSED, errno.ECONNRESET, errno.EPIPE}
+DATABASE_RETRY_AFTER_SECONDS = 1
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means PostgreSQL cannot be reached right now (retry later)."""
+    if isinstance(exc, _DATABASE_UNAVAILABLE):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _CONNECT_ERRNOS:
+        # Only from the database drivers' connect path: any other OSError is a bug.
+        tb = exc.__traceback__
+        while tb is not None:
+            module = tb.tb_frame.f_globals.get("__name__", "")
+            if module.startswith(("asyncpg.", "psycopg2", "sqlalchemy.")):
+                return True
+            tb = tb.tb_next
+    return False
+
+
+def database_unavailable_problem() -> JSONResponse:
+    return problem(
+        503,
+        "database_unavailable",
+        "the ledger database cannot be reached right now; retry after the number of "
+        "seconds in Retry-After. Retry money requests with the same Idempotency-Key: "
+        "the retry replays the request if it was recorded, and records it once if not",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
 
 def _validation_errors(exc: RequestValidationError) -> list[ProblemItem]:
     # Only location, message and type: never echo input back (it may hold a password).
@@ -244,5 +288,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if database_unavailable(exc):
+            logger.warning(
+                "database unavailable on %s %s: %s: %s",
+                request.method,
+                request.url.path,
+                type(exc).__name__,
+                exc,
+            )
+            return database_unavailable_problem()
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(500, "internal_error", "an unexpected error occurred")

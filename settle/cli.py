@@ -116,7 +116,9 @@ def cmd_create_user(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     # Two connections: the SQL checks run on the second while the first walks the
     # audit chain (domain/services/verify.py), both on one snapshot.
-    engine = operator.database_engine(get_settings(), connections=2)
+    engine = operator.database_engine(
+        get_settings(), connections=2, application_name="settle-verify"
+    )
     factory = make_session_factory(engine)
     try:
         with unit_of_work(factory) as uow, factory() as checks_session:

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     daily_outgoing_limit: int = 1_000_000_000
 
     drain_batch_size: int = 100
+    # PostgreSQL ends a drain's transaction that sits idle this long (its worker frozen
+    # or stuck), releasing the account locks the other drains wait for.
+    drain_idle_timeout_seconds: float = Field(default=10.0, gt=0)
     # How many lanes the gateway spreads pending transfers over (domain/lanes.py):
     # 1, 2, 4, 8 or 16. Fewer lanes: bigger batches and shorter queues; more lanes:
     # more drains in parallel. About twice the transfer workers' processes.
@@ -121,6 +124,10 @@ class Settings(BaseSettings):
     # Beat queues one verify as it starts, so /metrics reports the ledger from the
     # first minutes on, not after a whole interval.
     verify_at_start: bool = True
+    # Celery's hard time limit per task (the soft limit, which raises inside the task,
+    # is two thirds of it). Far below the Redis visibility timeout (settle/broker.py),
+    # so Redis never hands a message to a second worker while the first still runs it.
+    task_time_limit_seconds: int = Field(default=180, ge=3, le=1800)
 
     idempotency_retention_seconds: float = 24 * 3600
     # Concurrent ?wait= long-polls one user may hold open (per gateway process); 429 past it.

@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import os
 import secrets
+import signal
 import subprocess
 import tempfile
 import time
@@ -41,6 +42,7 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self._server: Any = None
+        self._restarted = False
 
     def start(self, database: str = "settle") -> str:
         from pgserver import get_server  # type: ignore[attr-defined]
@@ -60,8 +62,49 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         if self._server is not None:
+            user = self._server.system_user
             self._server.cleanup()
             self._server = None
+            # pgserver stops the postmaster it started; after restart() that is another
+            # process, which pgserver no longer knows.
+            if self._restarted and (self.data_dir / "postmaster.pid").exists():
+                self._run_pg_ctl(user, "-w", "-m", "fast", "stop")
+
+    def _pg_ctl(self, *args: str) -> None:
+        if self._server is None:
+            raise RuntimeError("the embedded PostgreSQL is not running")
+        self._run_pg_ctl(self._server.system_user, *args)
+
+    def _run_pg_ctl(self, user: str | None, *args: str) -> None:
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+        # Output to a file, not a pipe: a server started by pg_ctl would inherit the pipe.
+        with tempfile.TemporaryFile() as output:
+            result = subprocess.run(  # noqa: S603
+                [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.data_dir), *args],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                # As root, pgserver runs the server as its own system user; so must pg_ctl.
+                user=user,
+                timeout=60,
+                check=False,
+            )
+            if result.returncode:
+                output.seek(0)
+                raise RuntimeError(
+                    f"pg_ctl {' '.join(args)} failed: {output.read().decode(errors='replace')}"
+                )
+
+    def crash(self) -> None:
+        """`pg_ctl stop -m immediate`: every backend is killed at once, no checkpoint,
+        so the next start recovers from the WAL (the fault tests' PostgreSQL crash)."""
+        self._pg_ctl("-w", "-m", "immediate", "stop")
+
+    def restart(self) -> None:
+        """Start again after crash(), with the options of the previous start (pg_ctl
+        reads them from postmaster.opts), so the socket and URLs stay the same."""
+        self._pg_ctl("-w", "-l", str(self.data_dir / "log"), "restart")
+        self._restarted = True
 
 
 class EmbeddedRedis:
@@ -70,6 +113,7 @@ class EmbeddedRedis:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self._process: subprocess.Popen[bytes] | None = None
+        self.appendonly = True
         self.socket_path = data_dir / "redis.sock"
         if len(str(self.socket_path)) > _MAX_SOCKET_PATH:
             self.socket_path = Path(tempfile.mkdtemp(prefix="settle-redis-")) / "redis.sock"
@@ -80,6 +124,7 @@ class EmbeddedRedis:
 
     def start(self, *, appendonly: bool = True) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.appendonly = appendonly
         args = [
             str(_redis_server_binary()),
             "--port",
@@ -125,6 +170,15 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save. With the append-only file on, a restart replays
+        it (at most the last second of writes is lost, appendfsync everysec); without
+        it, every queued message and key is gone."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGKILL)
+            self._process.wait()
         self._process = None
 
 

@@ -50,7 +50,9 @@ def _where_urls_come_from() -> str:
     return "the environment or .env"
 
 
-def database_engine(settings: Settings, *, connections: int = 1) -> Engine:
+def database_engine(
+    settings: Settings, *, connections: int = 1, application_name: str = "settle-cli"
+) -> Engine:
     """An engine whose database answered a first query; NothingRunning otherwise."""
     if not settings.database_url:
         raise NothingRunning(
@@ -63,7 +65,12 @@ def database_engine(settings: Settings, *, connections: int = 1) -> Engine:
     except ArgumentError as exc:
         raise NothingRunning(f"DATABASE_URL is not a database URL: {exc}") from exc
     where = url.host or url.query.get("host") or "its unix socket"
-    engine = make_engine(settings.database_url, pool_size=connections, max_overflow=0)
+    engine = make_engine(
+        settings.database_url,
+        pool_size=connections,
+        max_overflow=0,
+        application_name=application_name,
+    )
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))

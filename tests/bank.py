@@ -52,11 +52,13 @@ class Bank:
     accounts: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     operator: dict[str, str] = field(default_factory=dict)
+    owner_ids: list[uuid.UUID] = field(default_factory=list)
     accepted: list[uuid.UUID] = field(default_factory=list)
 
     def open(self, api: httpx.Client) -> None:
         """Customers, accounts (two with an overdraft, four eyes), opening deposits."""
         owners = [make_user(self.session_factory) for _ in range(CLIENTS)]
+        self.owner_ids = [owner.id for owner in owners]
         self.headers = [login(api, owner.email) for owner in owners]
         operator = self.operator = login(
             api, make_user(self.session_factory, role="operator").email

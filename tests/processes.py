@@ -34,6 +34,7 @@ __all__ = [
     "running_make_run",
     "running_worker",
     "settings_env",
+    "start_gateway",
     "worker_args",
 ]
 
@@ -127,6 +128,21 @@ def running_worker(
         process.stop()
 
 
+def start_gateway(env: dict[str, str], *, port: int, web_processes: int = 1) -> Process:
+    """`settle serve web` on 127.0.0.1:`port`, answering /healthz when this returns."""
+    process = Process(
+        "gateway",
+        processes.serve_argv("web"),
+        gateway_env(env, port=port, processes=web_processes),
+    )
+    try:
+        process.wait_for_http(f"http://127.0.0.1:{port}/healthz", timeout=30)
+    except BaseException:
+        process.stop()
+        raise
+    return process
+
+
 @contextmanager
 def running_beat(env: dict[str, str], *, schedule: str) -> Iterator[Process]:
     """`settle serve beat`'s command line with its own schedule file."""
@@ -141,15 +157,9 @@ def running_beat(env: dict[str, str], *, schedule: str) -> Iterator[Process]:
 def running_gateway(env: dict[str, str] | None = None, *, web_processes: int = 1) -> Iterator[str]:
     """`settle serve web` on a free port; yields its base URL."""
     port = free_port()
-    process = Process(
-        "gateway",
-        processes.serve_argv("web"),
-        gateway_env(env or dict(os.environ), port=port, processes=web_processes),
-    )
-    base_url = f"http://127.0.0.1:{port}"
+    process = start_gateway(env or dict(os.environ), port=port, web_processes=web_processes)
     try:
-        process.wait_for_http(f"{base_url}/healthz", timeout=30)
-        yield base_url
+        yield f"http://127.0.0.1:{port}"
     finally:
         process.stop()
 

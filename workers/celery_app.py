@@ -41,8 +41,6 @@ from settle.broker import (
 )
 from settle.config import Settings, get_settings
 
-TASK_SOFT_TIME_LIMIT_SECONDS = 120
-TASK_TIME_LIMIT_SECONDS = 180
 SWEEP_EXPIRES_SECONDS = 60
 
 app = Celery("settle")
@@ -50,8 +48,6 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
-    task_soft_time_limit=TASK_SOFT_TIME_LIMIT_SECONDS,
-    task_time_limit=TASK_TIME_LIMIT_SECONDS,
     worker_hijack_root_logger=False,
     # Only the beat holding the PostgreSQL advisory lock sends anything.
     beat_scheduler="workers.beat:LeaderScheduler",
@@ -91,7 +87,12 @@ def _settings_config() -> dict[str, Any]:
     # Not the `on_configure` signal: Celery logs and swallows a receiver's exception, so
     # bad settings would start a worker on the default broker instead of failing.
     settings = get_settings()
-    return {**celery_config(settings), "beat_schedule": beat_schedule(settings)}
+    return {
+        **celery_config(settings),
+        "beat_schedule": beat_schedule(settings),
+        "task_time_limit": settings.task_time_limit_seconds,
+        "task_soft_time_limit": settings.task_time_limit_seconds * 2 // 3,
+    }
 
 
 app.add_defaults(_settings_config)

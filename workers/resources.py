@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Sequence
@@ -54,6 +55,8 @@ def session_factory() -> sessionmaker[Session]:
             pool_size=2,
             max_overflow=settings.webhook_concurrency,
             pre_ping=False,
+            # Per process (created after fork): pg_stat_activity tells pool children apart.
+            application_name=f"settle-worker {os.getpid()}",
         )
         _factory = make_session_factory(_engine)
     return _factory
@@ -140,7 +143,10 @@ def sealer() -> Sealer:
     """One per process: seals at most every half second (see draining.Sealer)."""
     global _sealer
     if _sealer is None:
-        _sealer = Sealer(keys=get_settings().audit_keyring)
+        settings = get_settings()
+        _sealer = Sealer(
+            keys=settings.audit_keyring, idle_timeout_seconds=settings.drain_idle_timeout_seconds
+        )
     return _sealer
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import subprocess
 import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -27,6 +28,7 @@ from settle.broker import (
     VISIBILITY_TIMEOUT_SECONDS,
 )
 from settle.config import get_settings
+from settle.processes import settle_argv
 from workers import resources, webhook_sender
 from workers.celery_app import app
 
@@ -50,7 +52,9 @@ def drain(lane: int, lane_count: int | None = None) -> int:
         units=_units,
         claims=resources.lane_claims(lanes),
         policy=draining.DrainPolicy(
-            batch_size=settings.drain_batch_size, limits=settings.engine_limits
+            batch_size=settings.drain_batch_size,
+            limits=settings.engine_limits,
+            idle_timeout_seconds=settings.drain_idle_timeout_seconds,
         ),
         sealer=resources.sealer(),
         report=report_batch,
@@ -85,7 +89,12 @@ def report_batch(result: engine.BatchResult) -> None:
 
 
 def seal_audit() -> int:
-    return draining.seal_audit(_units, keys=get_settings().audit_keyring)
+    settings = get_settings()
+    return draining.seal_audit(
+        _units,
+        keys=settings.audit_keyring,
+        idle_timeout_seconds=settings.drain_idle_timeout_seconds,
+    )
 
 
 @app.task(name=DRAIN_LANE_TASK, bind=True, max_retries=MAX_DRAIN_RETRIES)
@@ -156,24 +165,33 @@ def sweep_pending() -> str:
     return f"woke {woken} lane(s), expired {expired} hold(s), sealed {sealed} audit row(s)"
 
 
-def verify_and_record() -> verify.Report:
-    factory = resources.session_factory()
-    with unit_of_work(factory) as uow:
-        settings = get_settings()
-        report = verify.verify(
-            session=uow.session,
-            keys=settings.audit_keyring,
-            checkpoints=settings.audit_checkpoints,
+def verify_in_own_process(*, timeout: float) -> bool:
+    """`settle verify --record` as a child process; True when the ledger verified.
+
+    Verification reads the whole ledger, so its peak memory grows with the ledger. In a
+    long-lived pool child that memory stays resident after the task (the allocator
+    keeps it): the soak saw the child that ran this task grow 15 % per run, 96 -> 112
+    MiB at 20,000 transfers. A process of its own gives it back to the OS when it exits.
+    """
+    try:
+        result = subprocess.run(  # noqa: S603 (our own CLI, fixed arguments)
+            settle_argv("verify", "--record"),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
-    with unit_of_work(factory) as uow:
-        verify.record(session=uow.session, report=report)
-    if not report.ok:
+    except subprocess.TimeoutExpired:
+        logger.error("ledger verification did not finish within %.0f s; killed", timeout)
+        return False
+    if result.returncode:  # 1: problems found (or the command failed: see stderr)
         logger.error(
-            "ledger verification found %d problem(s): %s",
-            report.problem_count,
-            report.as_dict()["problems"],
+            "ledger verification did not pass (exit %d):\n%s\n%s",
+            result.returncode,
+            result.stdout[-4000:],
+            result.stderr[-4000:],
         )
-    return report
+    return result.returncode == 0
 
 
 @dataclass(frozen=True)
@@ -302,5 +320,7 @@ def purge_idempotency_keys() -> str:
 
 @app.task(name=VERIFY_LEDGER_TASK)
 def verify_ledger() -> str:
-    report = verify_and_record()
-    return "ledger OK" if report.ok else f"ledger MISMATCH: {report.problem_count} problem(s)"
+    # Within the soft time limit (two thirds of the hard one), with a margin to log.
+    limit = get_settings().task_time_limit_seconds * 2 / 3
+    ok = verify_in_own_process(timeout=max(1.0, limit - 5))
+    return "ledger OK" if ok else "ledger MISMATCH or not verified (see this worker's log)"

@@ -29,6 +29,7 @@ from typing import Protocol
 from sqlalchemy.exc import IntegrityError
 
 from domain.lanes import Lanes
+from domain.repositories import engine as engine_repo
 from domain.rules import INTERNAL_ERROR, Limits
 from domain.services import audit, engine, sweeper
 from domain.uow import UnitOfWork
@@ -54,6 +55,9 @@ class DrainPolicy:
     limits: Limits
     slice_seconds: float = 0.5
     quarantine_after: int = 3
+    # PostgreSQL ends a batch's transaction left idle this long (a frozen or stuck
+    # worker), so its locks cannot stop the other drains (repositories.engine.end_if_idle).
+    idle_timeout_seconds: float | None = None
 
 
 Units = Callable[[], AbstractContextManager[UnitOfWork]]
@@ -66,16 +70,23 @@ class Sealer:
     every short drain it would be most of a drain's overhead.
     """
 
-    def __init__(self, *, keys: audit.AuditKeys, every_seconds: float = 0.5) -> None:
+    def __init__(
+        self,
+        *,
+        keys: audit.AuditKeys,
+        every_seconds: float = 0.5,
+        idle_timeout_seconds: float | None = None,
+    ) -> None:
         self.keys = keys
         self.every_seconds = every_seconds
+        self.idle_timeout_seconds = idle_timeout_seconds
         self._last = 0.0
 
     def maybe(self, units: Units) -> int:
         if time.monotonic() - self._last < self.every_seconds:
             return 0
         self._last = time.monotonic()
-        return seal_audit(units, keys=self.keys)
+        return seal_audit(units, keys=self.keys, idle_timeout_seconds=self.idle_timeout_seconds)
 
 
 def drain_lane(
@@ -119,8 +130,14 @@ def drain_lane(
     return applied
 
 
-def seal_audit(units: Units, *, keys: audit.AuditKeys) -> int:
+def seal_audit(
+    units: Units, *, keys: audit.AuditKeys, idle_timeout_seconds: float | None = None
+) -> int:
     with units() as uow:
+        # A frozen sealer would hold the sealing lock, and its transaction id would
+        # hold back the event stream (domain/repositories/events.py), until it thaws.
+        if idle_timeout_seconds:
+            engine_repo.end_if_idle(uow.session, idle_timeout_seconds)
         return audit.seal(uow.session, keys=keys)
 
 
@@ -133,6 +150,8 @@ def _apply(
     fail_with: str | None = None,
 ) -> engine.BatchResult:
     with units() as uow:
+        if policy.idle_timeout_seconds:
+            engine_repo.end_if_idle(uow.session, policy.idle_timeout_seconds)
         return engine.apply_next_batch(
             uow=uow, slots=slots, batch_size=batch_size, limits=policy.limits, fail_with=fail_with
         )

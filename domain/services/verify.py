@@ -326,6 +326,8 @@ def latest(*, session: Session) -> LedgerVerification | None:
 
 
 def record(*, session: Session, report: Report) -> None:
-    verification_repo.record(
-        session, ok=report.ok, problems=report.problem_count, summary=report.as_dict()
-    )
+    # Problem rows carry what SQL returned (a sum is a Decimal, ids are UUIDs): as text,
+    # as `settle verify --json` prints them. Without this a failed verification could
+    # not be recorded at all, and /metrics kept showing the last good one.
+    summary = json.loads(json.dumps(report.as_dict(), default=str))
+    verification_repo.record(session, ok=report.ok, problems=report.problem_count, summary=summary)

@@ -71,6 +71,8 @@ _ACCEPTED: dict[int | str, dict[str, Any]] = {
             422: "Invalid amount, currency, account, or key reused with another body",
             429: "Rate limited (`rate_limited`), or the source account has too many pending "
             "debits (`account_backlog`); see Retry-After",
+            503: "The database cannot be reached right now (`database_unavailable`): "
+            "retry after Retry-After with the same Idempotency-Key",
         }
     ),
 }

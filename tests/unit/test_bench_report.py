@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bench.ceiling import CeilingResult
 from bench.plot import _rates
-from bench.report import judge, latency_summary, percentile
+from bench.report import judge, latency_summary, percentile, soak_verdicts
 from bench.scenarios import LatencyResult, ScenarioResult
 
 
@@ -49,3 +49,51 @@ def test_rate_curve_from_cumulative_samples():
     times, rates = _rates(timeline)
     assert times[-1] == 2.0
     assert all(abs(rate - 100) < 1e-9 for rate in rates)
+
+
+def _soak(errors=0, growth=(1.0, 4.2), connections=(0, 0)):
+    labels = ["after 1 min", "after 10 min"]
+    return {
+        "errors": errors,
+        "labels": labels,
+        "rss_mib": {
+            "web child 1": {
+                labels[0]: 100,
+                labels[1]: 100 + growth[0],
+                "growth_percent": growth[0],
+            },
+            "worker child 2": {labels[0]: 98, labels[1]: 120, "growth_percent": growth[1]},
+        },
+        "connections": {
+            "postgres: gateway and workers": {
+                labels[0]: 4,
+                labels[1]: 4 + connections[0],
+                "change": connections[0],
+                "first_half_max": 5,
+            },
+            "redis: all of Settle": {
+                labels[0]: 9,
+                labels[1]: 9 + connections[1],
+                "change": connections[1],
+                "first_half_max": 9,
+            },
+            "postgres: settle-verify": {labels[0]: 0, labels[1]: 1, "change": 1},
+        },
+    }
+
+
+def test_a_soak_passes_when_nothing_grows_and_nothing_failed():
+    assert all(v["met"] for v in soak_verdicts(_soak()))
+
+
+def test_a_soak_fails_on_an_error_ten_percent_of_rss_or_one_more_connection():
+    errors, rss, links = soak_verdicts(_soak(errors=1, growth=(1.0, 10.0), connections=(2, -2)))
+    assert not errors["met"]
+    assert not rss["met"] and "worker child 2 +10.0 %" in rss["detail"]
+    # 6 at the end against at most 5 in the first half; a one-off command is not judged.
+    assert not links["met"] and links["detail"] == "postgres: gateway and workers +1"
+
+
+def test_connections_that_filled_a_pool_early_are_flat():
+    # 5 at the end (4 after 1 minute, 5 seen in the first half): the pool filled early.
+    assert soak_verdicts(_soak(connections=(1, 0)))[2]["met"]
