@@ -15,7 +15,7 @@ from celery.exceptions import Retry
 from sqlalchemy.exc import OperationalError
 
 from domain.lanes import SLOTS, Lanes
-from domain.services import draining, engine, sweeper, transfers, verify, webhooks
+from domain.services import draining, engine, sweeper, transfers, webhooks
 from domain.uow import UnitOfWork, unit_of_work
 from settle import metrics
 from settle.broker import (
