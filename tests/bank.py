@@ -150,7 +150,10 @@ class Bank:
             assert reversed_total <= by_id[original].amount
         debit_seq = {e.transfer_id: e.sequence for e in entries if e.amount < 0}
         for source in ids:  # FIFO: acceptance order == application order, per source
-            own = [t for t in transfers if t.source_account_id == source]
+            # Among what the source's owner sent, one request after the other. Operator
+            # reversals debit the original's destination from other client threads, at
+            # the same time as its owner's requests: they have no order to keep.
+            own = [t for t in transfers if t.source_account_id == source and t.kind != "reversal"]
             applied = [debit_seq[t.id] for t in own if t.id in debit_seq]
             assert applied == sorted(applied)
             # (A hold's completed_at moves on when it is captured, voided or expired.)
