@@ -35,7 +35,6 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, text
 
-from bench.stack import create_database, drop_database
 from domain.db import make_engine, make_session_factory
 from domain.migrate import migrate
 from domain.money import new_account_number
@@ -44,6 +43,7 @@ from domain.services import accounts as accounts_service
 from domain.services import audit
 from domain.uow import unit_of_work
 from settle.config import get_settings
+from settle.harness import create_database, drop_database
 
 CURRENCY = "USD"
 ACCOUNTS_PER_CUSTOMER = 20  # SETTLE_MAX_ACCOUNTS_PER_USER's default

@@ -18,14 +18,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from domain.db_roles import RoleUrls, provision_roles
 from domain.migrate import migrate
 from settle import processes
 from settle.devservices import start_missing_services, stop_all
 from settle.harness import (
     Process,
+    create_database,
     delete_redis_keys,
-    execute_as_admin,
+    drop_database,
     free_port,
     gateway_env,
 )
@@ -57,30 +57,6 @@ class Stack:
             for name, p in self.processes.items()
             if p.popen.poll() is not None
         ]
-
-
-def create_database(server_url: str, prefix: str = "settle_bench") -> tuple[str, RoleUrls]:
-    """A database of its own, owned by an owner role; the stack runs as an app role,
-    as in production (domain/db_roles.py)."""
-    name = f"{prefix}_{secrets.token_hex(4)}"
-    execute_as_admin(server_url, f'CREATE DATABASE "{name}"')
-    roles = provision_roles(
-        server_url,
-        database=name,
-        owner=f"{name}_owner",
-        owner_password=secrets.token_urlsafe(16),
-        app=f"{name}_app",
-        app_password=secrets.token_urlsafe(16),
-    )
-    return name, roles
-
-
-def drop_database(server_url: str, name: str) -> None:
-    execute_as_admin(
-        server_url,
-        f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
-        *(f'DROP ROLE IF EXISTS "{role}"' for role in (f"{name}_owner", f"{name}_app")),
-    )
 
 
 def _bench_env(

@@ -8,18 +8,23 @@ import from tests/. Processes are started with the same argv as `settle serve NA
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 import redis
 from sqlalchemy import create_engine, make_url, text
+
+from domain.db_roles import RoleUrls, provision_roles
 
 
 def free_port() -> int:
@@ -105,6 +110,47 @@ def execute_as_admin(server_url: str, *statements: str) -> None:
                 conn.execute(text(statement))
     finally:
         admin.dispose()
+
+
+def create_database(server_url: str, prefix: str = "settle_bench") -> tuple[str, RoleUrls]:
+    """A new database, owned by an owner role; Settle runs as an app role, as in
+    production (domain/db_roles.py). Not migrated yet: see `migrated_database`."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    execute_as_admin(server_url, f'CREATE DATABASE "{name}"')
+    roles = provision_roles(
+        server_url,
+        database=name,
+        owner=f"{name}_owner",
+        owner_password=secrets.token_urlsafe(16),
+        app=f"{name}_app",
+        app_password=secrets.token_urlsafe(16),
+    )
+    return name, roles
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """The database and its two roles."""
+    execute_as_admin(
+        server_url,
+        f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+        *(f'DROP ROLE IF EXISTS "{role}"' for role in (f"{name}_owner", f"{name}_app")),
+    )
+
+
+@contextmanager
+def migrated_database(server_url: str, prefix: str) -> Iterator[RoleUrls]:
+    """A database of its own, migrated, for a stack that must not share one: every
+    worker that consumes the webhooks queue claims due deliveries from its whole
+    database, with its own settings. Dropped afterwards."""
+    from domain.migrate import migrate
+
+    name, roles = create_database(server_url, prefix)
+    try:
+        for warning in migrate(owner_url=roles.owner_url, app_url=roles.app_url):
+            raise RuntimeError(f"database roles: {warning}")
+        yield roles
+    finally:
+        drop_database(server_url, name)
 
 
 def delete_redis_keys(redis_url: str, prefix: str) -> None:

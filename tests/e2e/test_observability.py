@@ -28,9 +28,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
 
+from domain.db import make_engine, make_session_factory
+from domain.db_roles import RoleUrls
 from settle import processes
-from settle.harness import Process, delete_redis_keys, free_port
+from settle.harness import Process, delete_redis_keys, free_port, migrated_database
 from tests.factories import (
     open_account,
     operator_headers,
@@ -41,6 +45,7 @@ from tests.factories import (
 )
 from tests.processes import running_gateway
 from tests.receiver import running_receiver
+from tests.services import fresh_broker_url
 
 pytestmark = pytest.mark.e2e
 
@@ -53,6 +58,7 @@ class Stack:
     api: httpx.Client
     flower: str
     workers: dict[str, Process]
+    sessions: sessionmaker[Session]  # the stack's own database, as the app role
 
     def flower_tasks(self) -> dict[str, Any]:
         response = httpx.get(
@@ -83,7 +89,22 @@ def _wait_for_flower(base_url: str, process: Process, timeout: float = 60) -> No
 
 
 @pytest.fixture(scope="module")
-def stack(services: Any) -> Iterator[Stack]:
+def own_services(services: Any) -> Iterator[tuple[RoleUrls, str]]:
+    """A database and a broker of the stack's own. Every worker that consumes the
+    webhooks queue claims due retries from its whole database: on the suite's shared
+    one, the package's live worker (default retry schedule, no private addresses)
+    would take this stack's retries. On RabbitMQ a vhost of its own keeps its messages
+    from that worker too."""
+    with (
+        migrated_database(services.server_url, "settle_obs") as roles,
+        fresh_broker_url(services) as broker_url,
+    ):
+        yield roles, broker_url
+
+
+@pytest.fixture(scope="module")
+def stack(services: Any, own_services: tuple[RoleUrls, str]) -> Iterator[Stack]:
+    roles, broker_url = own_services
     prefix = f"settle-obs-{secrets.token_hex(4)}:"
     scratch = Path(tempfile.mkdtemp(prefix="settle-obs-"))
     metrics_dir = scratch / "metrics"
@@ -95,6 +116,11 @@ def stack(services: Any) -> Iterator[Stack]:
     env = {
         **base,
         "SETTLE_REDIS_PREFIX": prefix,
+        "SETTLE_BROKER_URL": broker_url,
+        "DATABASE_URL": roles.app_url,
+        "SETTLE_MIGRATION_DATABASE_URL": roles.owner_url,
+        # The sealer's checkpoints belong to this database, not the suite's.
+        "SETTLE_AUDIT_CHECKPOINT_PATH": str(scratch / "audit-checkpoints.jsonl"),
         "SETTLE_VERIFY_AT_START": "true",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         "SETTLE_LOG_FORMAT": "json",
@@ -120,7 +146,11 @@ def stack(services: Any) -> Iterator[Stack]:
             running_gateway(env) as base_url,
             httpx.Client(base_url=base_url, timeout=30) as api,
         ):
-            yield Stack(api=api, flower=base_flower, workers=started)
+            engine = make_engine(roles.app_url)
+            try:
+                yield Stack(api, base_flower, started, make_session_factory(engine))
+            finally:
+                engine.dispose()
     finally:
         for process in started.values():
             process.stop()
@@ -139,6 +169,20 @@ def test_an_idle_stack_adds_few_tasks_to_flower_and_few_log_lines(stack):
     assert lines < 40, f"{lines} log lines in {IDLE_SECONDS} s of idling"
 
 
+def _deliveries(sessions: sessionmaker[Session], endpoint_id: str) -> str:
+    """The endpoint's deliveries and their attempts, for a failure message."""
+    with sessions() as session:
+        rows = session.execute(
+            text(
+                "SELECT d.id, d.status, d.attempts, d.next_attempt_at, d.last_status_code,"
+                " d.last_error, now() AS now FROM webhook_deliveries d"
+                " WHERE d.endpoint_id = :id ORDER BY d.created_at"
+            ),
+            {"id": endpoint_id},
+        ).all()
+    return "\n".join(str(tuple(row)) for row in rows)
+
+
 def _scrape(api: httpx.Client) -> str:
     response = api.get("/metrics")
     assert response.status_code == 200
@@ -151,9 +195,9 @@ def _value(text: str, sample: str) -> float:
     return float(match.group(1))
 
 
-def test_metrics_flower_and_logs_tell_what_happened(stack, session_factory):
+def test_metrics_flower_and_logs_tell_what_happened(stack):
     api = stack.api
-    operator = operator_headers(api, session_factory)
+    operator = operator_headers(api, stack.sessions)
     alice = register_and_login(api)
     a, b = open_account(api, alice), open_account(api, register_and_login(api))
     request_id = f"obs-{secrets.token_hex(6)}"
@@ -177,7 +221,13 @@ def test_metrics_flower_and_logs_tell_what_happened(stack, session_factory):
         refused = post_transfer(api, alice, a["id"], b["number"], 999_999).json()
         assert wait_terminal(api, alice, sent["id"])["status"] == "succeeded"
         assert wait_terminal(api, alice, refused["id"])["failure_code"] == "insufficient_funds"
-        receiver.wait_for(3, timeout=30)  # 503, then both delivered
+        try:
+            receiver.wait_for(3, timeout=30)  # 503, then both delivered
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}\n{_deliveries(stack.sessions, hook.json()['id'])}"
+                f"\nwebhooks worker:\n{stack.workers['webhooks'].log()[-3000:]}"
+            ) from exc
         post_deposit(api, operator, a["id"], 1)  # one more, so a backlog is measured live
 
     deadline = time.monotonic() + 30
@@ -238,13 +288,13 @@ def test_metrics_flower_and_logs_tell_what_happened(stack, session_factory):
 
     # `SETTLE_SCREENSHOTS=docs/images make test ...`: how the README's pictures are made.
     if os.environ.get("SETTLE_SCREENSHOTS") and shutil.which("chromium"):
-        _screenshots(stack, session_factory, Path(os.environ["SETTLE_SCREENSHOTS"]))
+        _screenshots(stack, Path(os.environ["SETTLE_SCREENSHOTS"]))
 
 
-def _screenshots(stack: Stack, session_factory: Any, into: Path) -> None:
+def _screenshots(stack: Stack, into: Path) -> None:
     """Flower's pages as an operator sees them after some traffic, by headless Chromium."""
     api = stack.api
-    operator = operator_headers(api, session_factory)
+    operator = operator_headers(api, stack.sessions)
     carol = register_and_login(api)
     c, d = open_account(api, carol), open_account(api, register_and_login(api))
     post_deposit(api, operator, c["id"], 10_000)
