@@ -13,9 +13,18 @@ def make_engine(
     max_overflow: int = 20,
     pre_ping: bool = True,
     application_name: str | None = None,
+    idle_in_transaction_timeout_seconds: float | None = None,
 ) -> Engine:
+    """`idle_in_transaction_timeout_seconds`: PostgreSQL ends a session that sits idle
+    inside a transaction this long (the workers: see workers/resources.py). Set once per
+    connection, so it costs no round trip per transaction."""
     # application_name shows in pg_stat_activity: which process holds which session.
-    connect_args = {"application_name": application_name} if application_name else {}
+    connect_args: dict[str, str] = {}
+    if application_name:
+        connect_args["application_name"] = application_name
+    if idle_in_transaction_timeout_seconds:
+        timeout_ms = max(1, round(idle_in_transaction_timeout_seconds * 1000))
+        connect_args["options"] = f"-c idle_in_transaction_session_timeout={timeout_ms}"
     return create_engine(
         database_url,
         pool_size=pool_size,

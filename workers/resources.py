@@ -57,6 +57,14 @@ def session_factory() -> sessionmaker[Session]:
             pre_ping=False,
             # Per process (created after fork): pg_stat_activity tells pool children apart.
             application_name=f"settle-worker {os.getpid()}",
+            # A worker's transactions are idle only for the milliseconds of Python between
+            # their statements; one idle for seconds belongs to a worker that is frozen
+            # (SIGSTOP, a stalled VM), swapping or stuck. Its row locks would stop every
+            # other drain of those accounts, and its transaction id would hold back the
+            # event stream and the audit sealer, for as long as it is stuck: PostgreSQL
+            # ends it instead (its batch rolls back; the task retries). Verification
+            # runs in a process of its own, without this limit.
+            idle_in_transaction_timeout_seconds=settings.drain_idle_timeout_seconds,
         )
         _factory = make_session_factory(_engine)
     return _factory
@@ -144,9 +152,7 @@ def sealer() -> Sealer:
     global _sealer
     if _sealer is None:
         settings = get_settings()
-        _sealer = Sealer(
-            keys=settings.audit_keyring, idle_timeout_seconds=settings.drain_idle_timeout_seconds
-        )
+        _sealer = Sealer(keys=settings.audit_keyring)
     return _sealer
 
 

@@ -54,7 +54,6 @@ def drain(lane: int, lane_count: int | None = None) -> int:
         policy=draining.DrainPolicy(
             batch_size=settings.drain_batch_size,
             limits=settings.engine_limits,
-            idle_timeout_seconds=settings.drain_idle_timeout_seconds,
         ),
         sealer=resources.sealer(),
         report=report_batch,
@@ -90,11 +89,7 @@ def report_batch(result: engine.BatchResult) -> None:
 
 def seal_audit() -> int:
     settings = get_settings()
-    return draining.seal_audit(
-        _units,
-        keys=settings.audit_keyring,
-        idle_timeout_seconds=settings.drain_idle_timeout_seconds,
-    )
+    return draining.seal_audit(_units, keys=settings.audit_keyring)
 
 
 @app.task(name=DRAIN_LANE_TASK, bind=True, max_retries=MAX_DRAIN_RETRIES)

@@ -45,22 +45,6 @@ _DUE = " AND (t.execute_at IS NULL OR t.execute_at <= now())"
 # waits while an older one of its source is pending elsewhere (FIFO across lanes).
 
 
-_END_IF_IDLE = text("SELECT set_config('idle_in_transaction_session_timeout', :ms, true)")
-
-
-def end_if_idle(session: Session, seconds: float) -> None:
-    """PostgreSQL ends this transaction (and its session) if it sits idle for `seconds`.
-
-    A drain's transaction is idle only for the milliseconds of Python between its
-    statements; one idle for seconds belongs to a worker that is frozen (SIGSTOP, a
-    stalled VM), swapping or stuck. Its row locks would stop every other drain of those
-    accounts, and its transaction id would hold back the event stream and the audit
-    sealer, for as long as the worker is stuck. Local to the transaction (SET LOCAL),
-    so long read-only transactions (`settle verify`) are not affected.
-    """
-    session.execute(_END_IF_IDLE, {"ms": str(max(1, round(seconds * 1000)))})
-
-
 def pending_in_lane(
     session: Session, slots: Sequence[int], *, limit: int, lock: bool = False
 ) -> Sequence[Row[Any]]:

@@ -6,8 +6,12 @@ so tests can run it without a broker:
   `slice_seconds`; then hand the lane on with a new message (keeping its marker),
   so one busy lane cannot hold a worker process while other lanes wait;
 - when a batch was not full, the lane was empty as of that read: let go of its
-  marker and look once more. A transfer committed before the release is seen now;
-  one committed after it found no marker and published its own wake-up. If the
+  marker and look once more. The look is the batch transaction's last statement,
+  after the release (READ COMMITTED: each statement sees what committed before it
+  began), so it costs no unit of work of its own. A transfer committed before the
+  release is seen now; one committed after it found no marker and published its own
+  wake-up. (Released before the batch commits, the marker may let a second drain in
+  early: it waits on the batch's row locks, then finds those transfers done.) If the
   look finds work while other lanes' messages wait, the lane goes to the back of
   the queue (a new message) rather than being served again at once: with more lanes
   than worker processes, that is what keeps every lane's latency low;
@@ -29,7 +33,6 @@ from typing import Protocol
 from sqlalchemy.exc import IntegrityError
 
 from domain.lanes import Lanes
-from domain.repositories import engine as engine_repo
 from domain.rules import INTERNAL_ERROR, Limits
 from domain.services import audit, engine, sweeper
 from domain.uow import UnitOfWork
@@ -55,9 +58,6 @@ class DrainPolicy:
     limits: Limits
     slice_seconds: float = 0.5
     quarantine_after: int = 3
-    # PostgreSQL ends a batch's transaction left idle this long (a frozen or stuck
-    # worker), so its locks cannot stop the other drains (repositories.engine.end_if_idle).
-    idle_timeout_seconds: float | None = None
 
 
 Units = Callable[[], AbstractContextManager[UnitOfWork]]
@@ -70,23 +70,16 @@ class Sealer:
     every short drain it would be most of a drain's overhead.
     """
 
-    def __init__(
-        self,
-        *,
-        keys: audit.AuditKeys,
-        every_seconds: float = 0.5,
-        idle_timeout_seconds: float | None = None,
-    ) -> None:
+    def __init__(self, *, keys: audit.AuditKeys, every_seconds: float = 0.5) -> None:
         self.keys = keys
         self.every_seconds = every_seconds
-        self.idle_timeout_seconds = idle_timeout_seconds
         self._last = 0.0
 
     def maybe(self, units: Units) -> int:
         if time.monotonic() - self._last < self.every_seconds:
             return 0
         self._last = time.monotonic()
-        return seal_audit(units, keys=self.keys, idle_timeout_seconds=self.idle_timeout_seconds)
+        return seal_audit(units, keys=self.keys)
 
 
 def drain_lane(
@@ -106,7 +99,7 @@ def drain_lane(
     applied = 0
     started = time.monotonic()
     while True:
-        result = _apply_or_quarantine(slots, units, policy)
+        result = _apply_or_quarantine(slots, units, policy, lane=lane, claims=claims)
         applied += result.applied
         if report is not None and result.finished:
             report(result)
@@ -116,12 +109,10 @@ def drain_lane(
                 continue
             claims.hand_on(lane)
             break
-        claims.release(lane)
+        # Not full: the marker was released inside the batch's transaction.
         if result.waiting and not result.applied:
             break  # held back by another lane's atomic batch; that drain wakes us
-        with units() as uow:
-            again = sweeper.has_pending(session=uow.session, slots=slots)
-        if not (again and claims.claim(lane)):
+        if not (result.pending_after_release and claims.claim(lane)):
             break
         if claims.others_waiting():
             claims.hand_on(lane)  # to the back of the queue, behind the other lanes
@@ -130,14 +121,8 @@ def drain_lane(
     return applied
 
 
-def seal_audit(
-    units: Units, *, keys: audit.AuditKeys, idle_timeout_seconds: float | None = None
-) -> int:
+def seal_audit(units: Units, *, keys: audit.AuditKeys) -> int:
     with units() as uow:
-        # A frozen sealer would hold the sealing lock, and its transaction id would
-        # hold back the event stream (domain/repositories/events.py), until it thaws.
-        if idle_timeout_seconds:
-            engine_repo.end_if_idle(uow.session, idle_timeout_seconds)
         return audit.seal(uow.session, keys=keys)
 
 
@@ -147,28 +132,43 @@ def _apply(
     policy: DrainPolicy,
     *,
     batch_size: int,
+    lane: int,
+    claims: LaneClaims,
     fail_with: str | None = None,
 ) -> engine.BatchResult:
     with units() as uow:
-        if policy.idle_timeout_seconds:
-            engine_repo.end_if_idle(uow.session, policy.idle_timeout_seconds)
-        return engine.apply_next_batch(
+        result = engine.apply_next_batch(
             uow=uow, slots=slots, batch_size=batch_size, limits=policy.limits, fail_with=fail_with
         )
+        if not result.more:
+            claims.release(lane)
+            result.pending_after_release = sweeper.has_pending(session=uow.session, slots=slots)
+        return result
 
 
 def _apply_or_quarantine(
-    slots: Sequence[int], units: Units, policy: DrainPolicy
+    slots: Sequence[int], units: Units, policy: DrainPolicy, *, lane: int, claims: LaneClaims
 ) -> engine.BatchResult:
+    def apply(batch_size: int, fail_with: str | None = None) -> engine.BatchResult:
+        return _apply(
+            slots,
+            units,
+            policy,
+            batch_size=batch_size,
+            lane=lane,
+            claims=claims,
+            fail_with=fail_with,
+        )
+
     try:
-        return _apply(slots, units, policy, batch_size=policy.batch_size)
+        return apply(policy.batch_size)
     except IntegrityError:
         logger.warning("a batch of slots %s broke a database invariant; isolating it", slots)
     for _ in range(policy.quarantine_after):
         try:
-            return _apply(slots, units, policy, batch_size=1)
+            return apply(1)
         except IntegrityError:
             logger.warning("a transfer of slots %s broke a database invariant again", slots)
-    result = _apply(slots, units, policy, batch_size=1, fail_with=INTERNAL_ERROR)
+    result = apply(1, fail_with=INTERNAL_ERROR)
     logger.error("quarantined transfer(s) %s of slots %s as internal_error", result.failed, slots)
     return result

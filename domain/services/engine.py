@@ -164,6 +164,9 @@ class BatchResult:
     more: bool = False  # pending transfers remain that this call could take; call again
     # Transfers that must wait for an older transfer of their source in another lane.
     waiting: int = 0
+    # Set by the drain (domain/services/draining.py) after a batch that was not full:
+    # whether the lane still had due pending transfers once its marker was let go.
+    pending_after_release: bool = False
 
     @property
     def applied(self) -> int:

@@ -1,0 +1,155 @@
+"""Letting go of a lane never strands a transfer, now that the drain's last look is the
+batch transaction's own last statement (domain/services/draining.py).
+
+The drain runs against the real PostgreSQL through the gateway's real accept path;
+only the lane markers are a recording stand-in, so the test can commit a transfer at
+the worst moment: while the batch's transaction is still open, right before the
+marker is let go (a transfer accepted then finds the marker set and publishes no
+wake-up of its own).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+
+from domain.lanes import Lanes
+from domain.models import Transfer
+from domain.services import draining
+from tests.factories import (
+    lane_of,
+    open_account,
+    operator_headers,
+    post_deposit,
+    post_transfer,
+    register_and_login,
+)
+from workers import tasks
+
+
+class RecordingClaims:
+    """draining.LaneClaims that records what the drain asked, and runs `on_release`
+    (once) inside the first release."""
+
+    def __init__(self, on_release: Callable[[], None] | None = None) -> None:
+        self.calls: list[str] = []
+        self._on_release = on_release
+
+    def refresh(self, lane: int) -> None:
+        self.calls.append("refresh")
+
+    def release(self, lane: int) -> None:
+        self.calls.append("release")
+        if self._on_release is not None:
+            action, self._on_release = self._on_release, None
+            action()
+
+    def claim(self, lane: int) -> bool:
+        self.calls.append("claim")
+        return True
+
+    def hand_on(self, lane: int) -> None:
+        self.calls.append("hand_on")
+
+    def others_waiting(self) -> bool:
+        return False
+
+
+def _drain(settings: Any, lane: int, claims: RecordingClaims) -> int:
+    return draining.drain_lane(
+        lane=lane,
+        lanes=Lanes(settings.lanes),
+        units=tasks._units,
+        claims=claims,
+        policy=draining.DrainPolicy(
+            batch_size=settings.drain_batch_size, limits=settings.engine_limits
+        ),
+        sealer=draining.Sealer(keys=settings.audit_keyring),
+    )
+
+
+def _statuses(session_factory: Any, ids: list[str]) -> dict[str, str]:
+    with session_factory() as session:
+        rows = session.execute(
+            select(Transfer.id, Transfer.status).where(Transfer.id.in_([uuid.UUID(i) for i in ids]))
+        )
+        return {str(transfer_id): status for transfer_id, status in rows}
+
+
+def test_a_transfer_committed_just_before_the_release_is_applied_by_the_same_drain(
+    client, session_factory, settings, drain_pending
+):
+    operator = operator_headers(client, session_factory)
+    alice = register_and_login(client)
+    source = open_account(client, alice)
+    sink = open_account(client, register_and_login(client))
+    post_deposit(client, operator, source["id"], 10_000)
+    drain_pending()
+    first = post_transfer(client, alice, source["id"], sink["number"], 100).json()["id"]
+    late: list[str] = []
+
+    def accept_another() -> None:
+        # Committed on the gateway's own connection while the drain's batch, which
+        # applied `first`, has not committed yet.
+        response = post_transfer(client, alice, source["id"], sink["number"], 200)
+        assert response.status_code == 202, response.text
+        late.append(response.json()["id"])
+
+    claims = RecordingClaims(on_release=accept_another)
+    applied = _drain(settings, lane_of(uuid.UUID(source["id"])), claims)
+
+    assert applied == 2
+    assert _statuses(session_factory, [first, *late]) == {first: "succeeded", late[0]: "succeeded"}
+    # Released, saw the late transfer, took the lane back, applied it, released again.
+    assert claims.calls == ["release", "claim", "release"]
+
+
+def test_an_empty_look_lets_the_lane_go(client, session_factory, settings, drain_pending):
+    operator = operator_headers(client, session_factory)
+    alice = register_and_login(client)
+    source = open_account(client, alice)
+    sink = open_account(client, register_and_login(client))
+    post_deposit(client, operator, source["id"], 10_000)
+    drain_pending()
+    only = post_transfer(client, alice, source["id"], sink["number"], 100).json()["id"]
+
+    claims = RecordingClaims()
+    assert _drain(settings, lane_of(uuid.UUID(source["id"])), claims) == 1
+    assert _statuses(session_factory, [only]) == {only: "succeeded"}
+    assert claims.calls == ["release"]  # nothing pending after it: no claim, no new message
+
+
+def test_a_batch_that_fails_after_the_release_leaves_its_transfers_pending_for_a_retry(
+    client, session_factory, settings, drain_pending, monkeypatch
+):
+    """The marker is let go before the batch commits; if the commit never happens, the
+    transfers are still pending (and the task's retry, or the sweeper, applies them)."""
+    operator = operator_headers(client, session_factory)
+    alice = register_and_login(client)
+    source = open_account(client, alice)
+    sink = open_account(client, register_and_login(client))
+    post_deposit(client, operator, source["id"], 10_000)
+    drain_pending()
+    transfer = post_transfer(client, alice, source["id"], sink["number"], 100).json()["id"]
+
+    class Lost(Exception):
+        pass
+
+    def connection_lost() -> None:
+        raise Lost("the connection dropped before COMMIT")
+
+    claims = RecordingClaims(on_release=connection_lost)
+    lane = lane_of(uuid.UUID(source["id"]))
+    try:
+        _drain(settings, lane, claims)
+    except Lost:
+        pass
+    else:
+        raise AssertionError("the drain should have failed")
+    assert _statuses(session_factory, [transfer]) == {transfer: "pending"}
+
+    assert _drain(settings, lane, RecordingClaims()) == 1  # the retry
+    assert _statuses(session_factory, [transfer]) == {transfer: "succeeded"}
