@@ -272,6 +272,10 @@ async def _scenarios(
         "transfers": latency.transfers,
         "submit_to_terminal": report.latency_summary(latency.submit_to_terminal),
         "commit_to_webhook": report.latency_summary(latency.commit_to_webhook),
+        "stages": {
+            name: {**report.latency_summary(values), "what": scenarios.STAGES[name]}
+            for name, values in latency.stages.items()
+        },
         "submit_to_terminal_seconds": [round(v, 5) for v in latency.submit_to_terminal],
         "commit_to_webhook_seconds": [round(v, 5) for v in latency.commit_to_webhook],
         "settled_per_second": round(latency.settled_per_second, 2),

@@ -49,6 +49,24 @@ def max_seq(database_url: str) -> int:
         conn.close()
 
 
+def stage_times(database_url: str, transfer_ids: list[str]) -> dict[str, tuple[float, float]]:
+    """When each transfer was accepted (`created_at`: the accept transaction's start) and
+    applied (`completed_at`: the engine batch's moment, after its locks), as epoch
+    seconds by the database server's clock."""
+    conn = connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT id::text, extract(epoch FROM created_at)::float8,"
+                " extract(epoch FROM completed_at)::float8 FROM transfers"
+                " WHERE id = ANY(%s::uuid[]) AND completed_at IS NOT NULL",
+                (transfer_ids,),
+            )
+            return {row[0]: (row[1], row[2]) for row in cur.fetchall()}
+    finally:
+        conn.close()
+
+
 def status_counts(database_url: str, after_seq: int) -> dict[str, int]:
     conn = connect(database_url)
     try:

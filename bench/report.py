@@ -169,6 +169,23 @@ def _throughput_table(
         console.print(f"  [yellow]{line}[/]")
 
 
+def _stages(console: Console, stages: dict[str, dict[str, Any]]) -> None:
+    """Where submit -> terminal went (each stage's own percentiles: they do not add up)."""
+    if not any(stage["samples"] for stage in stages.values()):
+        return
+    table = Table(title="Submit → terminal, stage by stage (percentiles of each stage)")
+    for column in ("stage", "p50 ms", "p95 ms", "p99 ms", "what it holds"):
+        numeric = column.endswith(" ms")
+        table.add_column(column, justify="right" if numeric else "left")
+    for name, stage in stages.items():
+        table.add_row(
+            name.replace("_", " "),
+            *(_ms(stage[k]) for k in ("p50_ms", "p95_ms", "p99_ms")),
+            stage["what"],
+        )
+    console.print(table)
+
+
 def _latency_and_resources(console: Console, results: dict[str, Any]) -> None:
     targets = {row["target"]: row for row in results["targets"]}
     latency = results.get("latency")
@@ -190,6 +207,7 @@ def _latency_and_resources(console: Console, results: dict[str, Any]) -> None:
                 _met(row["met"]),
             )
         console.print(lat)
+        _stages(console, latency.get("stages", {}))
 
     cpu = results.get("cpu_uniform")
     if cpu:

@@ -21,10 +21,12 @@ from rich.progress import Progress, TaskID
 
 from bench.client import Accounts, Api, Response, TransportError, encode, transfer_body
 from bench.observer import (
+    LATENCY_POLL_SECONDS,
     SettledCounter,
     TerminalWatcher,
     max_seq,
     queued_messages,
+    stage_times,
     status_counts,
 )
 from bench.receiver import Receipts
@@ -330,6 +332,18 @@ async def open_loop(
     return result
 
 
+# The stages of submit -> terminal, told apart by the transfer's own timestamps.
+# Bench and database clocks are the same host's here; on a remote database, clock skew
+# moves time between the first two stages (never the total).
+STAGES = {
+    "submit_to_accepted": "HTTP, the gateway, until its accept transaction starts",
+    "accepted_to_applied": "the 202's commit, the wake-up, the queue, until a drain "
+    "batch applies it (its locks taken)",
+    "applied_to_seen": "the rest of that batch, its commit, and the bench's "
+    f"{int(LATENCY_POLL_SECONDS * 1000)} ms poll",
+}
+
+
 @dataclass
 class LatencyResult:
     rate: float
@@ -337,6 +351,8 @@ class LatencyResult:
     transfers: int = 0
     submit_to_terminal: list[float] = field(default_factory=list)  # seconds, sorted
     commit_to_webhook: list[float] = field(default_factory=list)  # seconds, sorted
+    # Where submit -> terminal went, stage by stage (seconds, sorted; see STAGES).
+    stages: dict[str, list[float]] = field(default_factory=dict)
     webhooks_missing: int = 0
     # (seconds since the first scheduled submit, submit → terminal), in submit order:
     # a latency that grows through the run means the offered rate was not sustained.
@@ -394,12 +410,38 @@ async def latency(
         ]
         last = max(terminal for _, terminal in seen)
         result.settled_per_second = len(seen) / (last - first) if last > first else 0.0
+    result.stages = await asyncio.to_thread(
+        _stages, ctx.stack.database_url, sent.submitted_at, watcher.terminal_at
+    )
     received = {i: receipts.first[i] for i in ids if i in receipts.first}
     result.commit_to_webhook = sorted(at - completed for at, completed in received.values())
     result.webhooks_missing = len(ids) - len(received)
     if result.webhooks_missing:
         result.errors.append(f"{result.webhooks_missing} webhooks never arrived")
     return result
+
+
+def _stages(
+    database_url: str, submitted_at: dict[str, float], terminal_at: dict[str, float]
+) -> dict[str, list[float]]:
+    seen = [i for i in submitted_at if i in terminal_at]
+    return stage_durations(submitted_at, terminal_at, stage_times(database_url, seen))
+
+
+def stage_durations(
+    submitted_at: dict[str, float],
+    terminal_at: dict[str, float],
+    accepted_applied: dict[str, tuple[float, float]],
+) -> dict[str, list[float]]:
+    """Each STAGES duration of every transfer seen terminal (seconds, sorted)."""
+    stages: dict[str, list[float]] = {name: [] for name in STAGES}
+    for transfer_id, (accepted, applied) in accepted_applied.items():
+        if transfer_id not in submitted_at or transfer_id not in terminal_at:
+            continue
+        stages["submit_to_accepted"].append(accepted - submitted_at[transfer_id])
+        stages["accepted_to_applied"].append(applied - accepted)
+        stages["applied_to_seen"].append(terminal_at[transfer_id] - applied)
+    return {name: sorted(values) for name, values in stages.items()}
 
 
 async def wait_settled(ctx: Context, after_seq: int) -> int:

@@ -97,3 +97,35 @@ def test_a_soak_fails_on_an_error_ten_percent_of_rss_or_one_more_connection():
 def test_connections_that_filled_a_pool_early_are_flat():
     # 5 at the end (4 after 1 minute, 5 seen in the first half): the pool filled early.
     assert soak_verdicts(_soak(connections=(1, 0)))[2]["met"]
+
+
+def test_latency_splits_into_stages_that_add_up_per_transfer():
+    from bench.scenarios import STAGES, stage_durations
+
+    submitted = {"a": 100.000, "b": 100.010, "c": 100.020}
+    terminal = {"a": 100.050, "b": 100.090}  # c never seen terminal: left out
+    times = {"a": (100.004, 100.030), "b": (100.012, 100.070), "c": (100.021, 100.040)}
+    stages = stage_durations(submitted, terminal, times)
+    assert set(stages) == set(STAGES)
+    assert [round(v, 3) for v in stages["submit_to_accepted"]] == [0.002, 0.004]
+    assert [round(v, 3) for v in stages["accepted_to_applied"]] == [0.026, 0.058]
+    assert [round(v, 3) for v in stages["applied_to_seen"]] == [0.02, 0.02]
+    # Per transfer, the stages add up to submit -> terminal.
+    assert round(0.004 + 0.026 + 0.020, 3) == round(terminal["a"] - submitted["a"], 3)
+
+
+def test_the_report_prints_the_stages():
+    from rich.console import Console
+
+    from bench import report
+    from bench.scenarios import STAGES
+
+    console = Console(record=True, width=200)
+    stages = {
+        name: {**latency_summary([0.001 * (i + 1)] * 10), "what": what}
+        for i, (name, what) in enumerate(STAGES.items())
+    }
+    report._stages(console, stages)
+    text = console.export_text()
+    assert "submit to accepted" in text and "accepted to applied" in text
+    assert "3.0" in text  # applied_to_seen's p50, in ms
