@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from domain.lanes import Lanes
@@ -58,6 +59,20 @@ class RecordingClaims:
         return False
 
 
+@pytest.fixture
+def funded(
+    client, session_factory, drain_pending
+) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
+    """A customer's account holding 10,000 (deposit applied), and someone else's."""
+    operator = operator_headers(client, session_factory)
+    alice = register_and_login(client)
+    source = open_account(client, alice)
+    sink = open_account(client, register_and_login(client))
+    post_deposit(client, operator, source["id"], 10_000)
+    drain_pending()
+    return alice, source, sink
+
+
 def _drain(settings: Any, lane: int, claims: RecordingClaims) -> int:
     return draining.drain_lane(
         lane=lane,
@@ -80,14 +95,9 @@ def _statuses(session_factory: Any, ids: list[str]) -> dict[str, str]:
 
 
 def test_a_transfer_committed_just_before_the_release_is_applied_by_the_same_drain(
-    client, session_factory, settings, drain_pending
+    client, session_factory, settings, funded
 ):
-    operator = operator_headers(client, session_factory)
-    alice = register_and_login(client)
-    source = open_account(client, alice)
-    sink = open_account(client, register_and_login(client))
-    post_deposit(client, operator, source["id"], 10_000)
-    drain_pending()
+    alice, source, sink = funded
     first = post_transfer(client, alice, source["id"], sink["number"], 100).json()["id"]
     late: list[str] = []
 
@@ -107,13 +117,8 @@ def test_a_transfer_committed_just_before_the_release_is_applied_by_the_same_dra
     assert claims.calls == ["release", "claim", "release"]
 
 
-def test_an_empty_look_lets_the_lane_go(client, session_factory, settings, drain_pending):
-    operator = operator_headers(client, session_factory)
-    alice = register_and_login(client)
-    source = open_account(client, alice)
-    sink = open_account(client, register_and_login(client))
-    post_deposit(client, operator, source["id"], 10_000)
-    drain_pending()
+def test_an_empty_look_lets_the_lane_go(client, session_factory, settings, funded):
+    alice, source, sink = funded
     only = post_transfer(client, alice, source["id"], sink["number"], 100).json()["id"]
 
     claims = RecordingClaims()
@@ -123,16 +128,11 @@ def test_an_empty_look_lets_the_lane_go(client, session_factory, settings, drain
 
 
 def test_a_batch_that_fails_after_the_release_leaves_its_transfers_pending_for_a_retry(
-    client, session_factory, settings, drain_pending, monkeypatch
+    client, session_factory, settings, funded
 ):
     """The marker is let go before the batch commits; if the commit never happens, the
     transfers are still pending (and the task's retry, or the sweeper, applies them)."""
-    operator = operator_headers(client, session_factory)
-    alice = register_and_login(client)
-    source = open_account(client, alice)
-    sink = open_account(client, register_and_login(client))
-    post_deposit(client, operator, source["id"], 10_000)
-    drain_pending()
+    alice, source, sink = funded
     transfer = post_transfer(client, alice, source["id"], sink["number"], 100).json()["id"]
 
     class Lost(Exception):
