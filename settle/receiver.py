@@ -1,7 +1,8 @@
 """`settle webhooks listen`: a local webhook receiver for trying Settle out.
 
-It prints one line per delivery (event type, transfer, amount, whether the Standard
-Webhooks signature verifies with the secret given) and answers 204, or 400 when a
+It prints one line per delivery (event type, the transfer and amount, or the balance
+that crossed an alert's threshold; whether the Standard Webhooks signature verifies
+with the secret given) and answers 204, or 400 when a
 secret is given and the signature does not verify, as a real receiver should. Bound to
 loopback only. Settle reaches it in development with SETTLE_WEBHOOK_ALLOW_PRIVATE=true
 (see README "Walkthrough"). Not a production receiver: no persistence, no deduplication.
@@ -23,14 +24,26 @@ TOLERANCE_SECONDS = 300
 
 
 def describe(body: bytes) -> str:
+    """One line for a delivery: the event, and what it is about (a transfer or hold, a
+    balance that crossed an alert's threshold, a test ping)."""
     try:
         event: dict[str, Any] = json.loads(body)
-        transfer = event.get("data", {}).get("transfer", {})
-        return (
-            f"{event.get('type')} {event.get('id')} transfer {transfer.get('id')} "
-            f"{transfer.get('amount')} {transfer.get('currency')} {transfer.get('status')}"
-        )
-    except (ValueError, AttributeError):
+        kind, data = str(event.get("type")), event.get("data", {})
+        head = f"{kind} {event.get('id')}"
+        if kind.startswith("balance."):
+            return (
+                f"{head} account {data.get('account_id')} balance {data.get('balance_before')}"
+                f" -> {data.get('balance')} {data.get('currency')}"
+                f" (threshold {data.get('threshold')})"
+            )
+        if "transfer" in data:
+            transfer = data["transfer"]
+            return (
+                f"{head} transfer {transfer.get('id')} "
+                f"{transfer.get('amount')} {transfer.get('currency')} {transfer.get('status')}"
+            )
+        return head
+    except (ValueError, AttributeError, TypeError):
         return f"{len(body)} bytes that are not a Settle event"
 
 

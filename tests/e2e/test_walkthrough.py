@@ -7,7 +7,7 @@ How it works: every ```sh block between `<!-- walkthrough:start -->` and
 the README says (with SETTLE_WEBHOOK_ALLOW_PRIVATE=true). So variables set in one
 block ($API, $OPS, $ADA, $BOB, $ADA_ACCOUNT, $BOB_NUMBER, $TRANSFER, the `api` helper)
 are there in the next, exactly as in the reader's terminal. Only the ports differ:
-the test sets SETTLE_HTTP_PORT, SETTLE_FLOWER_PORT and RECEIVER_PORT to free ports,
+the test sets SETTLE_HTTP_PORT, SETTLE_FLOWER_PORT, RECEIVER_PORT and ALERT_PORT to free ports,
 which the blocks read with the README's defaults (`${SETTLE_HTTP_PORT:-8000}`).
 
 To add a step (a statement, a balance alert, an operator look-up...): add a ```sh
@@ -47,6 +47,12 @@ EXPECTED = [
     "transfer.succeeded",  # the receiver's line...
     "500 USD succeeded (signature ok)",  # ...with a verified signature
     '{"type":"transfer.succeeded","amount":500}',
+    '{"below":8000,"rearm_margin":500,"below_armed":true}',  # Ada's alert...
+    "8250 -> 7950 USD (threshold 8000) (signature ok)",  # ...fired once, as a webhook
+    '{"opening_balance":0,"closing_balance":7950,"entries":[10000,-1250,-500,-300]}',
+    "4,transfer,-300,7950",  # the statement as CSV: its last entry
+    '"balance":2050',  # an operator found Bob's account by its number...
+    '"event_type":"admin.accounts_looked_up"',  # ...and the look-up was audited
     "transfers@",  # Flower lists both workers
     "webhooks@",
     "processes",  # settle status
@@ -88,6 +94,7 @@ def test_the_readme_walkthrough_runs_against_make_run(tmp_path):
             SETTLE_HTTP_PORT=str(run.http_port),
             SETTLE_FLOWER_PORT=str(run.flower_port),
             RECEIVER_PORT=str(free_port()),
+            ALERT_PORT=str(free_port()),
         )
         result = subprocess.run(
             ["bash", "-c", script],
