@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--soak", action="store_true", help="half the uniform rate for --soak-minutes; RSS"
     )
+    mode.add_argument(
+        "--latency-rate",
+        type=float,
+        metavar="PER_SECOND",
+        help="only the latency scenario, at this rate (no ceiling, no throughput scenarios; "
+        "its targets are not judged: they hold at half the uniform rate)",
+    )
     parser.add_argument("--soak-minutes", type=float, default=10.0)
     parser.add_argument("--soak-rate", type=float, help="transfers/s (default: half uniform)")
     parser.add_argument("--accounts", type=int, help="default 1000 (quick: 100)")
@@ -180,6 +187,11 @@ async def _measure(
             await _settle_setup(ctx, args.accounts, funding)
             if args.soak:
                 await _soak(args, ctx, results)
+            elif args.latency_rate:
+                results["notes"].append(
+                    f"latency only, at {args.latency_rate:g}/s (--latency-rate): targets not judged"
+                )
+                await _latency(args, ctx, results, receipts, rate=args.latency_rate)
             else:
                 await _scenarios(args, ctx, results, receipts)
 
@@ -260,7 +272,17 @@ async def _scenarios(
     if uniform.errors or not uniform.settled_per_second or ctx.stack.dead():
         results["notes"].append("latency not measured: the uniform scenario gave no rate")
         return
-    rate = uniform.settled_per_second / 2
+    await _latency(args, ctx, results, receipts, rate=uniform.settled_per_second / 2)
+
+
+async def _latency(
+    args: argparse.Namespace,
+    ctx: scenarios.Context,
+    results: dict[str, Any],
+    receipts: Receipts,
+    *,
+    rate: float,
+) -> None:
     latency = await scenarios.latency(
         ctx, rate=rate, seconds=args.latency_seconds, receipts=receipts
     )
@@ -387,7 +409,10 @@ async def _soak(args: argparse.Namespace, ctx: scenarios.Context, results: dict[
 def _finish(args: argparse.Namespace, results: dict[str, Any]) -> None:
     measured = results.pop("_scenarios", {})
     results["targets"] = report.judge(
-        measured, results.pop("_ceiling", None), results.pop("_latency", None)
+        measured,
+        results.pop("_ceiling", None),
+        results.pop("_latency", None),
+        latency_judged=not args.latency_rate,
     )
     for name, scenario in results.get("scenarios", {}).items():
         if scenario["client_cpu_percent"] > CLIENT_CPU_WARNING_PERCENT:
@@ -419,7 +444,13 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     results: dict[str, Any] = {
         "started_at": started.isoformat(timespec="seconds"),
-        "mode": "quick" if args.quick else "soak" if args.soak else "full",
+        "mode": "quick"
+        if args.quick
+        else "soak"
+        if args.soak
+        else "latency"
+        if args.latency_rate
+        else "full",
         "machine": {"cores": cpu_count(), **report.environment()},
         "config": {
             "accounts": args.accounts,

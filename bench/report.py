@@ -74,8 +74,13 @@ def judge(
     scenarios: dict[str, ScenarioResult],
     ceiling: CeilingResult | None,
     latency: LatencyResult | None,
+    *,
+    latency_judged: bool = True,
 ) -> list[dict[str, Any]]:
-    """One row per target: the figure, what it is compared with, and whether it is met."""
+    """One row per target: the figure, what it is compared with, and whether it is met.
+
+    `latency_judged` False: the latency ran at a rate of the caller's choosing, not at
+    half the uniform rate that the targets name; its figures are shown, not judged."""
     rows: list[dict[str, Any]] = []
     uniform = scenarios.get("uniform")
     for name in ("uniform", "batches", "hot_destination", "hot_source"):
@@ -109,6 +114,8 @@ def judge(
         if values:
             p99 = 1000 * percentile(values, 0.99)
             row.update(value=round(p99, 1), met=p99 <= (target.maximum_ms or 0))
+            if not latency_judged:
+                row.update(met=None, note="not judged: rate set by --latency-rate")
         else:
             row["note"] = "not run" if latency is None else "no samples"
         rows.append(row)
@@ -190,7 +197,9 @@ def _latency_and_resources(console: Console, results: dict[str, Any]) -> None:
     targets = {row["target"]: row for row in results["targets"]}
     latency = results.get("latency")
     if latency:
-        lat = Table(title=f"Latency at {latency['rate']:.1f} transfers/s (half the uniform rate)")
+        latency_only = results.get("mode") == "latency"
+        why = "set by --latency-rate" if latency_only else "half the uniform rate"
+        lat = Table(title=f"Latency at {latency['rate']:.1f} transfers/s ({why})")
         for column in ("measure", "samples", "p50 ms", "p95 ms", "p99 ms", "max ms", "target", ""):
             lat.add_column(column, justify="left" if column in ("measure", "target") else "right")
         for key, label in (

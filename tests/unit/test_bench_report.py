@@ -129,3 +129,26 @@ def test_the_report_prints_the_stages():
     text = console.export_text()
     assert "submit to accepted" in text and "accepted to applied" in text
     assert "3.0" in text  # applied_to_seen's p50, in ms
+
+
+def test_a_latency_run_at_a_chosen_rate_is_shown_but_not_judged():
+    latency = LatencyResult(
+        rate=150, seconds=1, submit_to_terminal=[0.05] * 98 + [0.5] * 2, commit_to_webhook=[0.1]
+    )
+    rows = {r["target"]: r for r in judge({}, None, latency, latency_judged=False)}
+    assert rows["submit_to_terminal_p99"]["value"] == 500.0
+    assert rows["submit_to_terminal_p99"]["met"] is None
+    assert "--latency-rate" in rows["submit_to_terminal_p99"]["note"]
+    assert rows["uniform"]["note"] == "not run"
+    judged = {r["target"]: r for r in judge({}, None, latency)}
+    assert judged["submit_to_terminal_p99"]["met"] is False
+
+
+def test_latency_rate_is_a_mode_of_its_own():
+    import pytest
+
+    from bench.cli import build_parser
+
+    assert build_parser().parse_args(["--latency-rate", "150"]).latency_rate == 150.0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--latency-rate", "150", "--soak"])
