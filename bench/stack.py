@@ -14,20 +14,18 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from domain.migrate import migrate
 from settle import processes
 from settle.devservices import start_missing_services, stop_all
 from settle.harness import (
     Process,
-    create_database,
     delete_redis_keys,
-    drop_database,
     free_port,
     gateway_env,
+    migrated_database,
 )
 
 UNLIMITED = "1000000000/60"
@@ -105,19 +103,22 @@ def _bench_env(
 
 @contextmanager
 def running_stack(opts: StackOptions) -> Iterator[Stack]:
-    """Embedded PostgreSQL/Redis unless DATABASE_URL/REDIS_URL are set, as everywhere."""
-    tmp = Path(tempfile.mkdtemp(prefix="settle-bench-"))
-    base = dict(os.environ)
-    services = start_missing_services(tmp, base)
-    server_url = base["DATABASE_URL"]
-    name, roles = create_database(server_url)
-    database_url = roles.app_url
-    env = _bench_env(base, database_url, tmp, opts)
-    env["SETTLE_MIGRATION_DATABASE_URL"] = roles.owner_url
-    started: dict[str, Process] = {}
-    try:
-        for warning in migrate(owner_url=roles.owner_url, app_url=database_url):
-            raise RuntimeError(f"database roles: {warning}")
+    """Embedded PostgreSQL/Redis unless DATABASE_URL/REDIS_URL are set, as everywhere.
+
+    Unwinds in reverse, also when a step fails half-way: processes stopped, Redis keys
+    deleted, database and roles dropped, embedded servers stopped, temp dir removed."""
+    with ExitStack() as cleanup:
+        tmp = Path(tempfile.mkdtemp(prefix="settle-bench-"))
+        cleanup.callback(shutil.rmtree, tmp, ignore_errors=True)
+        base = dict(os.environ)
+        cleanup.callback(stop_all, start_missing_services(tmp, base))
+        name, roles = cleanup.enter_context(migrated_database(base["DATABASE_URL"], "settle_bench"))
+        database_url = roles.app_url
+        env = _bench_env(base, database_url, tmp, opts)
+        env["SETTLE_MIGRATION_DATABASE_URL"] = roles.owner_url
+        cleanup.callback(delete_redis_keys, base["REDIS_URL"], env["SETTLE_REDIS_PREFIX"])
+        started: dict[str, Process] = {}
+        cleanup.callback(_stop, started)
         port = free_port()
         env = gateway_env(env, port=port, processes=opts.web_processes)
         names = ["worker", "webhooks", "beat", "web"]
@@ -135,10 +136,8 @@ def running_stack(opts: StackOptions) -> Iterator[Stack]:
             # Every Flower path, /healthcheck included, needs its credentials (settle/flower.py).
             started["flower"].wait_for_log("Visit me at")
         yield Stack(env, database_url, name, base_url, started)
-    finally:
-        for process in reversed(list(started.values())):
-            process.stop()
-        drop_database(server_url, name)
-        delete_redis_keys(base["REDIS_URL"], env["SETTLE_REDIS_PREFIX"])
-        stop_all(services)
-        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _stop(started: dict[str, Process]) -> None:
+    for process in reversed(list(started.values())):
+        process.stop()

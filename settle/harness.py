@@ -138,17 +138,18 @@ def drop_database(server_url: str, name: str) -> None:
 
 
 @contextmanager
-def migrated_database(server_url: str, prefix: str) -> Iterator[RoleUrls]:
-    """A database of its own, migrated, for a stack that must not share one: every
-    worker that consumes the webhooks queue claims due deliveries from its whole
-    database, with its own settings. Dropped afterwards."""
+def migrated_database(server_url: str, prefix: str) -> Iterator[tuple[str, RoleUrls]]:
+    """A database of its own (its name, and its owner's and app role's URLs), migrated,
+    for a stack that must not share one: the bench's, or a test stack with settings of
+    its own (every worker that consumes the webhooks queue claims due deliveries from
+    its whole database, with its own settings). Dropped afterwards, with its roles."""
     from domain.migrate import migrate
 
     name, roles = create_database(server_url, prefix)
     try:
         for warning in migrate(owner_url=roles.owner_url, app_url=roles.app_url):
             raise RuntimeError(f"database roles: {warning}")
-        yield roles
+        yield name, roles
     finally:
         drop_database(server_url, name)
 

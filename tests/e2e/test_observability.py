@@ -96,7 +96,7 @@ def own_services(services: Any) -> Iterator[tuple[RoleUrls, str]]:
     would take this stack's retries. On RabbitMQ a vhost of its own keeps its messages
     from that worker too."""
     with (
-        migrated_database(services.server_url, "settle_obs") as roles,
+        migrated_database(services.server_url, "settle_obs") as (_, roles),
         fresh_broker_url(services) as broker_url,
     ):
         yield roles, broker_url
