@@ -55,6 +55,8 @@ app.conf.update(
     # acknowledged on the dead channel) is redelivered and the second drain finds the
     # work done under the row locks. Cancelling would only throw the work away.
     worker_cancel_long_running_tasks_on_connection_loss=False,
+    # Celery's consumer, surviving a Redis broker that dies mid-read (see the module).
+    worker_consumer="workers.broker_consumer:Consumer",
 )
 
 
