@@ -26,7 +26,8 @@ APP_GRANTS: dict[str, tuple[str, ...]] = {
     "users": ("SELECT", "INSERT", "UPDATE"),
     "accounts": ("SELECT", "INSERT", "UPDATE"),
     "transfers": ("SELECT", "INSERT", "UPDATE"),
-    "transfer_batches": ("SELECT", "INSERT"),
+    # UPDATE: the finished count and completion (a trigger refuses any other change).
+    "transfer_batches": ("SELECT", "INSERT", "UPDATE"),
     "ledger_entries": ("SELECT", "INSERT"),
     "idempotency_keys": ("SELECT", "INSERT", "DELETE"),  # the retention purge
     "refresh_tokens": ("SELECT", "INSERT", "UPDATE"),

@@ -97,6 +97,7 @@ class EventType(StrEnum):
     HOLD_EXPIRED = "hold.expired"
     BALANCE_BELOW = "balance.below"
     BALANCE_ABOVE = "balance.above"
+    BATCH_COMPLETED = "batch.completed"
 
     @classmethod
     def for_outcome(cls, status: TransferStatus) -> EventType:

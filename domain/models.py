@@ -202,6 +202,9 @@ class TransferBatch(Base):
     metadata_: Mapped[dict[str, str]] = mapped_column(
         "metadata", JSONB, nullable=False, default=dict
     )
+    # How many of its transfers are terminal; completed_at is set when all are (0012).
+    finished_items: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class LedgerEntry(Base):

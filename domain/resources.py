@@ -243,6 +243,21 @@ class BalanceEventData(Resource):
     sequence: int = Field(description="That entry's per-account sequence")
 
 
+class BatchEventData(Resource):
+    """A batch whose last transfer reached a terminal state; the transfers themselves
+    are at `GET /v1/transfer-batches/{id}` (each also had its own event)."""
+
+    id: uuid.UUID
+    atomic: bool
+    item_count: int = Field(description="How many transfers the batch holds")
+    succeeded: int = Field(description="How many of them succeeded")
+    failed: int = Field(description="How many failed (an atomic batch's all, or none)")
+    canceled: int = Field(description="How many were canceled while pending")
+    metadata: dict[str, str] = metadata_field()
+    created_at: UtcDatetime
+    completed_at: UtcDatetime = Field(description="When its last transfer finished")
+
+
 class PingData(Resource):
     endpoint_id: uuid.UUID = Field(description="The endpoint this test was sent to")
 
@@ -281,6 +296,15 @@ class BalanceEvent(Resource):
     data: BalanceEventData
 
 
+class BatchEvent(Resource):
+    """Every transfer of a batch is terminal (once per batch, to its initiator)."""
+
+    id: str = _EVENT_ID
+    type: Literal[EventType.BATCH_COMPLETED]
+    created_at: UtcDatetime
+    data: BatchEventData
+
+
 class PingEvent(Resource):
     """Sent by `POST /v1/webhook-endpoints/{id}/test` only; never on /v1/events."""
 
@@ -290,7 +314,9 @@ class PingEvent(Resource):
     data: PingData
 
 
-AnyEvent = Annotated[TransferEvent | HoldEvent | BalanceEvent, Field(discriminator="type")]
+AnyEvent = Annotated[
+    TransferEvent | HoldEvent | BalanceEvent | BatchEvent, Field(discriminator="type")
+]
 
 
 class EventResource(RootModel[AnyEvent]):
@@ -302,7 +328,7 @@ class EventResource(RootModel[AnyEvent]):
 # The payload model of each event type (the OpenAPI `webhooks` section is built from it).
 EVENT_MODELS: dict[EventType, type[Resource]] = {
     event_type: model
-    for model in (TransferEvent, HoldEvent, BalanceEvent)
+    for model in (TransferEvent, HoldEvent, BalanceEvent, BatchEvent)
     for event_type in get_args(model.model_fields["type"].annotation)
 }
 

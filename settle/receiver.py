@@ -25,7 +25,7 @@ TOLERANCE_SECONDS = 300
 
 def describe(body: bytes) -> str:
     """One line for a delivery: the event, and what it is about (a transfer or hold, a
-    balance that crossed an alert's threshold, a test ping)."""
+    balance that crossed an alert's threshold, a completed batch, a test ping)."""
     try:
         event: dict[str, Any] = json.loads(body)
         kind, data = str(event.get("type")), event.get("data", {})
@@ -35,6 +35,12 @@ def describe(body: bytes) -> str:
                 f"{head} account {data.get('account_id')} balance {data.get('balance_before')}"
                 f" -> {data.get('balance')} {data.get('currency')}"
                 f" (threshold {data.get('threshold')})"
+            )
+        if kind == "batch.completed":
+            return (
+                f"{head} batch {data.get('id')} {data.get('item_count')} transfers:"
+                f" {data.get('succeeded')} succeeded, {data.get('failed')} failed,"
+                f" {data.get('canceled')} canceled"
             )
         if "transfer" in data:
             transfer = data["transfer"]

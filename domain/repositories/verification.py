@@ -172,6 +172,21 @@ CHECKS: list[Check] = [
             OR (a.kind = 'customer' AND a.balance - a.held < -a.overdraft_limit)
          ORDER BY a.number""",
     ),
+    Check(  # the count that decides `batch.completed` (migration 0012)
+        "batches_count_their_finished_transfers",
+        """
+        SELECT b.id::text AS batch, b.item_count, b.finished_items,
+               COUNT(t.id) AS transfers,
+               COUNT(t.id) FILTER (WHERE t.status IN ('succeeded', 'failed', 'canceled'))
+                   AS finished
+          FROM transfer_batches b
+          LEFT JOIN transfers t ON t.batch_id = b.id
+         GROUP BY b.id
+        HAVING COUNT(t.id) <> b.item_count
+            OR b.finished_items <> COUNT(t.id) FILTER (
+                   WHERE t.status IN ('succeeded', 'failed', 'canceled'))
+         ORDER BY MIN(b.created_at)""",
+    ),
 ]
 
 LIMIT_PER_CHECK = 20

@@ -21,7 +21,7 @@ from domain.repositories import accounts as accounts_repo
 from domain.repositories import engine as engine_repo
 from domain.repositories import transfers as transfers_repo
 from domain.resources import TransferResource
-from domain.services import audit, events
+from domain.services import audit, batch_completion, events
 from domain.services.transfers import get_visible_transfer
 from domain.uow import UnitOfWork
 
@@ -74,6 +74,8 @@ def _publish(uow: UnitOfWork, transfer: Transfer, *, actor: User, request_id: st
         sees_all=sees_all,
         now=now,
     )
+    if transfer.batch_id is not None:
+        rows += batch_completion.finished(session, [transfer.batch_id], now)
     uow.send_deliveries(
         engine_repo.publish(
             session, events=rows, due=events.delivery_due(now), finished_ids=[transfer.id]

@@ -53,7 +53,7 @@ from domain.rules import (
     Limits,
     failure_for,
 )
-from domain.services import alerts, audit, events
+from domain.services import alerts, audit, batch_completion, events
 from domain.uow import UnitOfWork
 
 
@@ -483,6 +483,10 @@ def _write(
         sees_all=sees_all,
         now=now,
         crossings=crossings,
+    )
+    # After the transfers' own events: the batches whose last transfer this finished.
+    rows += batch_completion.finished(
+        session, [o.transfer.batch_id for o in outcomes if o.transfer.batch_id], now
     )
     finished_ids = [o.transfer.id for o in outcomes] + [h.row.id for h in moved]
     finished_ids += [o.transfer.batch_id for o in outcomes if o.transfer.batch_id]

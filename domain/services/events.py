@@ -31,6 +31,7 @@ from domain.repositories import events as events_repo
 from domain.resources import (
     BalanceEvent,
     BalanceEventData,
+    BatchEvent,
     EventResource,
     HoldEvent,
     TransferEvent,
@@ -120,7 +121,7 @@ def outcome_events(
                 created_at=now,
                 data=TransferEventData(transfer=transfer, entries=visible),
             )
-            rows.append(_row(event, user_id, now))
+            rows.append(event_row(event, user_id, now))
         rows += [balance_event_row(c, now) for c in caused.get(transfer.id, ())]
     return rows
 
@@ -129,9 +130,10 @@ def new_event_id() -> str:
     return f"evt_{uuid.uuid4().hex}"
 
 
-def _row(
-    event: TransferEvent | HoldEvent | BalanceEvent, user_id: uuid.UUID, now: datetime
+def event_row(
+    event: TransferEvent | HoldEvent | BalanceEvent | BatchEvent, user_id: uuid.UUID, now: datetime
 ) -> dict[str, Any]:
+    """The `events` row of `event` in `user_id`'s stream."""
     return {
         "id": event.id,
         "user_id": user_id,
@@ -160,7 +162,7 @@ def balance_event_row(crossing: Crossing, now: datetime) -> dict[str, Any]:
             sequence=entry["sequence"],
         ),
     )
-    return _row(event, crossing.alert.created_by, now)
+    return event_row(event, crossing.alert.created_by, now)
 
 
 def delivery_due(now: datetime) -> datetime:

@@ -277,7 +277,8 @@ async def create_batch(body: TransferBatchCreate, caller: TokenCaller, desk: Des
     """Every item is checked before anything is written: one invalid item refuses the
     whole batch (422, `errors` naming each bad item's `index`). With `atomic: true`
     the transfers are applied in one transaction, all or nothing: if one fails, it
-    carries its own failure code and the others `batch_failed`."""
+    carries its own failure code and the others `batch_failed`. When the last one is
+    terminal, the initiator gets one `batch.completed` event with the tally."""
     items = [
         acceptance.MoneyItem(kind=TransferKind.TRANSFER, **item.item_fields())
         for item in body.transfers

@@ -170,6 +170,7 @@ def test_the_openapi_document_publishes_every_webhook_with_its_payload_schema(cl
         "hold.expired": "HoldEvent",
         "balance.below": "BalanceEvent",
         "balance.above": "BalanceEvent",
+        "batch.completed": "BatchEvent",
         "ping": "PingEvent",
     }
     assert set(document["webhooks"]) == set(models)

@@ -257,12 +257,14 @@ def test_crossings_inside_one_batch_each_fire_right_after_their_transfer(
     assert batch.status_code == 202, batch.text
     transfers = batch.json()["transfers"]
     drain_pending()
-    events = wait_for_events(client, alice, 2 + 4 + 3)  # deposits, the batch, three alerts
+    # deposits, the batch's four transfers, three alerts, the batch's completion
+    events = wait_for_events(client, alice, 2 + 4 + 3 + 1)
     events = events[2:]
     assert [e["type"] for e in events if e["type"] != "transfer.succeeded"] == [
         "balance.below",
         "balance.above",
         "balance.below",
+        "batch.completed",
     ]
     fired = [e for e in events if e["type"].startswith("balance.")]
     assert [e["data"]["transfer_id"] for e in fired] == [t["id"] for t in transfers[:3]]
@@ -318,7 +320,10 @@ def test_a_failed_transfer_and_a_failed_atomic_batch_fire_nothing(
     )
     assert batch.status_code == 202, batch.text
     drain_pending()
-    events = wait_for_events(client, alice, 1 + 3)[1:]  # after the funding deposit
+    # After the funding deposit: three failed transfers, and the batch's completion.
+    events = wait_for_events(client, alice, 1 + 3 + 1)[1:]
+    assert [e["type"] for e in events].count("batch.completed") == 1
+    events = [e for e in events if e["type"] != "batch.completed"]
     assert {e["data"]["transfer"]["status"] for e in events} == {"failed"}
     assert too_much["id"] in {e["data"]["transfer"]["id"] for e in events}
     assert _balance_events(client, alice) == []

@@ -13,6 +13,7 @@ import psutil
 from sqlalchemy import text
 
 from tests.factories import (
+    idem,
     open_account,
     operator_headers,
     post_deposit,
@@ -203,6 +204,40 @@ def test_verify_names_an_entry_whose_amount_was_changed(
     assert balance["ledger"] == balance["balance"] - 1
     # The next entry of the account (none here) would be the one to break continuity.
     assert "balances_continue" not in problems
+    assert _verify().returncode == 0
+
+
+def test_verify_names_a_batch_whose_finished_count_is_wrong(
+    client, session_factory, owner_session_factory, drain_pending
+):
+    operator = operator_headers(client, session_factory)
+    owner = register_and_login(client)
+    source, sink = open_account(client, owner), open_account(client, owner)
+    post_deposit(client, operator, source["id"], 1_000)
+    item = {
+        "source_account_id": source["id"],
+        "destination_account_number": sink["number"],
+        "amount": 10,
+        "currency": "USD",
+    }
+    batch = client.post(
+        "/v1/transfer-batches", json={"transfers": [item, item]}, headers={**owner, **idem()}
+    ).json()
+    drain_pending()
+    assert _verify().returncode == 0
+    edit = "UPDATE transfer_batches SET finished_items = :n, completed_at = {at} WHERE id = :id"
+    with _triggers_disabled(owner_session_factory, "transfer_batches", "transfer_batches_guard"):
+        with owner_session_factory() as session, session.begin():
+            session.execute(text(edit.format(at="NULL")), {"n": 1, "id": batch["id"]})
+        try:
+            result = _verify("--json")
+        finally:
+            with owner_session_factory() as session, session.begin():
+                session.execute(text(edit.format(at="now()")), {"n": 2, "id": batch["id"]})
+    assert result.returncode == 1
+    [problem] = json.loads(result.stdout)["problems"]["batches_count_their_finished_transfers"]
+    assert problem["batch"] == batch["id"]
+    assert (problem["finished_items"], problem["finished"], problem["transfers"]) == (1, 2, 2)
     assert _verify().returncode == 0
 
 

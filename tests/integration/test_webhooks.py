@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 from domain.models import WebhookDelivery, WebhookEndpoint
 from domain.webhook_signing import verify
 from tests.factories import (
+    idem,
     open_account,
     operator_headers,
     post_deposit,
@@ -113,6 +114,39 @@ def test_delivery_is_signed_with_the_endpoint_secret(hooks_app, session_factory,
     # The secret is never shown again.
     listed = client.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=alice).json()
     assert "secret" not in listed
+
+
+def test_a_completed_batch_arrives_once_at_an_endpoint_subscribed_to_it(
+    hooks_app, session_factory, drain_pending
+):
+    client = hooks_app
+    alice, _, a, b = _funded_pair(client, session_factory, drain_pending)
+    with running_receiver() as receiver:
+        endpoint = _endpoint(client, alice, receiver, events=("batch.completed",))
+        item = {
+            "source_account_id": a["id"],
+            "destination_account_number": b["number"],
+            "currency": "USD",
+        }
+        batch = client.post(
+            "/v1/transfer-batches",
+            json={"transfers": [{**item, "amount": 100}, {**item, "amount": 20_000}]},
+            headers={**alice, **idem()},
+        ).json()
+        drain_pending()
+        _send_due(session_factory, endpoint["id"])
+        [request] = receiver.wait_for(1)
+    assert verify(
+        endpoint["secret"],
+        msg_id=request.headers["webhook-id"],
+        timestamp=int(request.headers["webhook-timestamp"]),
+        body=request.body,
+        header=request.headers["webhook-signature"],
+    )
+    payload = json.loads(request.body)
+    assert payload["type"] == "batch.completed" and payload["data"]["id"] == batch["id"]
+    assert (payload["data"]["succeeded"], payload["data"]["failed"]) == (1, 1)
+    assert len(_deliveries(session_factory, endpoint["id"])) == 1
 
 
 def test_failing_twice_then_succeeding_arrives_on_the_third_attempt(

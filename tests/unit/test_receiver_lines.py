@@ -51,6 +51,19 @@ def test_a_balance_event_names_the_account_the_move_and_the_threshold() -> None:
     assert line == "balance.below evt_2 account a1 balance 6000 -> 4500 USD (threshold 5000)"
 
 
+def test_a_batch_event_names_the_batch_and_its_tally() -> None:
+    line = describe(
+        _body(
+            {
+                "id": "evt_3",
+                "type": "batch.completed",
+                "data": {"id": "b1", "item_count": 3, "succeeded": 2, "failed": 1, "canceled": 0},
+            }
+        )
+    )
+    assert line == ("batch.completed evt_3 batch b1 3 transfers: 2 succeeded, 1 failed, 0 canceled")
+
+
 def test_a_ping_and_garbage() -> None:
     assert describe(_body({"id": "msg_3", "type": "ping", "data": {"message": "hi"}})) == (
         "ping msg_3"
