@@ -71,6 +71,17 @@ def open_account(client: Client, headers: dict[str, str], currency: str = "USD")
     return body
 
 
+def accounts_in_two_lanes(
+    client: Client, headers: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two accounts of the caller that different lanes drain."""
+    first = open_account(client, headers)
+    second = open_account(client, headers)
+    while lane_of(uuid.UUID(second["id"])) == lane_of(uuid.UUID(first["id"])):
+        second = open_account(client, headers)
+    return first, second
+
+
 def post_deposit(
     client: Client, headers: dict[str, str], account_id: str, amount: int, currency: str = "USD"
 ) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from domain.services import batch_completion
 from tests.factories import (
+    accounts_in_two_lanes,
     idem,
     lane_of,
     open_account,
@@ -43,10 +44,7 @@ def _sources_in_two_lanes(client, session_factory, drain_pending, amount: int):
     """A customer with two funded accounts drained by different lanes."""
     operator = operator_headers(client, session_factory)
     owner = register_and_login(client)
-    first = open_account(client, owner)
-    second = open_account(client, owner)
-    while lane_of(uuid.UUID(second["id"])) == lane_of(uuid.UUID(first["id"])):
-        second = open_account(client, owner)
+    first, second = accounts_in_two_lanes(client, owner)
     for account in (first, second):
         post_deposit(client, operator, account["id"], amount)
     drain_pending()

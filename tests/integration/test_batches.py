@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from domain.models import LedgerEntry, Transfer
 from tests.factories import (
+    accounts_in_two_lanes,
     idem,
     lane_of,
     open_account,
@@ -173,10 +174,7 @@ def test_atomic_batch_waits_for_older_transfers_of_its_sources_in_other_lanes(
 ):
     operator = operator_headers(client, session_factory)
     owner = register_and_login(client)
-    first = open_account(client, owner)
-    second = open_account(client, owner)
-    while lane_of(uuid.UUID(second["id"])) == lane_of(uuid.UUID(first["id"])):
-        second = open_account(client, owner)
+    first, second = accounts_in_two_lanes(client, owner)
     for account in (first, second):
         post_deposit(client, operator, account["id"], 1_000)
     drain_pending()
