@@ -218,3 +218,80 @@ def test_the_database_keeps_the_count_honest(
             {"id": batch_id},
         )
         session.flush()
+
+
+def test_the_migration_counts_the_batches_accepted_before_it(services) -> None:
+    """0012 on a database that already has batches: a finished one is counted and
+    completed (never announced), an unfinished one counted so far; and it goes back."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from domain.migrate import alembic_config
+    from settle.harness import migrated_database
+
+    with migrated_database(services.server_url, "settle_test_0012") as (_, roles):
+        config = alembic_config(roles.owner_url)
+        command.downgrade(config, "0011")
+        owner = create_engine(roles.owner_url)
+        user, done, open_ = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        accounts = [uuid.uuid4(), uuid.uuid4()]
+        with owner.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO users (id, email, password_hash, role)"
+                    " VALUES (:id, :email, 'x', 'customer')"
+                ),
+                {"id": user, "email": f"{user}@example.com"},
+            )
+            for number, account in enumerate(accounts):
+                connection.execute(
+                    text(
+                        "INSERT INTO accounts (id, number, kind, currency, status, owner_id)"
+                        " VALUES (:id, :number, 'customer', 'USD', 'active', :owner)"
+                    ),
+                    {"id": account, "number": f"10000000000{number}", "owner": user},
+                )
+            for batch in (done, open_):
+                connection.execute(
+                    text(
+                        "INSERT INTO transfer_batches (id, atomic, initiated_by, item_count,"
+                        " created_at) VALUES (:id, false, :user, 2, now())"
+                    ),
+                    {"id": batch, "user": user},
+                )
+            items = [(done, 0, "failed"), (done, 1, "canceled"), (open_, 0, "failed")]
+            items.append((open_, 1, "pending"))
+            for batch, index, status in items:
+                connection.execute(
+                    text(
+                        "INSERT INTO transfers (id, kind, status, source_account_id,"
+                        " destination_account_id, amount, currency, initiated_by, lane,"
+                        " batch_id, batch_index, failure_code, completed_at, created_at)"
+                        " VALUES (:id, 'transfer', :status, :a, :b, 1, 'USD', :user, 0,"
+                        " :batch, :index,"
+                        " CASE WHEN :status = 'failed' THEN 'insufficient_funds' END,"
+                        " CASE WHEN :status = 'pending' THEN NULL ELSE now() END, now())"
+                    ),
+                    {
+                        "id": uuid.uuid4(),
+                        "status": status,
+                        "a": accounts[0],
+                        "b": accounts[1],
+                        "user": user,
+                        "batch": batch,
+                        "index": index,
+                    },
+                )
+        command.upgrade(config, "head")
+        with owner.begin() as connection:
+            counted = {
+                row.id: (row.finished_items, row.completed_at is not None)
+                for row in connection.execute(
+                    text("SELECT id, finished_items, completed_at FROM transfer_batches")
+                )
+            }
+            assert not connection.execute(text("SELECT count(*) FROM events")).scalar()
+        assert counted == {done: (2, True), open_: (1, False)}
+        command.downgrade(config, "0011")
+        command.upgrade(config, "head")
+        owner.dispose()
