@@ -24,13 +24,21 @@ ITEMS = 20
 def test_atomic_batches_survive_sigkilled_workers(isolated, session_factory):
     from gateway.app import create_app
 
+    env = settings_env(isolated, SETTLE_DRAIN_BATCH_SIZE="25")
     with TestClient(create_app(isolated)) as client:
         operator = operator_headers(client, session_factory)
         owner = register_and_login(client)
         sources = [open_account(client, owner) for _ in range(3)]
         sinks = [open_account(client, register_and_login(client)) for _ in range(3)]
-        for source in sources:
-            post_deposit(client, operator, source["id"], 1_000_000)
+        deposits = [
+            uuid.UUID(post_deposit(client, operator, source["id"], 1_000_000)["id"])
+            for source in sources
+        ]
+        # Applied before any batch is submitted: a deposit is drained in the settlement
+        # account's lane, and nothing orders it before the batches that spend it (a
+        # batch applied first would fail, rightly, with insufficient_funds).
+        with running_worker(env, concurrency=1):
+            _wait_applied(session_factory, deposits)
         batch_ids, doomed = [], set()
         for b in range(BATCHES):
             items = [
@@ -53,7 +61,6 @@ def test_atomic_batches_survive_sigkilled_workers(isolated, session_factory):
             assert response.status_code == 202, response.text
             batch_ids.append(response.json()["id"])
 
-    env = settings_env(isolated, SETTLE_DRAIN_BATCH_SIZE="25")
     kills = 0
     deadline = time.monotonic() + 90
     while _pending(session_factory, batch_ids) and time.monotonic() < deadline:
@@ -78,7 +85,8 @@ def test_atomic_batches_survive_sigkilled_workers(isolated, session_factory):
                 select(Transfer).where(Transfer.batch_id == uuid.UUID(batch_id))
             ).all()
             statuses = {t.status for t in rows}
-            assert statuses == ({"failed"} if b in doomed else {"succeeded"}), (b, statuses)
+            codes = {t.failure_code for t in rows}
+            assert statuses == ({"failed"} if b in doomed else {"succeeded"}), (b, statuses, codes)
             entries = session.scalar(
                 select(func.count())
                 .select_from(LedgerEntry)
@@ -100,3 +108,14 @@ def _pending(session_factory, batch_ids):
                 Transfer.status == "pending",
             )
         )
+
+
+def _wait_applied(session_factory, ids, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_factory() as session:
+            statuses = set(session.scalars(select(Transfer.status).where(Transfer.id.in_(ids))))
+        if statuses == {"succeeded"}:
+            return
+        assert time.monotonic() < deadline, f"deposits not applied: {statuses}"
+        time.sleep(0.1)
