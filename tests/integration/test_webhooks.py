@@ -53,6 +53,18 @@ def _endpoint(
     return body
 
 
+def _signed_with(secret: str, request: Any) -> bool:
+    """Whether a received webhook carries a valid Standard Webhooks signature by `secret`."""
+    headers = request.headers
+    return verify(
+        secret,
+        msg_id=headers["webhook-id"],
+        timestamp=int(headers["webhook-timestamp"]),
+        body=request.body,
+        header=headers["webhook-signature"],
+    )
+
+
 def _deliveries(session_factory, endpoint_id) -> list[WebhookDelivery]:
     with session_factory() as session:
         return list(
@@ -97,13 +109,7 @@ def test_delivery_is_signed_with_the_endpoint_secret(hooks_app, session_factory,
         _send_due(session_factory, endpoint["id"])
         [request] = receiver.wait_for(1)
     headers = request.headers
-    assert verify(
-        endpoint["secret"],
-        msg_id=headers["webhook-id"],
-        timestamp=int(headers["webhook-timestamp"]),
-        body=request.body,
-        header=headers["webhook-signature"],
-    )
+    assert _signed_with(endpoint["secret"], request)
     payload = json.loads(request.body)
     assert payload["id"] == headers["webhook-id"] and payload["type"] == "transfer.succeeded"
     assert payload["data"]["transfer"]["id"] == transfer["id"]
@@ -136,13 +142,7 @@ def test_a_completed_batch_arrives_once_at_an_endpoint_subscribed_to_it(
         drain_pending()
         _send_due(session_factory, endpoint["id"])
         [request] = receiver.wait_for(1)
-    assert verify(
-        endpoint["secret"],
-        msg_id=request.headers["webhook-id"],
-        timestamp=int(request.headers["webhook-timestamp"]),
-        body=request.body,
-        header=request.headers["webhook-signature"],
-    )
+    assert _signed_with(endpoint["secret"], request)
     payload = json.loads(request.body)
     assert payload["type"] == "batch.completed" and payload["data"]["id"] == batch["id"]
     assert (payload["data"]["succeeded"], payload["data"]["failed"]) == (1, 1)
@@ -274,13 +274,7 @@ def test_redelivery_and_secret_rotation(hooks_app, session_factory, drain_pendin
         first, second = receiver.wait_for(2)[:2]
     # After rotation both secrets sign, so a receiver with either one verifies.
     for secret in (endpoint["secret"], rotated["secret"]):
-        assert verify(
-            secret,
-            msg_id=second.headers["webhook-id"],
-            timestamp=int(second.headers["webhook-timestamp"]),
-            body=second.body,
-            header=second.headers["webhook-signature"],
-        )
+        assert _signed_with(secret, second)
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
     # Someone else cannot redeliver or even see it.
     other = register_and_login(client)
@@ -472,13 +466,7 @@ def test_patch_changes_the_url_and_events_and_the_next_delivery_follows(
         [request] = second.wait_for(1)
         assert first.requests == []
     assert json.loads(request.body)["type"] == "transfer.succeeded"
-    assert verify(  # signed with the secret it had from the start
-        endpoint["secret"],
-        msg_id=request.headers["webhook-id"],
-        timestamp=int(request.headers["webhook-timestamp"]),
-        body=request.body,
-        header=request.headers["webhook-signature"],
-    )
+    assert _signed_with(endpoint["secret"], request)  # signed with the secret it had from the start
 
 
 def test_patch_disables_and_enables_an_endpoint(hooks_app, session_factory, drain_pending):
@@ -579,13 +567,7 @@ def test_a_test_ping_is_signed_sent_once_and_shown_in_the_deliveries(hooks_app, 
     assert payload["type"] == "ping" and payload["id"] == delivery["event_id"]
     assert payload["data"] == {"endpoint_id": endpoint["id"]}
     assert request.headers["webhook-id"] == payload["id"]
-    assert verify(
-        endpoint["secret"],
-        msg_id=request.headers["webhook-id"],
-        timestamp=int(request.headers["webhook-timestamp"]),
-        body=request.body,
-        header=request.headers["webhook-signature"],
-    )
+    assert _signed_with(endpoint["secret"], request)
     listed = client.get(f"{url}/deliveries", headers=alice).json()["data"]
     sent = next(d for d in listed if d["id"] == delivery["id"])
     assert sent["status"] == "succeeded" and sent["event_type"] == "ping"
