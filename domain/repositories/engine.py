@@ -36,9 +36,9 @@ _TRANSFER_COLUMNS = """
         AND (o.execute_at IS NULL OR o.execute_at <= now())
         AND o.lane <> ALL(CAST(:slots AS smallint[]))) AS older_elsewhere
 """
-# Due: a scheduled transfer (`execute_at`) is not applied, and holds nothing back, before
-# its time; among due transfers each source stays first in, first out.
-_DUE = " AND (t.execute_at IS NULL OR t.execute_at <= now())"
+# Due (`pending_in_lane`, `older_elsewhere`): a scheduled transfer (`execute_at`) is not
+# applied, and holds nothing back, before its time; among due transfers each source
+# stays first in, first out.
 # `older_elsewhere`: the oldest pending transfer of the same source in another lane
 # (outside the slots being drained).
 # Only atomic batches put a source's transfers outside its own lane; a transfer
@@ -47,25 +47,39 @@ _DUE = " AND (t.execute_at IS NULL OR t.execute_at <= now())"
 
 def pending_in_lane(
     session: Session, slots: Sequence[int], *, limit: int, lock: bool = False
-) -> Sequence[Row[Any]]:
+) -> list[Row[Any]]:
     """The oldest pending transfers of a lane (its slots), in acceptance order.
 
     With `lock`, the rows are locked too (FOR UPDATE OF t): a concurrent drain of
     the same lane then waits, and finds them no longer pending.
+
+    What is read is bounded by the batch size, not by the backlog: each slot's oldest
+    `limit` come from its own walk of `transfers_pending_by_lane (lane, seq)`, the
+    lane's oldest `limit` from those (an InitPlan: evaluated once), and the rows by
+    primary key. A `lane = ANY(slots) ORDER BY seq` scan had to read and sort every
+    pending transfer of the lane first (27 ms a batch behind a backlog of 10,000).
+    The status is checked here, after the lock, not in the WHERE: there it would let
+    the planner read the rows through the lane index again.
     """
     # Only constant SQL is composed here; every value is a bound parameter.
-    return session.execute(
+    rows = session.execute(
         text(
             f"SELECT {_TRANSFER_COLUMNS} FROM transfers t"  # noqa: S608  # nosec B608: constant SQL
             " LEFT JOIN transfer_batches b ON b.id = t.batch_id"
             " JOIN users u ON u.id = t.initiated_by"
-            " WHERE t.lane = ANY(CAST(:slots AS smallint[])) AND t.status = 'pending'"
-            + _DUE
-            + " ORDER BY t.seq LIMIT :limit"
-            + (" FOR UPDATE OF t" if lock else "")
+            " WHERE t.id = ANY(ARRAY("
+            "  SELECT oldest.id FROM unnest(CAST(:slots AS smallint[])) AS s(slot)"
+            "  CROSS JOIN LATERAL (SELECT p.id, p.seq FROM transfers p"
+            "   WHERE p.lane = s.slot AND p.status = 'pending'"
+            "   AND (p.execute_at IS NULL OR p.execute_at <= now())"
+            "   ORDER BY p.seq LIMIT :limit) oldest"
+            "  ORDER BY oldest.seq LIMIT :limit))"
+            " ORDER BY t.seq" + (" FOR UPDATE OF t" if lock else "")
         ),
         {"slots": list(slots), "limit": limit},
     ).all()
+    # Locked after a concurrent drain of the lane committed: no longer pending.
+    return [row for row in rows if row.status == "pending"]
 
 
 def pending_of_batches(

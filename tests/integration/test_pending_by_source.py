@@ -1,0 +1,273 @@
+"""What is pending, asked cheaply: migration 0013 and the engine's lane read.
+
+- `settle_accept`'s backpressure count probes the source's own pending transfers
+  (`transfers_pending_by_source`), not every pending transfer of every lane, even
+  when the planner's statistics are skewed: one source behind most rows, as a
+  settlement account is;
+- the engine reads a lane slot by slot, so what it reads is bounded by the batch
+  size, not by the backlog; it still returns the lane's oldest due transfers in
+  acceptance order;
+- 0013 goes down and up.
+
+Each test has a database of its own, filled by SQL (no engine, no other test's
+transfers in its lanes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session
+
+from domain.lanes import Lanes, slot_of
+from domain.repositories import acceptance
+from domain.repositories import engine as engine_repo
+from settle.harness import migrated_database
+
+
+@dataclass
+class Ledger:
+    owner: Engine
+    user: uuid.UUID
+
+
+@pytest.fixture
+def ledger(services: Any) -> Iterator[Ledger]:
+    with migrated_database(services.server_url, "settle_test_pending") as (_, roles):
+        owner = create_engine(roles.owner_url)
+        user = uuid.uuid4()
+        with owner.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO users (id, email, password_hash, role)"
+                    " VALUES (:id, :email, 'x', 'customer')"
+                ),
+                {"id": user, "email": f"{user}@example.com"},
+            )
+        yield Ledger(owner, user)
+        owner.dispose()
+
+
+def _accounts(ledger: Ledger, ids: list[uuid.UUID]) -> None:
+    with ledger.owner.begin() as connection:
+        for account in ids:
+            connection.execute(
+                text(
+                    "INSERT INTO accounts (id, number, kind, currency, status, owner_id)"
+                    " VALUES (:id, :number, 'customer', 'USD', 'active', :owner)"
+                ),
+                {"id": account, "number": _number(account), "owner": ledger.user},
+            )
+
+
+def _number(account: uuid.UUID) -> str:
+    return str(int(hashlib.sha256(account.bytes).hexdigest(), 16))[:13]
+
+
+def _transfers(
+    ledger: Ledger,
+    source: uuid.UUID,
+    destination: uuid.UUID,
+    count: int,
+    *,
+    status: str = "pending",
+    execute_at: str | None = None,
+) -> list[uuid.UUID]:
+    """`count` transfers accepted one after the other; their ids, oldest first."""
+    ids = [uuid.uuid4() for _ in range(count)]
+    with ledger.owner.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO transfers (id, kind, status, source_account_id,"
+                " destination_account_id, amount, currency, initiated_by, lane, created_at,"
+                " completed_at, execute_at)"
+                " SELECT i, 'transfer', :status, :a, :b, 1, 'USD', :user, settle_lane(:a), now(),"
+                " CASE WHEN :status = 'pending' THEN NULL ELSE now() END,"
+                " CAST(:execute_at AS timestamptz)"
+                " FROM unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS u(i, n) ORDER BY n"
+            ),
+            {
+                "ids": [str(i) for i in ids],
+                "status": status,
+                "a": source,
+                "b": destination,
+                "user": ledger.user,
+                "execute_at": execute_at,
+            },
+        )
+    return ids
+
+
+def _index_use(ledger: Ledger, what: str = "idx_scan") -> dict[str, int]:
+    """Scans of (`idx_scan`) or entries read from (`idx_tup_read`) the two indexes of
+    pending transfers, as PostgreSQL counts them (callers flush their counts first)."""
+    with ledger.owner.connect() as connection:
+        connection.execute(text("SELECT pg_stat_clear_snapshot()"))
+        return {
+            row.name: row.used
+            for row in connection.execute(
+                text(
+                    f"SELECT indexrelname AS name, {what} AS used"  # nosec B608: constant SQL
+                    " FROM pg_stat_user_indexes WHERE indexrelname IN"
+                    " ('transfers_pending_by_source', 'transfers_pending_by_lane')"
+                )
+            )
+        }
+
+
+def test_the_backpressure_count_probes_the_source_even_with_skewed_statistics(ledger):
+    busy, sender, sink = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    _accounts(ledger, [busy, sender, sink])
+    # Most rows come from one account (as deposits come from a settlement account), and
+    # the planner knows it: a plan for "some source" then guesses "most rows".
+    _transfers(ledger, busy, sink, 3000, status="succeeded")
+    _transfers(ledger, busy, sink, 500)
+    _transfers(ledger, sender, sink, 2)
+    with ledger.owner.begin() as connection:
+        connection.execute(text("ANALYZE transfers"))
+    before = _index_use(ledger)
+    # Six calls: PL/pgSQL plans with the values five times, then settles on a generic
+    # plan (for "some source"); both kinds of plan are used here.
+    for _ in range(6):
+        with Session(ledger.owner) as session, session.begin():
+            rows = acceptance.accept_in_session(
+                session,
+                acceptance.AcceptCall(
+                    user_id=ledger.user,
+                    key=f"k-{uuid.uuid4()}",
+                    fingerprint="f",
+                    kinds=["transfer"],
+                    accounts=[sender],
+                    destinations=[_number(sink)],
+                    amounts=[1],
+                    currencies=["USD"],
+                    descriptions=[None],
+                    batch_id=None,
+                    atomic=False,
+                    request_id=None,
+                    large_threshold=None,
+                    max_pending=10_000,
+                ),
+            )
+            assert [r.outcome for r in rows] == ["accepted"]
+            session.execute(text("SELECT pg_stat_force_next_flush()"))
+    after = _index_use(ledger)
+    assert after["transfers_pending_by_source"] - before["transfers_pending_by_source"] >= 6
+    assert after["transfers_pending_by_lane"] == before["transfers_pending_by_lane"]
+
+
+def test_the_backpressure_count_refuses_at_the_limit(ledger):
+    sender, sink = uuid.uuid4(), uuid.uuid4()
+    _accounts(ledger, [sender, sink])
+    _transfers(ledger, sender, sink, 3)
+    _transfers(ledger, sender, sink, 5, status="succeeded")  # not pending: not counted
+
+    def accept(limit: int) -> list[acceptance.Row]:
+        with Session(ledger.owner) as session, session.begin():
+            return acceptance.accept_in_session(
+                session,
+                acceptance.AcceptCall(
+                    user_id=ledger.user,
+                    key=f"k-{uuid.uuid4()}",
+                    fingerprint="f",
+                    kinds=["transfer"],
+                    accounts=[sender],
+                    destinations=[_number(sink)],
+                    amounts=[1],
+                    currencies=["USD"],
+                    descriptions=[None],
+                    batch_id=None,
+                    atomic=False,
+                    request_id=None,
+                    large_threshold=None,
+                    max_pending=limit,
+                ),
+            )
+
+    refused = accept(3)
+    assert [(r.outcome, r.detail) for r in refused] == [("account_backlog", f"3 {sender}")]
+    assert [r.outcome for r in accept(4)] == ["accepted"]
+
+
+def _accounts_in_one_lane(lanes: Lanes, count: int) -> list[uuid.UUID]:
+    """`count` accounts of lane 0, each in a slot of its own."""
+    found: dict[int, uuid.UUID] = {}
+    while len(found) < count:
+        account = uuid.uuid4()
+        if lanes.of_account(account) == 0:
+            found.setdefault(slot_of(account), account)
+    return list(found.values())
+
+
+def test_a_lane_is_read_slot_by_slot_oldest_first(ledger):
+    lanes = Lanes(4)
+    first, second, third = _accounts_in_one_lane(lanes, 3)
+    elsewhere = next(a for a in iter(uuid.uuid4, None) if lanes.of_account(a) == 1)
+    sink = next(a for a in iter(uuid.uuid4, None) if lanes.of_account(a) == 2)
+    _accounts(ledger, [first, second, third, elsewhere, sink])
+    _transfers(ledger, first, sink, 4, status="succeeded")  # already applied
+    _transfers(ledger, second, sink, 1, execute_at="2999-01-01T00:00:00Z")  # not due yet
+    order = []
+    for source in (first, second, first, third, second, third, first):
+        order += _transfers(ledger, source, sink, 1)
+        _transfers(ledger, elsewhere, sink, 1)  # another lane's: never in lane 0's read
+    with Session(ledger.owner) as session:
+        for limit in (1, 3, 7, 100):
+            rows = engine_repo.pending_in_lane(session, lanes.slots(0), limit=limit)
+            assert [r.id for r in rows] == order[:limit]
+            assert all(r.status == "pending" and r.lane in lanes.slots(0) for r in rows)
+        locked = engine_repo.pending_in_lane(session, lanes.slots(0), limit=2, lock=True)
+        assert [r.id for r in locked] == order[:2]
+
+
+def test_a_lane_read_is_bounded_by_the_batch_not_the_backlog(ledger):
+    lanes = Lanes(4)
+    sources = _accounts_in_one_lane(lanes, 3)
+    sink = next(a for a in iter(uuid.uuid4, None) if lanes.of_account(a) == 2)
+    _accounts(ledger, [*sources, sink])
+    oldest = [_transfers(ledger, source, sink, 1)[0] for source in sources]
+    for source in sources:
+        _transfers(ledger, source, sink, 300)  # the backlog behind them
+    before = _index_use(ledger, "idx_tup_read")["transfers_pending_by_lane"]
+    with Session(ledger.owner) as session:
+        rows = engine_repo.pending_in_lane(session, lanes.slots(0), limit=3)
+        assert [r.id for r in rows] == oldest
+        session.execute(text("SELECT pg_stat_force_next_flush()"))
+    read = _index_use(ledger, "idx_tup_read")["transfers_pending_by_lane"] - before
+    # At most `limit` from each of the lane's 4 slots; one lane-wide scan read all 903.
+    assert 0 < read <= 3 * len(lanes.slots(0))
+
+
+def test_0013_goes_down_and_up(services):
+    from alembic import command
+
+    from domain.migrate import alembic_config
+
+    def state(engine: Engine) -> tuple[bool, bool]:
+        with engine.connect() as connection:
+            index = connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_indexes"
+                    " WHERE indexname = 'transfers_pending_by_source'"
+                )
+            ).scalar()
+            body = connection.execute(
+                text("SELECT pg_get_functiondef('settle_accept'::regproc)")
+            ).scalar()
+        return bool(index), "ORDER BY t.seq LIMIT p_max_pending" in body
+
+    with migrated_database(services.server_url, "settle_test_0013") as (_, roles):
+        owner = create_engine(roles.owner_url)
+        config = alembic_config(roles.owner_url)
+        assert state(owner) == (True, True)
+        command.downgrade(config, "0012")
+        assert state(owner) == (False, False)
+        command.upgrade(config, "head")
+        assert state(owner) == (True, True)
+        owner.dispose()
