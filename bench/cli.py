@@ -37,7 +37,13 @@ from rich.text import Text
 
 from bench import ceiling, plot, report, scenarios
 from bench.client import Api, open_client, open_funded_accounts, sign_in
-from bench.observer import SettledCounter, max_seq, status_counts, webhook_stats
+from bench.observer import (
+    SettledCounter,
+    max_seq,
+    status_counts,
+    vacuum_analyze,
+    webhook_stats,
+)
 from bench.receiver import Receipts, running_receiver
 from bench.resources import CpuWindow, connection_counts, rss_by_process
 from bench.stack import Stack, StackOptions, running_stack
@@ -185,6 +191,7 @@ async def _measure(
                 connections=args.connections,
             )
             await _settle_setup(ctx, args.accounts, funding)
+            await asyncio.to_thread(vacuum_analyze, stack.database_url)
             if args.soak:
                 await _soak(args, ctx, results)
             elif args.latency_rate:

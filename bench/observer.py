@@ -49,6 +49,21 @@ def max_seq(database_url: str) -> int:
         conn.close()
 
 
+def vacuum_analyze(database_url: str) -> None:
+    """VACUUM ANALYZE the bench database, as autovacuum does on a running system.
+
+    A database created seconds ago has no planner statistics, and a server with
+    autovacuum off (CI's) would never get any: plans for an empty table, applied to
+    tens of thousands of rows, then measure the planner's guess rather than Settle.
+    pgbench vacuums before each run for the same reason."""
+    conn = connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("VACUUM ANALYZE")
+    finally:
+        conn.close()
+
+
 def stage_times(database_url: str, transfer_ids: list[str]) -> dict[str, tuple[float, float]]:
     """When each transfer was accepted (`created_at`: the accept transaction's start) and
     applied (`completed_at`: the engine batch's moment, after its locks), as epoch

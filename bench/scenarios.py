@@ -28,6 +28,7 @@ from bench.observer import (
     queued_messages,
     stage_times,
     status_counts,
+    vacuum_analyze,
 )
 from bench.receiver import Receipts
 from bench.stack import Stack
@@ -462,7 +463,9 @@ async def wait_settled(ctx: Context, after_seq: int) -> int:
 async def quiesce(ctx: Context, result: ScenarioResult | None = None) -> None:
     """Until Settle's queues are empty, so leftovers (e.g. wake-ups whose transfers a
     previous drain already applied) do not delay the next scenario; at most
-    stall_seconds. What was left, and how long it took, goes into `result`."""
+    stall_seconds. What was left, and how long it took, goes into `result`. Then
+    VACUUM ANALYZE (observer.vacuum_analyze), so every scenario starts from the
+    tables autovacuum would leave behind the last one."""
     env = ctx.stack.env
 
     def count() -> int:
@@ -479,6 +482,7 @@ async def quiesce(ctx: Context, result: ScenarioResult | None = None) -> None:
         result.queue_drain_seconds = time.monotonic() - started if first else 0.0
         if left:
             result.errors.append(f"{left} messages still queued {ctx.stall_seconds:.0f} s later")
+    await asyncio.to_thread(vacuum_analyze, ctx.stack.database_url)
 
 
 async def _wait(ctx: Context, done: Callable[[], bool]) -> None:
