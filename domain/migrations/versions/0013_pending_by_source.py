@@ -14,6 +14,9 @@ path's database time, and accepts slowed as the backlog grew.
   makes each an index probe into the source's own pending rows. Built CONCURRENTLY
   (outside the migration's transaction), so a live database keeps accepting
   transfers while it is built.
+- `transfers_source_completed_idx` (0002, succeeded transfers by source and time) is
+  dropped: it served the daily limit's sum of today's transfers, which 0004 replaced
+  by `accounts.daily_sent`. Nothing reads it; every applied transfer paid an entry.
 - `settle_accept` is 0010's, with one change: the count reads the source's pending
   transfers `ORDER BY seq`. The answer is the same; the order is what only the new
   index gives for free, so the planner keeps choosing it even when its statistics
@@ -37,6 +40,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 INDEX = "transfers_pending_by_source"
+OBSOLETE = "transfers_source_completed_idx"
 
 _0010 = importlib.import_module("domain.migrations.versions.0010_reporting_metadata_closing")
 _COUNT_BEFORE = """
@@ -77,9 +81,17 @@ def upgrade() -> None:
             postgresql_concurrently=True,
             if_not_exists=True,
         )
+        op.drop_index(OBSOLETE, table_name="transfers", postgresql_concurrently=True)
 
 
 def downgrade() -> None:
     op.execute(_replace(_0010.ACCEPT_FUNCTION))
     with op.get_context().autocommit_block():
         op.drop_index(INDEX, table_name="transfers", postgresql_concurrently=True)
+        op.create_index(
+            OBSOLETE,
+            "transfers",
+            ["source_account_id", "completed_at"],
+            postgresql_where=sa.text("status = 'succeeded'"),
+            postgresql_concurrently=True,
+        )
