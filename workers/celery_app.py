@@ -152,6 +152,19 @@ def _verify_at_start(sender: Any = None, **_: Any) -> None:
         )
 
 
+@beat_init.connect
+def _start_audit_sealer(sender: Any = None, **_: Any) -> None:
+    # Sealing runs beside beat, not in the drains (workers/audit_sealer.py).
+    from domain.uow import unit_of_work
+    from workers import resources
+    from workers.audit_sealer import AuditSealer
+
+    AuditSealer(
+        units=lambda: unit_of_work(resources.session_factory()),
+        keys=get_settings().audit_keyring,
+    ).start()
+
+
 @worker_process_init.connect
 def _fresh_connections(**_: Any) -> None:
     # Forked pool children must not reuse the parent's database connections.

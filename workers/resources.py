@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from domain.db import make_engine, make_session_factory
 from domain.lanes import Lanes
 from domain.secret_box import SecretBox
-from domain.services.draining import Sealer
 from domain.uow import Ports, QueuedDelivery
 from settle.broker import (
     DELIVER_WEBHOOKS_TASK,
@@ -142,18 +141,6 @@ class _LaneClaims:
         except Exception:  # unknown means "yes": hand the lane on, lose nothing
             logger.debug("queue depth unavailable", exc_info=True)
             return True
-
-
-_sealer: Sealer | None = None
-
-
-def sealer() -> Sealer:
-    """One per process: seals at most every half second (see draining.Sealer)."""
-    global _sealer
-    if _sealer is None:
-        settings = get_settings()
-        _sealer = Sealer(keys=settings.audit_keyring)
-    return _sealer
 
 
 def lane_claims(lanes: Lanes) -> _LaneClaims:

@@ -55,7 +55,6 @@ def drain(lane: int, lane_count: int | None = None) -> int:
             batch_size=settings.drain_batch_size,
             limits=settings.engine_limits,
         ),
-        sealer=resources.sealer(),
         report=report_batch,
     )
 

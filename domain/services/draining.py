@@ -63,25 +63,6 @@ class DrainPolicy:
 Units = Callable[[], AbstractContextManager[UnitOfWork]]
 
 
-class Sealer:
-    """Seals the audit chain at most every `every_seconds` from one process.
-
-    Sealing is cheap when there is nothing to seal but still a transaction; after
-    every short drain it would be most of a drain's overhead.
-    """
-
-    def __init__(self, *, keys: audit.AuditKeys, every_seconds: float = 0.5) -> None:
-        self.keys = keys
-        self.every_seconds = every_seconds
-        self._last = 0.0
-
-    def maybe(self, units: Units) -> int:
-        if time.monotonic() - self._last < self.every_seconds:
-            return 0
-        self._last = time.monotonic()
-        return seal_audit(units, keys=self.keys)
-
-
 def drain_lane(
     *,
     lane: int,
@@ -89,7 +70,6 @@ def drain_lane(
     units: Units,
     claims: LaneClaims,
     policy: DrainPolicy,
-    sealer: Sealer,
     report: Callable[[engine.BatchResult], None] | None = None,
 ) -> int:
     """Apply the lane's pending transfers; returns how many reached a terminal state.
@@ -117,11 +97,13 @@ def drain_lane(
         if claims.others_waiting():
             claims.hand_on(lane)  # to the back of the queue, behind the other lanes
             break
-    sealer.maybe(units)
     return applied
 
 
 def seal_audit(units: Units, *, keys: audit.AuditKeys) -> int:
+    """One seal of the audit chain in a unit of work of its own (workers/audit_sealer.py
+    runs it beside beat, the periodic sweep after its work): not part of a drain, so no
+    lane waits for it."""
     with units() as uow:
         return audit.seal(uow.session, keys=keys)
 

@@ -8,9 +8,11 @@ them off (which verify then catches: see also test_audit_anchor.py).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -178,3 +180,88 @@ def test_an_unsealed_row_left_behind_is_reported(session_factory):
     finally:
         seal_all(session_factory)
     assert _verify_json()[0] == 0
+
+
+def _unsealed(session_factory, ids: list[int]) -> list[int]:
+    with session_factory() as session:
+        sealed = set(
+            session.execute(
+                text("SELECT audit_id FROM audit_seals WHERE audit_id = ANY(:ids)"), {"ids": ids}
+            ).scalars()
+        )
+    return [i for i in ids if i not in sealed]
+
+
+def _new_audit_rows(session_factory, count: int) -> list[int]:
+    from domain.services import audit
+    from domain.uow import unit_of_work
+
+    with unit_of_work(session_factory) as uow:
+        audit.append(
+            uow.session,
+            [audit.AuditRecord(event_type="test.sealer", data={"n": n}) for n in range(count)],
+        )
+        uow.session.flush()
+        return list(
+            uow.session.execute(
+                text(
+                    "SELECT id FROM audit_events WHERE event_type = 'test.sealer'"
+                    " ORDER BY id DESC LIMIT :n"
+                ),
+                {"n": count},
+            ).scalars()
+        )
+
+
+def _wait_sealed(session_factory, ids: list[int], timeout: float = 15.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (left := _unsealed(session_factory, ids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def test_the_sealer_thread_seals_what_commits_while_it_runs(session_factory, settings):
+    """Beat's sealer (workers/audit_sealer.py), not the drains, seals the chain now."""
+    from domain.uow import unit_of_work
+    from workers.audit_sealer import AuditSealer
+
+    sealer = AuditSealer(
+        units=lambda: unit_of_work(session_factory),
+        keys=settings.audit_keyring,
+        every_seconds=0.05,
+    )
+    sealer.start()
+    try:
+        ids = _new_audit_rows(session_factory, 3)
+        assert _wait_sealed(session_factory, ids) == []
+        more = _new_audit_rows(session_factory, 2)
+        assert _wait_sealed(session_factory, more) == []
+    finally:
+        sealer.stop()
+    assert sealer.sealed >= 5
+
+
+def test_the_sealer_thread_goes_on_after_a_failed_round(session_factory, settings, caplog):
+    from domain.uow import unit_of_work
+    from workers.audit_sealer import AuditSealer
+
+    rounds = []
+
+    def units():
+        rounds.append(1)
+        if len(rounds) == 1:
+            raise ConnectionError("PostgreSQL is restarting")
+        return unit_of_work(session_factory)
+
+    ids = _new_audit_rows(session_factory, 2)
+    sealer = AuditSealer(
+        units=units, keys=settings.audit_keyring, every_seconds=0.05, retry_after_seconds=0.1
+    )
+    with caplog.at_level(logging.ERROR, logger="settle.audit"):
+        sealer.start()
+        try:
+            assert _wait_sealed(session_factory, ids) == []
+        finally:
+            sealer.stop()
+    assert len(rounds) >= 2
+    assert "sealing the audit chain failed" in caplog.text

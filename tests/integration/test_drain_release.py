@@ -82,7 +82,6 @@ def _drain(settings: Any, lane: int, claims: RecordingClaims) -> int:
         policy=draining.DrainPolicy(
             batch_size=settings.drain_batch_size, limits=settings.engine_limits
         ),
-        sealer=draining.Sealer(keys=settings.audit_keyring),
     )
 
 
