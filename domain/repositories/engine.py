@@ -104,19 +104,25 @@ def pending_of_batches(
     ).all()
 
 
-def lock_accounts(session: Session, account_ids: Iterable[uuid.UUID]) -> Sequence[Row[Any]]:
+def lock_accounts(
+    session: Session, account_ids: Iterable[uuid.UUID], *, skip_locked: bool = False
+) -> Sequence[Row[Any]]:
     """SELECT ... FOR NO KEY UPDATE in ascending id order (see accounts.lock_accounts),
     with the owner's role (operators see every leg in their events) and the number of
     balance alerts (read under the lock, so it is never stale: creating an alert updates
-    it, which waits for this lock)."""
+    it, which waits for this lock).
+
+    `skip_locked`: leave out the accounts another transaction holds instead of waiting
+    for them (the engine defers what touches them; see engine.apply_next_batch)."""
+    # Only constant SQL is composed here; every value is a bound parameter.
     return session.execute(
         text(
-            "SELECT a.id, a.number, a.kind, a.status, a.currency, a.owner_id, a.balance,"
+            "SELECT a.id, a.number, a.kind, a.status, a.currency, a.owner_id, a.balance,"  # noqa: S608  # nosec B608: constant SQL
             " a.overdraft_limit, a.last_sequence, a.daily_outgoing_limit, a.daily_sent,"
             " a.daily_sent_on, a.balance_alert_count, a.held, u.role AS owner_role"
             " FROM accounts a LEFT JOIN users u ON u.id = a.owner_id"
             " WHERE a.id = ANY(CAST(:ids AS uuid[]))"
-            " ORDER BY a.id FOR NO KEY UPDATE OF a"
+            " ORDER BY a.id FOR NO KEY UPDATE OF a" + (" SKIP LOCKED" if skip_locked else "")
         ),
         {"ids": sorted(str(i) for i in set(account_ids))},
     ).all()

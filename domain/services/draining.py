@@ -15,6 +15,9 @@ so tests can run it without a broker:
   look finds work while other lanes' messages wait, the lane goes to the back of
   the queue (a new message) rather than being served again at once: with more lanes
   than worker processes, that is what keeps every lane's latency low;
+- accounts another lane's drain holds are skipped, not waited for: what needs them
+  is deferred to the next batch (engine.apply_next_batch, `skip_locked`), which waits
+  for the locks if the lane's oldest transfer was among the deferred;
 - a batch that breaks a database invariant rolls back whole; the lane is then
   applied one transfer at a time, and a transfer that fails `quarantine_after` times
   is failed with `internal_error` (audited by the engine), so the rest of the lane
@@ -58,6 +61,10 @@ class DrainPolicy:
     limits: Limits
     slice_seconds: float = 0.5
     quarantine_after: int = 3
+    # Defer what needs an account another lane's drain holds, rather than wait for it
+    # (engine.apply_next_batch); a batch right after one that deferred the lane's oldest
+    # transfer waits for the locks, so no transfer is passed over twice in a row.
+    skip_locked_accounts: bool = True
 
 
 Units = Callable[[], AbstractContextManager[UnitOfWork]]
@@ -78,12 +85,16 @@ def drain_lane(
     slots = lanes.slots(lane)
     applied = 0
     started = time.monotonic()
+    wait_for_locks = not policy.skip_locked_accounts
     while True:
-        result = _apply_or_quarantine(slots, units, policy, lane=lane, claims=claims)
+        result = _apply_or_quarantine(
+            slots, units, policy, lane=lane, claims=claims, skip_locked=not wait_for_locks
+        )
+        wait_for_locks = not policy.skip_locked_accounts or result.deferred_oldest
         applied += result.applied
         if report is not None and result.finished:
             report(result)
-        if result.more:  # a full batch: more is waiting right now
+        if result.more:  # a full batch, or deferred transfers: more is waiting right now
             if time.monotonic() - started < policy.slice_seconds or not claims.others_waiting():
                 claims.refresh(lane)
                 continue
@@ -117,10 +128,16 @@ def _apply(
     lane: int,
     claims: LaneClaims,
     fail_with: str | None = None,
+    skip_locked: bool = False,
 ) -> engine.BatchResult:
     with units() as uow:
         result = engine.apply_next_batch(
-            uow=uow, slots=slots, batch_size=batch_size, limits=policy.limits, fail_with=fail_with
+            uow=uow,
+            slots=slots,
+            batch_size=batch_size,
+            limits=policy.limits,
+            fail_with=fail_with,
+            skip_locked=skip_locked,
         )
         if not result.more:
             claims.release(lane)
@@ -129,9 +146,17 @@ def _apply(
 
 
 def _apply_or_quarantine(
-    slots: Sequence[int], units: Units, policy: DrainPolicy, *, lane: int, claims: LaneClaims
+    slots: Sequence[int],
+    units: Units,
+    policy: DrainPolicy,
+    *,
+    lane: int,
+    claims: LaneClaims,
+    skip_locked: bool,
 ) -> engine.BatchResult:
-    def apply(batch_size: int, fail_with: str | None = None) -> engine.BatchResult:
+    def apply(
+        batch_size: int, fail_with: str | None = None, skip_locked: bool = False
+    ) -> engine.BatchResult:
         return _apply(
             slots,
             units,
@@ -140,10 +165,11 @@ def _apply_or_quarantine(
             lane=lane,
             claims=claims,
             fail_with=fail_with,
+            skip_locked=skip_locked,
         )
 
     try:
-        return apply(policy.batch_size)
+        return apply(policy.batch_size, skip_locked=skip_locked)
     except IntegrityError:
         logger.warning("a batch of slots %s broke a database invariant; isolating it", slots)
     for _ in range(policy.quarantine_after):

@@ -164,6 +164,12 @@ class BatchResult:
     more: bool = False  # pending transfers remain that this call could take; call again
     # Transfers that must wait for an older transfer of their source in another lane.
     waiting: int = 0
+    # With `skip_locked`: transfers left for the next batch because another lane's drain
+    # held one of their accounts (the later transfers of their sources wait behind them,
+    # FIFO, and count as `waiting`); `deferred_oldest`: the batch's first unit was one of them, so the next batch
+    # should wait for the locks instead (the oldest transfer is never passed over twice).
+    deferred: int = 0
+    deferred_oldest: bool = False
     # Set by the drain (domain/services/draining.py) after a batch that was not full:
     # whether the lane still had due pending transfers once its marker was let go.
     pending_after_release: bool = False
@@ -180,9 +186,19 @@ def apply_next_batch(
     batch_size: int,
     limits: Limits,
     fail_with: str | None = None,
+    skip_locked: bool = False,
 ) -> BatchResult:
     """One batch of the lane. `fail_with`: fail what would be applied with this code
-    instead (quarantine of a transfer that keeps breaking a database invariant)."""
+    instead (quarantine of a transfer that keeps breaking a database invariant).
+
+    `skip_locked`: take only the accounts no other transaction holds, and defer the
+    transfers that need the others. Lanes are disjoint by source, not by destination:
+    two drains of batches of random transfers almost always share an account, and with
+    waiting locks they took turns, one lane at a time (a lock wait of 30-70 ms per
+    batch, with a quarter of the machine idle). Deferring keeps both at work; a drain
+    never waits while holding accounts it skipped ahead to, so this adds no deadlock
+    (a batch that waits for locks holds none yet: accounts come after the lane's rows).
+    """
     session = uow.session
     result = BatchResult()
     # Lock the lane's oldest pending transfers first: a concurrent drain of the same
@@ -204,12 +220,24 @@ def apply_next_batch(
     involved = {t.source_account_id for t in pending}
     involved |= {t.destination_account_id for t in pending}
     accounts = {
-        row.id: AccountState(**row._mapping) for row in engine_repo.lock_accounts(session, involved)
+        row.id: AccountState(**row._mapping)
+        for row in engine_repo.lock_accounts(session, involved, skip_locked=skip_locked)
     }
     now = datetime.now(UTC)
     outcomes: list[Outcome] = []
     held: set[uuid.UUID] = set()  # sources whose next transfer must wait (FIFO)
-    for unit in _units(pending):
+    for position, unit in enumerate(_units(pending)):
+        if any(
+            account not in accounts
+            for t in unit
+            for account in (t.source_account_id, t.destination_account_id)
+        ):
+            # Skipped: another drain holds one of its accounts. Still pending (and locked
+            # by us until commit); its source's later transfers wait behind it.
+            held.update(t.source_account_id for t in unit)
+            result.deferred += len(unit)
+            result.deferred_oldest |= position == 0
+            continue
         if any(
             t.source_account_id in held
             or (t.older_elsewhere or t.seq) < t.seq
@@ -226,7 +254,7 @@ def apply_next_batch(
             outcomes += [Outcome(transfer=t, failure_code=fail_with) for t in unit]
             break
         outcomes += _apply_unit(unit, accounts, holds, limits, now)
-    if len(pending) >= batch_size:
+    if len(pending) >= batch_size or result.deferred:
         result.more = True
     _write(uow, outcomes, accounts, now)
     for outcome in outcomes:

@@ -15,93 +15,32 @@ transfers in its lanes).
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
-from domain.lanes import Lanes, slot_of
+from domain.lanes import Lanes
 from domain.repositories import acceptance
 from domain.repositories import engine as engine_repo
 from settle.harness import migrated_database
-
-
-@dataclass
-class Ledger:
-    owner: Engine
-    user: uuid.UUID
+from tests.sql_ledger import (
+    Ledger,
+    accounts_in_lane,
+    add_accounts,
+    add_transfers,
+    fresh_ledger,
+    number,
+)
 
 
 @pytest.fixture
 def ledger(services: Any) -> Iterator[Ledger]:
-    with migrated_database(services.server_url, "settle_test_pending") as (_, roles):
-        owner = create_engine(roles.owner_url)
-        user = uuid.uuid4()
-        with owner.begin() as connection:
-            connection.execute(
-                text(
-                    "INSERT INTO users (id, email, password_hash, role)"
-                    " VALUES (:id, :email, 'x', 'customer')"
-                ),
-                {"id": user, "email": f"{user}@example.com"},
-            )
-        yield Ledger(owner, user)
-        owner.dispose()
-
-
-def _accounts(ledger: Ledger, ids: list[uuid.UUID]) -> None:
-    with ledger.owner.begin() as connection:
-        for account in ids:
-            connection.execute(
-                text(
-                    "INSERT INTO accounts (id, number, kind, currency, status, owner_id)"
-                    " VALUES (:id, :number, 'customer', 'USD', 'active', :owner)"
-                ),
-                {"id": account, "number": _number(account), "owner": ledger.user},
-            )
-
-
-def _number(account: uuid.UUID) -> str:
-    return str(int(hashlib.sha256(account.bytes).hexdigest(), 16))[:13]
-
-
-def _transfers(
-    ledger: Ledger,
-    source: uuid.UUID,
-    destination: uuid.UUID,
-    count: int,
-    *,
-    status: str = "pending",
-    execute_at: str | None = None,
-) -> list[uuid.UUID]:
-    """`count` transfers accepted one after the other; their ids, oldest first."""
-    ids = [uuid.uuid4() for _ in range(count)]
-    with ledger.owner.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO transfers (id, kind, status, source_account_id,"
-                " destination_account_id, amount, currency, initiated_by, lane, created_at,"
-                " completed_at, execute_at)"
-                " SELECT i, 'transfer', :status, :a, :b, 1, 'USD', :user, settle_lane(:a), now(),"
-                " CASE WHEN :status = 'pending' THEN NULL ELSE now() END,"
-                " CAST(:execute_at AS timestamptz)"
-                " FROM unnest(CAST(:ids AS uuid[])) WITH ORDINALITY AS u(i, n) ORDER BY n"
-            ),
-            {
-                "ids": [str(i) for i in ids],
-                "status": status,
-                "a": source,
-                "b": destination,
-                "user": ledger.user,
-                "execute_at": execute_at,
-            },
-        )
-    return ids
+    with fresh_ledger(services.server_url, "settle_test_pending") as ledger:
+        yield ledger
 
 
 def _index_use(ledger: Ledger, what: str = "idx_scan") -> dict[str, int]:
@@ -123,12 +62,12 @@ def _index_use(ledger: Ledger, what: str = "idx_scan") -> dict[str, int]:
 
 def test_the_backpressure_count_probes_the_source_even_with_skewed_statistics(ledger):
     busy, sender, sink = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    _accounts(ledger, [busy, sender, sink])
+    add_accounts(ledger, [busy, sender, sink])
     # Most rows come from one account (as deposits come from a settlement account), and
     # the planner knows it: a plan for "some source" then guesses "most rows".
-    _transfers(ledger, busy, sink, 3000, status="succeeded")
-    _transfers(ledger, busy, sink, 500)
-    _transfers(ledger, sender, sink, 2)
+    add_transfers(ledger, busy, sink, 3000, status="succeeded")
+    add_transfers(ledger, busy, sink, 500)
+    add_transfers(ledger, sender, sink, 2)
     with ledger.owner.begin() as connection:
         connection.execute(text("ANALYZE transfers"))
     before = _index_use(ledger)
@@ -144,7 +83,7 @@ def test_the_backpressure_count_probes_the_source_even_with_skewed_statistics(le
                     fingerprint="f",
                     kinds=["transfer"],
                     accounts=[sender],
-                    destinations=[_number(sink)],
+                    destinations=[number(sink)],
                     amounts=[1],
                     currencies=["USD"],
                     descriptions=[None],
@@ -164,9 +103,9 @@ def test_the_backpressure_count_probes_the_source_even_with_skewed_statistics(le
 
 def test_the_backpressure_count_refuses_at_the_limit(ledger):
     sender, sink = uuid.uuid4(), uuid.uuid4()
-    _accounts(ledger, [sender, sink])
-    _transfers(ledger, sender, sink, 3)
-    _transfers(ledger, sender, sink, 5, status="succeeded")  # not pending: not counted
+    add_accounts(ledger, [sender, sink])
+    add_transfers(ledger, sender, sink, 3)
+    add_transfers(ledger, sender, sink, 5, status="succeeded")  # not pending: not counted
 
     def accept(limit: int) -> list[acceptance.Row]:
         with Session(ledger.owner) as session, session.begin():
@@ -178,7 +117,7 @@ def test_the_backpressure_count_refuses_at_the_limit(ledger):
                     fingerprint="f",
                     kinds=["transfer"],
                     accounts=[sender],
-                    destinations=[_number(sink)],
+                    destinations=[number(sink)],
                     amounts=[1],
                     currencies=["USD"],
                     descriptions=[None],
@@ -195,28 +134,18 @@ def test_the_backpressure_count_refuses_at_the_limit(ledger):
     assert [r.outcome for r in accept(4)] == ["accepted"]
 
 
-def _accounts_in_one_lane(lanes: Lanes, count: int) -> list[uuid.UUID]:
-    """`count` accounts of lane 0, each in a slot of its own."""
-    found: dict[int, uuid.UUID] = {}
-    while len(found) < count:
-        account = uuid.uuid4()
-        if lanes.of_account(account) == 0:
-            found.setdefault(slot_of(account), account)
-    return list(found.values())
-
-
 def test_a_lane_is_read_slot_by_slot_oldest_first(ledger):
     lanes = Lanes(4)
-    first, second, third = _accounts_in_one_lane(lanes, 3)
+    first, second, third = accounts_in_lane(lanes, 0, 3, distinct_slots=True)
     elsewhere = next(a for a in iter(uuid.uuid4, None) if lanes.of_account(a) == 1)
     sink = next(a for a in iter(uuid.uuid4, None) if lanes.of_account(a) == 2)
-    _accounts(ledger, [first, second, third, elsewhere, sink])
-    _transfers(ledger, first, sink, 4, status="succeeded")  # already applied
-    _transfers(ledger, second, sink, 1, execute_at="2999-01-01T00:00:00Z")  # not due yet
+    add_accounts(ledger, [first, second, third, elsewhere, sink])
+    add_transfers(ledger, first, sink, 4, status="succeeded")  # already applied
+    add_transfers(ledger, second, sink, 1, execute_at="2999-01-01T00:00:00Z")  # not due yet
     order = []
     for source in (first, second, first, third, second, third, first):
-        order += _transfers(ledger, source, sink, 1)
-        _transfers(ledger, elsewhere, sink, 1)  # another lane's: never in lane 0's read
+        order += add_transfers(ledger, source, sink, 1)
+        add_transfers(ledger, elsewhere, sink, 1)  # another lane's: never in lane 0's read
     with Session(ledger.owner) as session:
         for limit in (1, 3, 7, 100):
             rows = engine_repo.pending_in_lane(session, lanes.slots(0), limit=limit)
@@ -228,12 +157,12 @@ def test_a_lane_is_read_slot_by_slot_oldest_first(ledger):
 
 def test_a_lane_read_is_bounded_by_the_batch_not_the_backlog(ledger):
     lanes = Lanes(4)
-    sources = _accounts_in_one_lane(lanes, 3)
+    sources = accounts_in_lane(lanes, 0, 3, distinct_slots=True)
     sink = next(a for a in iter(uuid.uuid4, None) if lanes.of_account(a) == 2)
-    _accounts(ledger, [*sources, sink])
-    oldest = [_transfers(ledger, source, sink, 1)[0] for source in sources]
+    add_accounts(ledger, [*sources, sink])
+    oldest = [add_transfers(ledger, source, sink, 1)[0] for source in sources]
     for source in sources:
-        _transfers(ledger, source, sink, 300)  # the backlog behind them
+        add_transfers(ledger, source, sink, 300)  # the backlog behind them
     before = _index_use(ledger, "idx_tup_read")["transfers_pending_by_lane"]
     with Session(ledger.owner) as session:
         rows = engine_repo.pending_in_lane(session, lanes.slots(0), limit=3)
