@@ -15,9 +15,10 @@ so tests can run it without a broker:
   look finds work while other lanes' messages wait, the lane goes to the back of
   the queue (a new message) rather than being served again at once: with more lanes
   than worker processes, that is what keeps every lane's latency low;
-- accounts another lane's drain holds are skipped, not waited for: what needs them
-  is deferred to the next batch (engine.apply_next_batch, `skip_locked`), which waits
-  for the locks if the lane's oldest transfer was among the deferred;
+- in big batches, accounts another lane's drain holds are skipped, not waited for: what
+  needs them is deferred to the next batch (engine.apply_next_batch,
+  `skip_locked_from`), which waits for the locks if the lane's oldest transfer was
+  among the deferred;
 - a batch that breaks a database invariant rolls back whole; the lane is then
   applied one transfer at a time, and a transfer that fails `quarantine_after` times
   is failed with `internal_error` (audited by the engine), so the rest of the lane
@@ -61,10 +62,11 @@ class DrainPolicy:
     limits: Limits
     slice_seconds: float = 0.5
     quarantine_after: int = 3
-    # Defer what needs an account another lane's drain holds, rather than wait for it
-    # (engine.apply_next_batch); a batch right after one that deferred the lane's oldest
-    # transfer waits for the locks, so no transfer is passed over twice in a row.
-    skip_locked_accounts: bool = True
+    # In batches of at least this many transfers (None: never), defer what needs an
+    # account another lane's drain holds rather than wait for it (engine.apply_next_batch);
+    # a batch right after one that deferred the lane's oldest transfer waits for the
+    # locks, so no transfer is passed over twice in a row.
+    skip_locked_from: int | None = 20
 
 
 Units = Callable[[], AbstractContextManager[UnitOfWork]]
@@ -85,12 +87,17 @@ def drain_lane(
     slots = lanes.slots(lane)
     applied = 0
     started = time.monotonic()
-    wait_for_locks = not policy.skip_locked_accounts
+    wait_for_locks = False
     while True:
         result = _apply_or_quarantine(
-            slots, units, policy, lane=lane, claims=claims, skip_locked=not wait_for_locks
+            slots,
+            units,
+            policy,
+            lane=lane,
+            claims=claims,
+            skip_locked_from=None if wait_for_locks else policy.skip_locked_from,
         )
-        wait_for_locks = not policy.skip_locked_accounts or result.deferred_oldest
+        wait_for_locks = result.deferred_oldest
         applied += result.applied
         if report is not None and result.finished:
             report(result)
@@ -128,7 +135,7 @@ def _apply(
     lane: int,
     claims: LaneClaims,
     fail_with: str | None = None,
-    skip_locked: bool = False,
+    skip_locked_from: int | None = None,
 ) -> engine.BatchResult:
     with units() as uow:
         result = engine.apply_next_batch(
@@ -137,7 +144,7 @@ def _apply(
             batch_size=batch_size,
             limits=policy.limits,
             fail_with=fail_with,
-            skip_locked=skip_locked,
+            skip_locked_from=skip_locked_from,
         )
         if not result.more:
             claims.release(lane)
@@ -152,10 +159,10 @@ def _apply_or_quarantine(
     *,
     lane: int,
     claims: LaneClaims,
-    skip_locked: bool,
+    skip_locked_from: int | None,
 ) -> engine.BatchResult:
     def apply(
-        batch_size: int, fail_with: str | None = None, skip_locked: bool = False
+        batch_size: int, fail_with: str | None = None, skip_locked_from: int | None = None
     ) -> engine.BatchResult:
         return _apply(
             slots,
@@ -165,11 +172,11 @@ def _apply_or_quarantine(
             lane=lane,
             claims=claims,
             fail_with=fail_with,
-            skip_locked=skip_locked,
+            skip_locked_from=skip_locked_from,
         )
 
     try:
-        return apply(policy.batch_size, skip_locked=skip_locked)
+        return apply(policy.batch_size, skip_locked_from=skip_locked_from)
     except IntegrityError:
         logger.warning("a batch of slots %s broke a database invariant; isolating it", slots)
     for _ in range(policy.quarantine_after):

@@ -1,6 +1,6 @@
 """Drains skip the accounts another lane's drain holds, instead of waiting for them.
 
-engine.apply_next_batch(skip_locked=True) takes only the accounts nobody holds and
+engine.apply_next_batch(skip_locked_from=1) takes only the accounts nobody holds and
 defers the transfers that need the others, with the later transfers of their sources
 (FIFO per source); draining.drain_lane follows a batch that deferred the lane's oldest
 transfer with one that waits for the locks, so nothing is passed over twice and a
@@ -108,7 +108,7 @@ def test_a_batch_defers_what_needs_an_account_another_drain_holds(ledger):
 
     with _held(ledger, busy), units() as uow:
         result = engine.apply_next_batch(
-            uow=uow, slots=LANES.slots(0), batch_size=100, limits=LIMITS, skip_locked=True
+            uow=uow, slots=LANES.slots(0), batch_size=100, limits=LIMITS, skip_locked_from=1
         )
     assert result.succeeded == [elsewhere]
     assert (result.deferred, result.waiting, result.deferred_oldest) == (1, 1, True)
@@ -117,7 +117,7 @@ def test_a_batch_defers_what_needs_an_account_another_drain_holds(ledger):
 
     with units() as uow:
         result = engine.apply_next_batch(
-            uow=uow, slots=LANES.slots(0), batch_size=100, limits=LIMITS, skip_locked=True
+            uow=uow, slots=LANES.slots(0), batch_size=100, limits=LIMITS, skip_locked_from=1
         )
     assert result.succeeded == [to_busy, behind]
     assert (result.deferred, result.more) == (0, False)
@@ -146,7 +146,7 @@ def test_after_deferring_the_oldest_transfer_the_drain_waits_for_the_lock(ledger
         lanes=LANES,
         units=_units(ledger, opened),
         claims=Claims(),
-        policy=draining.DrainPolicy(batch_size=100, limits=LIMITS),
+        policy=draining.DrainPolicy(batch_size=100, limits=LIMITS, skip_locked_from=1),
     )
     waited = time.monotonic() - started
     holder.join()
@@ -181,7 +181,9 @@ def test_two_lanes_sharing_every_account_drain_at_once_without_deadlock_in_fifo_
                         claims=Claims(),
                         # Small batches: many transactions, each holding a few of the
                         # eight accounts, so the two lanes keep running into each other.
-                        policy=draining.DrainPolicy(batch_size=5, limits=LIMITS),
+                        policy=draining.DrainPolicy(
+                            batch_size=5, limits=LIMITS, skip_locked_from=1
+                        ),
                         report=lambda result: deferred.append(result.deferred),
                     )
                     if "pending" not in _statuses(ledger, ids):
@@ -201,3 +203,29 @@ def test_two_lanes_sharing_every_account_drain_at_once_without_deadlock_in_fifo_
     for account, seqs in _debits_in_ledger_order(ledger).items():
         assert seqs == sorted(seqs), f"account {account} paid out of order"
     print(f"transfers deferred along the way: {sum(deferred)}")
+
+
+def test_a_batch_smaller_than_the_threshold_waits_for_the_lock(ledger):
+    (payer,) = accounts_in_lane(LANES, 0, 1)
+    (busy,) = accounts_in_lane(LANES, 1, 1)
+    add_accounts(ledger, [payer, busy])
+    ids = add_transfers(ledger, payer, busy, 3)
+    locked = threading.Event()
+
+    def hold_for_half_a_second() -> None:
+        with _held(ledger, busy):
+            locked.set()
+            time.sleep(0.5)
+
+    holder = threading.Thread(target=hold_for_half_a_second)
+    holder.start()
+    locked.wait(10)
+    started = time.monotonic()
+    with _units(ledger)() as uow:
+        result = engine.apply_next_batch(
+            uow=uow, slots=LANES.slots(0), batch_size=100, limits=LIMITS, skip_locked_from=4
+        )
+    waited = time.monotonic() - started
+    holder.join()
+    assert (result.succeeded, result.deferred) == (ids, 0)
+    assert waited >= 0.3
