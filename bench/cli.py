@@ -191,7 +191,7 @@ async def _measure(
                 connections=args.connections,
             )
             await _settle_setup(ctx, args.accounts, funding)
-            await asyncio.to_thread(vacuum_analyze, stack.database_url)
+            await asyncio.to_thread(vacuum_analyze, stack.env["SETTLE_MIGRATION_DATABASE_URL"])
             if args.soak:
                 await _soak(args, ctx, results)
             elif args.latency_rate:

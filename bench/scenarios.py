@@ -482,7 +482,8 @@ async def quiesce(ctx: Context, result: ScenarioResult | None = None) -> None:
         result.queue_drain_seconds = time.monotonic() - started if first else 0.0
         if left:
             result.errors.append(f"{left} messages still queued {ctx.stall_seconds:.0f} s later")
-    await asyncio.to_thread(vacuum_analyze, ctx.stack.database_url)
+    if not ctx.stack.dead():
+        await asyncio.to_thread(vacuum_analyze, env["SETTLE_MIGRATION_DATABASE_URL"])
 
 
 async def _wait(ctx: Context, done: Callable[[], bool]) -> None:

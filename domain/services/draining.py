@@ -65,7 +65,7 @@ class DrainPolicy:
     # In batches of at least this many transfers (None: never), defer what needs an
     # account another lane's drain holds rather than wait for it (engine.apply_next_batch);
     # a batch right after one that deferred the lane's oldest transfer waits for the
-    # locks, so no transfer is passed over twice in a row.
+    # locks, so within a drain no transfer is passed over twice in a row.
     skip_locked_from: int | None = 20
 
 

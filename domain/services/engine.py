@@ -168,9 +168,9 @@ class BatchResult:
     waiting: int = 0
     # With `skip_locked_from`: transfers left for the next batch because another lane's
     # drain held one of their accounts (the later transfers of their sources wait behind
-    # them, FIFO, and count as `waiting`); `deferred_oldest`: the batch's first unit was
-    # one of them, so the next batch should wait for the locks instead (the oldest
-    # transfer is never passed over twice in a row).
+    # them, FIFO, and count as `waiting`); `deferred_oldest`: the first unit the batch
+    # could have applied was one of them, so the next batch should wait for the locks
+    # instead (within a drain, that transfer is not passed over twice in a row).
     deferred: int = 0
     deferred_oldest: bool = False
     # Set by the drain (domain/services/draining.py) after a batch that was not full:
@@ -236,18 +236,8 @@ def apply_next_batch(
     now = datetime.now(UTC)
     outcomes: list[Outcome] = []
     held: set[uuid.UUID] = set()  # sources whose next transfer must wait (FIFO)
-    for position, unit in enumerate(_units(pending)):
-        if any(
-            account not in accounts
-            for t in unit
-            for account in (t.source_account_id, t.destination_account_id)
-        ):
-            # Skipped: another drain holds one of its accounts. Still pending (and locked
-            # by us until commit); its source's later transfers wait behind it.
-            held.update(t.source_account_id for t in unit)
-            result.deferred += len(unit)
-            result.deferred_oldest |= position == 0
-            continue
+    first = True  # no unit of this batch could be applied yet (or was deferred)
+    for unit in _units(pending):
         if any(
             t.source_account_id in held
             or (t.older_elsewhere or t.seq) < t.seq
@@ -260,6 +250,20 @@ def apply_next_batch(
             held.update(t.source_account_id for t in unit)
             result.waiting += len(unit)
             continue
+        if any(
+            account not in accounts
+            for t in unit
+            for account in (t.source_account_id, t.destination_account_id)
+        ):
+            # Could be applied, but another drain holds one of its accounts: deferred.
+            # Still pending (and locked by us until commit); its source's later transfers
+            # wait behind it.
+            held.update(t.source_account_id for t in unit)
+            result.deferred += len(unit)
+            result.deferred_oldest |= first
+            first = False
+            continue
+        first = False
         if fail_with is not None:
             outcomes += [Outcome(transfer=t, failure_code=fail_with) for t in unit]
             break

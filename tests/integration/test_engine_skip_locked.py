@@ -1,10 +1,11 @@
 """Drains skip the accounts another lane's drain holds, instead of waiting for them.
 
-engine.apply_next_batch(skip_locked_from=1) takes only the accounts nobody holds and
-defers the transfers that need the others, with the later transfers of their sources
-(FIFO per source); draining.drain_lane follows a batch that deferred the lane's oldest
-transfer with one that waits for the locks, so nothing is passed over twice and a
-drain never spins. Each test has a database of its own (tests/sql_ledger.py).
+engine.apply_next_batch(skip_locked_from=N), in a batch of N transfers or more, takes
+only the accounts nobody holds and defers the transfers that need the others, with the
+later transfers of their sources (FIFO per source); draining.drain_lane follows a batch
+that deferred the first transfer it could have applied with one that waits for the
+locks, so within a drain nothing is passed over twice and a drain never spins. Smaller
+batches wait. Each test has a database of its own (tests/sql_ledger.py).
 """
 
 from __future__ import annotations
@@ -104,6 +105,9 @@ def test_a_batch_defers_what_needs_an_account_another_drain_holds(ledger):
     to_busy = add_transfers(ledger, first, busy, 1)[0]
     elsewhere = add_transfers(ledger, second, other, 1)[0]
     behind = add_transfers(ledger, first, third, 1)[0]  # FIFO: waits behind `to_busy`
+    # Waits behind it too, whatever its own accounts: waiting, not deferred (a unit is
+    # deferred only if it could otherwise have been applied now).
+    behind_to_busy = add_transfers(ledger, first, busy, 1)[0]
     units = _units(ledger)
 
     with _held(ledger, busy), units() as uow:
@@ -111,15 +115,20 @@ def test_a_batch_defers_what_needs_an_account_another_drain_holds(ledger):
             uow=uow, slots=LANES.slots(0), batch_size=100, limits=LIMITS, skip_locked_from=1
         )
     assert result.succeeded == [elsewhere]
-    assert (result.deferred, result.waiting, result.deferred_oldest) == (1, 1, True)
+    assert (result.deferred, result.waiting, result.deferred_oldest) == (1, 2, True)
     assert result.more
-    assert _statuses(ledger, [to_busy, elsewhere, behind]) == ["pending", "succeeded", "pending"]
+    assert _statuses(ledger, [to_busy, elsewhere, behind, behind_to_busy]) == [
+        "pending",
+        "succeeded",
+        "pending",
+        "pending",
+    ]
 
     with units() as uow:
         result = engine.apply_next_batch(
             uow=uow, slots=LANES.slots(0), batch_size=100, limits=LIMITS, skip_locked_from=1
         )
-    assert result.succeeded == [to_busy, behind]
+    assert result.succeeded == [to_busy, behind, behind_to_busy]
     assert (result.deferred, result.more) == (0, False)
     assert _debits_in_ledger_order(ledger)[first] == sorted(_debits_in_ledger_order(ledger)[first])
 

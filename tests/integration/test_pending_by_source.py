@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.orm import Session
 
 from domain.lanes import Lanes
@@ -179,10 +179,12 @@ def test_0013_goes_down_and_up(services):
     from domain.migrate import alembic_config
 
     def state(engine: Engine) -> tuple[set[str], bool]:
+        """The two indexes 0013 creates and drops (valid ones only), and its function."""
         with engine.connect() as connection:
             indexes = connection.execute(
                 text(
-                    "SELECT indexname FROM pg_indexes WHERE indexname IN"
+                    "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                    " WHERE i.indisvalid AND c.relname IN"
                     " ('transfers_pending_by_source', 'transfers_source_completed_idx')"
                 )
             ).scalars()
@@ -191,13 +193,36 @@ def test_0013_goes_down_and_up(services):
             ).scalar()
         return set(indexes), "ORDER BY t.seq LIMIT p_max_pending" in body
 
-    with migrated_database(services.server_url, "settle_test_0013") as (_, roles):
+    with migrated_database(services.server_url, "settle_test_0013") as (name, roles):
         owner = create_engine(roles.owner_url)
         config = alembic_config(roles.owner_url)
         after = ({"transfers_pending_by_source"}, True)
         assert state(owner) == after
         command.downgrade(config, "0012")
         assert state(owner) == ({"transfers_source_completed_idx"}, False)
+        command.upgrade(config, "head")
+        assert state(owner) == after
+
+        # A first run interrupted in its concurrent build: the old index already gone,
+        # the new one left invalid (as PostgreSQL leaves it), the revision unrecorded.
+        command.downgrade(config, "0012")
+        superuser = create_engine(make_url(services.server_url).set(database=name))
+        with superuser.begin() as connection:
+            connection.execute(text("DROP INDEX transfers_source_completed_idx"))
+            connection.execute(
+                text(
+                    "CREATE INDEX transfers_pending_by_source ON transfers"
+                    " (source_account_id, seq) WHERE status = 'pending'"
+                )
+            )
+            connection.execute(
+                text(
+                    "UPDATE pg_index SET indisvalid = false"
+                    " WHERE indexrelid = 'transfers_pending_by_source'::regclass"
+                )
+            )
+        superuser.dispose()
+        assert state(owner) == (set(), False)
         command.upgrade(config, "head")
         assert state(owner) == after
         owner.dispose()

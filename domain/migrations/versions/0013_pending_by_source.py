@@ -13,7 +13,7 @@ path's database time, and accepts slowed as the backlog grew.
 - `transfers_pending_by_source (source_account_id, seq) WHERE status = 'pending'`
   makes each an index probe into the source's own pending rows. Built CONCURRENTLY
   (outside the migration's transaction), so a live database keeps accepting
-  transfers while it is built.
+  transfers while it is built; a rerun after an interrupted build starts it afresh.
 - `transfers_source_completed_idx` (0002, succeeded transfers by source and time) is
   dropped: it served the daily limit's sum of today's transfers, which 0004 replaced
   by `accounts.daily_sent`. Nothing reads it; every applied transfer paid an entry.
@@ -73,15 +73,19 @@ def accept_function() -> str:
 def upgrade() -> None:
     op.execute(accept_function())
     with op.get_context().autocommit_block():
+        # A concurrent build that was interrupted leaves an invalid index of this name
+        # behind (and this revision unrecorded): build it afresh.
+        op.drop_index(INDEX, table_name="transfers", postgresql_concurrently=True, if_exists=True)
         op.create_index(
             INDEX,
             "transfers",
             ["source_account_id", "seq"],
             postgresql_where=sa.text("status = 'pending'"),
             postgresql_concurrently=True,
-            if_not_exists=True,
         )
-        op.drop_index(OBSOLETE, table_name="transfers", postgresql_concurrently=True)
+        op.drop_index(
+            OBSOLETE, table_name="transfers", postgresql_concurrently=True, if_exists=True
+        )
 
 
 def downgrade() -> None:
