@@ -73,6 +73,25 @@ def _held(ledger: Ledger, account: uuid.UUID) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def _held_for(ledger: Ledger, account: uuid.UUID, seconds: float) -> Iterator[None]:
+    """Another transaction holds the account's lock for `seconds` from entering this."""
+    locked = threading.Event()
+
+    def hold() -> None:
+        with _held(ledger, account):
+            locked.set()
+            time.sleep(seconds)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert locked.wait(10)
+    try:
+        yield
+    finally:
+        holder.join()
+
+
 def _statuses(ledger: Ledger, ids: list[uuid.UUID]) -> list[str]:
     with ledger.owner.connect() as connection:
         found = dict(
@@ -139,26 +158,16 @@ def test_after_deferring_the_oldest_transfer_the_drain_waits_for_the_lock(ledger
     add_accounts(ledger, [payer, busy])
     ids = add_transfers(ledger, payer, busy, 3)
     opened: list[int] = []
-    locked = threading.Event()
-
-    def hold_for_a_second() -> None:
-        with _held(ledger, busy):
-            locked.set()
-            time.sleep(1.0)
-
-    holder = threading.Thread(target=hold_for_a_second)
-    holder.start()
-    locked.wait(10)
-    started = time.monotonic()
-    applied = draining.drain_lane(
-        lane=0,
-        lanes=LANES,
-        units=_units(ledger, opened),
-        claims=Claims(),
-        policy=draining.DrainPolicy(batch_size=100, limits=LIMITS, skip_locked_from=1),
-    )
-    waited = time.monotonic() - started
-    holder.join()
+    with _held_for(ledger, busy, 1.0):
+        started = time.monotonic()
+        applied = draining.drain_lane(
+            lane=0,
+            lanes=LANES,
+            units=_units(ledger, opened),
+            claims=Claims(),
+            policy=draining.DrainPolicy(batch_size=100, limits=LIMITS, skip_locked_from=1),
+        )
+        waited = time.monotonic() - started
 
     assert applied == 3
     assert _statuses(ledger, ids) == ["succeeded"] * 3
@@ -219,22 +228,11 @@ def test_a_batch_smaller_than_the_threshold_waits_for_the_lock(ledger):
     (busy,) = accounts_in_lane(LANES, 1, 1)
     add_accounts(ledger, [payer, busy])
     ids = add_transfers(ledger, payer, busy, 3)
-    locked = threading.Event()
-
-    def hold_for_half_a_second() -> None:
-        with _held(ledger, busy):
-            locked.set()
-            time.sleep(0.5)
-
-    holder = threading.Thread(target=hold_for_half_a_second)
-    holder.start()
-    locked.wait(10)
-    started = time.monotonic()
-    with _units(ledger)() as uow:
+    with _held_for(ledger, busy, 0.5), _units(ledger)() as uow:
+        started = time.monotonic()
         result = engine.apply_next_batch(
             uow=uow, slots=LANES.slots(0), batch_size=100, limits=LIMITS, skip_locked_from=4
         )
-    waited = time.monotonic() - started
-    holder.join()
+        waited = time.monotonic() - started
     assert (result.succeeded, result.deferred) == (ids, 0)
     assert waited >= 0.3

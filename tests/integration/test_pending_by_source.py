@@ -60,6 +60,35 @@ def _index_use(ledger: Ledger, what: str = "idx_scan") -> dict[str, int]:
         }
 
 
+def _accept(
+    ledger: Ledger, source: uuid.UUID, destination: uuid.UUID, *, max_pending: int
+) -> list[acceptance.Row]:
+    """One transfer of 1 through `settle_accept`, in a transaction of its own; the
+    index counts of that transaction are flushed, for `_index_use` to see."""
+    with Session(ledger.owner) as session, session.begin():
+        rows = acceptance.accept_in_session(
+            session,
+            acceptance.AcceptCall(
+                user_id=ledger.user,
+                key=f"k-{uuid.uuid4()}",
+                fingerprint="f",
+                kinds=["transfer"],
+                accounts=[source],
+                destinations=[number(destination)],
+                amounts=[1],
+                currencies=["USD"],
+                descriptions=[None],
+                batch_id=None,
+                atomic=False,
+                request_id=None,
+                large_threshold=None,
+                max_pending=max_pending,
+            ),
+        )
+        session.execute(text("SELECT pg_stat_force_next_flush()"))
+        return rows
+
+
 def test_the_backpressure_count_probes_the_source_even_with_skewed_statistics(ledger):
     busy, sender, sink = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     add_accounts(ledger, [busy, sender, sink])
@@ -74,28 +103,8 @@ def test_the_backpressure_count_probes_the_source_even_with_skewed_statistics(le
     # Six calls: PL/pgSQL plans with the values five times, then settles on a generic
     # plan (for "some source"); both kinds of plan are used here.
     for _ in range(6):
-        with Session(ledger.owner) as session, session.begin():
-            rows = acceptance.accept_in_session(
-                session,
-                acceptance.AcceptCall(
-                    user_id=ledger.user,
-                    key=f"k-{uuid.uuid4()}",
-                    fingerprint="f",
-                    kinds=["transfer"],
-                    accounts=[sender],
-                    destinations=[number(sink)],
-                    amounts=[1],
-                    currencies=["USD"],
-                    descriptions=[None],
-                    batch_id=None,
-                    atomic=False,
-                    request_id=None,
-                    large_threshold=None,
-                    max_pending=10_000,
-                ),
-            )
-            assert [r.outcome for r in rows] == ["accepted"]
-            session.execute(text("SELECT pg_stat_force_next_flush()"))
+        rows = _accept(ledger, sender, sink, max_pending=10_000)
+        assert [r.outcome for r in rows] == ["accepted"]
     after = _index_use(ledger)
     assert after["transfers_pending_by_source"] - before["transfers_pending_by_source"] >= 6
     assert after["transfers_pending_by_lane"] == before["transfers_pending_by_lane"]
@@ -107,31 +116,9 @@ def test_the_backpressure_count_refuses_at_the_limit(ledger):
     add_transfers(ledger, sender, sink, 3)
     add_transfers(ledger, sender, sink, 5, status="succeeded")  # not pending: not counted
 
-    def accept(limit: int) -> list[acceptance.Row]:
-        with Session(ledger.owner) as session, session.begin():
-            return acceptance.accept_in_session(
-                session,
-                acceptance.AcceptCall(
-                    user_id=ledger.user,
-                    key=f"k-{uuid.uuid4()}",
-                    fingerprint="f",
-                    kinds=["transfer"],
-                    accounts=[sender],
-                    destinations=[number(sink)],
-                    amounts=[1],
-                    currencies=["USD"],
-                    descriptions=[None],
-                    batch_id=None,
-                    atomic=False,
-                    request_id=None,
-                    large_threshold=None,
-                    max_pending=limit,
-                ),
-            )
-
-    refused = accept(3)
+    refused = _accept(ledger, sender, sink, max_pending=3)
     assert [(r.outcome, r.detail) for r in refused] == [("account_backlog", f"3 {sender}")]
-    assert [r.outcome for r in accept(4)] == ["accepted"]
+    assert [r.outcome for r in _accept(ledger, sender, sink, max_pending=4)] == ["accepted"]
 
 
 def test_a_lane_is_read_slot_by_slot_oldest_first(ledger):
