@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 
 from domain.lanes import Lanes, slot_of
 from settle.harness import migrated_database
@@ -32,17 +32,22 @@ def fresh_ledger(server_url: str, prefix: str) -> Iterator[Ledger]:
         owner = create_engine(roles.owner_url)
         user = uuid.uuid4()
         with owner.begin() as connection:
-            connection.execute(
-                text(
-                    "INSERT INTO users (id, email, password_hash, role)"
-                    " VALUES (:id, :email, 'x', 'customer')"
-                ),
-                {"id": user, "email": f"{user}@example.com"},
-            )
+            add_customer(connection, user)
         try:
             yield Ledger(owner, user)
         finally:
             owner.dispose()
+
+
+def add_customer(connection: Connection, user: uuid.UUID) -> None:
+    """A customer who can initiate transfers (no password anyone could log in with)."""
+    connection.execute(
+        text(
+            "INSERT INTO users (id, email, password_hash, role)"
+            " VALUES (:id, :email, 'x', 'customer')"
+        ),
+        {"id": user, "email": f"{user}@example.com"},
+    )
 
 
 def number(account: uuid.UUID) -> str:

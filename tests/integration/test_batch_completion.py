@@ -228,6 +228,7 @@ def test_the_migration_counts_the_batches_accepted_before_it(services) -> None:
 
     from domain.migrate import alembic_config
     from settle.harness import migrated_database
+    from tests.sql_ledger import add_customer
 
     with migrated_database(services.server_url, "settle_test_0012") as (_, roles):
         config = alembic_config(roles.owner_url)
@@ -236,13 +237,7 @@ def test_the_migration_counts_the_batches_accepted_before_it(services) -> None:
         user, done, open_ = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
         accounts = [uuid.uuid4(), uuid.uuid4()]
         with owner.begin() as connection:
-            connection.execute(
-                text(
-                    "INSERT INTO users (id, email, password_hash, role)"
-                    " VALUES (:id, :email, 'x', 'customer')"
-                ),
-                {"id": user, "email": f"{user}@example.com"},
-            )
+            add_customer(connection, user)
             for number, account in enumerate(accounts):
                 connection.execute(
                     text(
