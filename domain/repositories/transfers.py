@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -37,13 +37,6 @@ def stale_pending_slots(session: Session, *, older_than: datetime) -> list[int]:
         .distinct()
     )
     return [int(lane) for lane in session.scalars(query)]
-
-
-def has_pending_in(session: Session, slots: Sequence[int]) -> bool:
-    query = select(Transfer.seq).where(
-        Transfer.lane.in_(list(slots)), Transfer.status == TransferStatus.PENDING, _due()
-    )
-    return session.scalars(query.limit(1)).first() is not None
 
 
 def get_batch(session: Session, batch_id: uuid.UUID) -> TransferBatch | None:

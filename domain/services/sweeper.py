@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from domain.repositories import engine as engine_repo
 from domain.repositories import transfers as transfers_repo
 from domain.services import engine
 from domain.uow import UnitOfWork
@@ -21,7 +22,7 @@ def slots_needing_drain(*, session: Session, stale_after_seconds: float) -> list
 
 
 def has_pending(*, session: Session, slots: Sequence[int]) -> bool:
-    return transfers_repo.has_pending_in(session, slots)
+    return engine_repo.has_due_pending(session, slots)
 
 
 def expire_holds(*, uow: UnitOfWork, limit: int = 500) -> int:

@@ -6,7 +6,8 @@
   settlement account is;
 - the engine reads a lane slot by slot, so what it reads is bounded by the batch
   size, not by the backlog; it still returns the lane's oldest due transfers in
-  acceptance order;
+  acceptance order; the drain's last look (`has_due_pending`) sees due pending
+  transfers of its own lane only;
 - 0013 goes down and up (and drops an index nothing reads).
 
 Each test has a database of its own, filled by SQL (no engine, no other test's
@@ -140,6 +141,26 @@ def test_a_lane_is_read_slot_by_slot_oldest_first(ledger):
             assert all(r.status == "pending" and r.lane in lanes.slots(0) for r in rows)
         locked = engine_repo.pending_in_lane(session, lanes.slots(0), limit=2, lock=True)
         assert [r.id for r in locked] == order[:2]
+
+
+def test_the_drains_last_look_sees_only_due_pending_transfers_of_its_lane(ledger):
+    lanes = Lanes(4)
+    source = accounts_in_lane(lanes, 0, 1)[0]
+    elsewhere = accounts_in_lane(lanes, 1, 1)[0]
+    sink = accounts_in_lane(lanes, 2, 1)[0]
+    add_accounts(ledger, [source, elsewhere, sink])
+
+    def look(lane: int) -> bool:
+        with Session(ledger.owner) as session:
+            return engine_repo.has_due_pending(session, lanes.slots(lane))
+
+    add_transfers(ledger, source, sink, 2, status="succeeded")
+    add_transfers(ledger, source, sink, 1, execute_at="2999-01-01T00:00:00Z")
+    add_transfers(ledger, elsewhere, sink, 1)
+    assert not look(0)  # finished, not yet due, or another lane's
+    assert look(1)
+    add_transfers(ledger, source, sink, 1, execute_at="2000-01-01T00:00:00Z")  # due now
+    assert look(0)
 
 
 def test_a_lane_read_is_bounded_by_the_batch_not_the_backlog(ledger):
