@@ -47,7 +47,7 @@ from bench.observer import (
 from bench.receiver import Receipts, running_receiver
 from bench.resources import CpuWindow, connection_counts, rss_by_process
 from bench.stack import Stack, StackOptions, running_stack
-from settle.processes import cpu_count
+from settle.config import cpu_count
 
 RESULTS_DIR = Path("bench/results")
 QUICK_DIR = Path("var/bench")

@@ -9,8 +9,9 @@ A *lane* is what one drain works through: a fixed set of slots (`Lanes`). A work
 drains a whole lane at a time, so one wake-up message covers every account of the
 lane, and under load a lane that is already being drained needs no new message.
 Fewer lanes mean bigger batches and shorter queues; more lanes mean more drains
-in parallel. The default suits a few worker processes (`SETTLE_LANES`); the
-count travels in every message, so gateways and workers need not agree on it.
+in parallel. By default there is one per transfer-worker process (`SETTLE_LANES`,
+settle/config.py); the count travels in every message, so gateways and workers need
+not agree on it (but wake-ups coalesce only among those that do).
 """
 
 from __future__ import annotations

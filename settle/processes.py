@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from settle.broker import TRANSFERS_QUEUE, WEBHOOKS_QUEUE
-from settle.config import Settings
+from settle.config import Settings, cpu_count
 
 NAMES = ("web", "worker", "webhooks", "beat", "flower")
 CELERY_APP = "workers.celery_app"
@@ -24,14 +24,6 @@ FLOWER_AUTH_VARIABLE = "FLOWER_BASIC_AUTH"
 
 class ProcessConfigError(Exception):
     """A process cannot start as configured (e.g. Flower without credentials)."""
-
-
-def cpu_count() -> int:
-    """Cores this process may run on: the affinity mask honours `taskset` and cpusets,
-    which os.cpu_count() (every core of the host) does not."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def web_processes(settings: Settings) -> int:

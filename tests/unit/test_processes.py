@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from settle import processes
-from settle.config import Settings
+from settle.config import Settings, default_lanes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,6 +41,28 @@ def test_concurrency_settings_are_honoured():
     assert webhooks[webhooks.index("--hostname") + 1] == "webhooks@%h"
     assert processes.web_processes(settings) == 4
     assert processes.web_processes(_settings()) == processes.cpu_count()
+
+
+def test_lanes_default_to_one_per_transfer_worker_process():
+    assert [default_lanes(n) for n in (1, 2, 3, 4, 6, 8, 15, 16, 64)] == [
+        1,
+        2,
+        2,
+        4,
+        4,
+        8,
+        8,
+        16,
+        16,
+    ]
+    assert _settings(worker_concurrency=6).lanes == 4
+    assert _settings().lanes == default_lanes(processes.cpu_count())
+    assert _settings(lanes=8, worker_concurrency=2).lanes == 8  # set: taken as given
+
+
+def test_lanes_must_divide_the_slots():
+    with pytest.raises(ValidationError, match="SETTLE_LANES must be 1, 2, 4, 8 or 16"):
+        _settings(lanes=3)
 
 
 def test_empty_variables_mean_one_per_core(monkeypatch):
