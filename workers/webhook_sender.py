@@ -105,7 +105,7 @@ def send(plan: AttemptPlan, *, policy: WebhookPolicy, timeout: float) -> Attempt
     default_port = 443 if parts.scheme == "https" else 80
     host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
     timestamp = int(time.time())
-    headers = {
+    headers: dict[bytes | str, bytes | str] = {
         "host": host_header,
         "content-type": "application/json",
         "content-length": str(len(plan.body)),

@@ -42,7 +42,8 @@ def test_every_thread_builds_its_clients_on_the_same_context() -> None:
 
     def build() -> None:
         client = webhook_sender._client_for(("https", "example.com", "93.184.216.34", 443))
-        contexts.append(client._ssl_context)  # type: ignore[attr-defined]
+        assert client._ssl_context is not None
+        contexts.append(client._ssl_context)
 
     threads = [threading.Thread(target=build) for _ in range(4)]
     for thread in threads:
