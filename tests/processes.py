@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -196,9 +197,16 @@ class MakeRun:
         self.process.wait_for_log("Settle is ready", timeout=timeout)
 
     def signal_make(self, sig: int, timeout: float = 90.0) -> int:
-        """Send `sig` to the make process alone (not its group) and wait for it to end."""
+        """Send `sig` to the make process alone (not its group) and wait for it to end;
+        if it does not, fail with the end of the run's log (which process kept running)."""
         self.process.popen.send_signal(sig)
-        return self.process.popen.wait(timeout=timeout)
+        try:
+            return self.process.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"make run did not stop within {timeout:.0f} s of signal {sig}; its log ends:\n"
+                + self.process.log()[-6000:]
+            ) from None
 
 
 @contextmanager
