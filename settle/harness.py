@@ -34,17 +34,36 @@ def free_port() -> int:
         return port
 
 
+def _default_interrupts() -> None:
+    """In the child before exec: SIGINT and SIGQUIT back to their defaults."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 class Process:
     """A child in its own session (so a signal reaches its whole process group),
-    logging to a temp file that is removed on stop unless SETTLE_KEEP_TEST_LOGS is set."""
+    logging to a temp file that is removed on stop unless SETTLE_KEEP_TEST_LOGS is set.
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+    `as_from_a_terminal`: SIGINT and SIGQUIT at their defaults in the child, whatever this
+    process inherited. A shell without job control starts background jobs with both
+    ignored (`nohup make test &`, a CI runner), exec keeps ignored signals ignored, and
+    GNU make leaves an inherited ignored SIGINT ignored: a `make run` started from there
+    could not be stopped by a SIGINT to make."""
+
+    def __init__(
+        self, name: str, args: list[str], env: dict[str, str], *, as_from_a_terminal: bool = False
+    ) -> None:
         self.name = name
         self.args = args
         self.log_path = Path(tempfile.mkstemp(prefix=f"settle-{name}-", suffix=".log")[1])
         self._log = self.log_path.open("wb")
         self.popen = subprocess.Popen(  # noqa: S603
-            args, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_default_interrupts if as_from_a_terminal else None,
         )
 
     @property

@@ -204,9 +204,19 @@ class MakeRun:
             return self.process.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(
-                f"make run did not stop within {timeout:.0f} s of signal {sig}; its log ends:\n"
+                f"make run did not stop within {timeout:.0f} s of signal {sig}; make's signal "
+                f"state: {_signal_state(self.process.popen.pid)}; its log ends:\n"
                 + self.process.log()[-6000:]
             ) from None
+
+
+def _signal_state(pid: int) -> str:
+    """The State and Sig* lines of /proc/<pid>/status (pending, blocked, ignored, caught)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError as exc:
+        return f"unreadable ({exc})"
+    return "; ".join(line for line in lines if line.startswith(("State", "Sig", "ShdPnd")))
 
 
 @contextmanager
@@ -230,7 +240,10 @@ def running_make_run(checkout: Path, **settings: str) -> Iterator[MakeRun]:
         SETTLE_WEBHOOK_CONCURRENCY="4",
         **settings,
     )
-    process = Process("make-run", ["make", "-C", str(checkout), "run"], env)
+    # As someone starts it in a terminal, even when the suite runs as a background job.
+    process = Process(
+        "make-run", ["make", "-C", str(checkout), "run"], env, as_from_a_terminal=True
+    )
     try:
         yield MakeRun(checkout, process, http_port, flower_port)
     finally:
