@@ -1,7 +1,10 @@
-"""A real local HTTP server that receives webhooks, for tests; scripted per request."""
+"""A real local HTTP server that receives webhooks, for tests; scripted per request.
+With `tls`, it answers HTTPS (HTTP/1.1, connections kept alive) on `address`."""
 
 from __future__ import annotations
 
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -38,11 +41,17 @@ class Receiver:
 
 
 @contextmanager
-def running_receiver() -> Iterator[Receiver]:
+def running_receiver(
+    *, tls: ssl.SSLContext | None = None, address: str = "127.0.0.1", host: str | None = None
+) -> Iterator[Receiver]:
+    """`host`: the name in the receiver's URL (default: the address)."""
     lock = threading.Lock()
     receiver: Receiver
 
     class Handler(BaseHTTPRequestHandler):
+        if tls is not None:
+            protocol_version = "HTTP/1.1"  # keeps the connection open between requests
+
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
             with lock:
@@ -66,9 +75,16 @@ def running_receiver() -> Iterator[Receiver]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
+
+    server = Server((address, 0), Handler)
     server.daemon_threads = True
-    receiver = Receiver(url=f"http://127.0.0.1:{server.server_address[1]}/hooks")
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    scheme = "https" if tls is not None else "http"
+    name = host or (f"[{address}]" if ":" in address else address)
+    receiver = Receiver(url=f"{scheme}://{name}:{server.server_address[1]}/hooks")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -1,20 +1,18 @@
 """Webhook TLS: one shared context that verifies every certificate, and a real HTTPS
 send to the vetted address that checks the certificate against the URL's host name.
 
-The live tests run a local HTTPS receiver with a certificate from a throwaway CA, and
-give the sender a context that trusts that CA instead of the public bundle.
+The live tests run the repository's test receiver (tests/receiver.py) over HTTPS with a
+certificate from a throwaway CA, and give the sender a context that trusts that CA
+instead of the public bundle.
 """
 
 from __future__ import annotations
 
 import datetime
-import ipaddress
-import socket
 import ssl
 import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from cryptography.x509.oid import NameOID
 from domain.services.webhooks import AttemptPlan, WebhookPolicy
 from domain.webhook_signing import new_secret, sign
 from domain.webhook_urls import resolve
+from tests.receiver import running_receiver
 from workers import webhook_sender
 
 
@@ -79,11 +78,11 @@ def _certificate(
     return builder.sign(signing_key, hashes.SHA256())
 
 
-class Receiver:
-    """An HTTPS server on the vetted address of `localhost`, certified for `cert_name`;
-    records what each request brought (path, headers, body, the SNI name it asked for)."""
+class ThrowawayCertificates:
+    """A throwaway CA and a server certificate from it for `cert_name`, as files, and a
+    server-side TLS context that records the SNI name each handshake asked for."""
 
-    def __init__(self, tmp: Path, cert_name: str, address: ipaddress.IPv4Address | Any) -> None:
+    def __init__(self, tmp: Path, cert_name: str) -> None:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca = _certificate("test CA", "test CA", ca_key.public_key(), ca_key, ca=True, dns=None)
         key = ec.generate_private_key(ec.SECP256R1())
@@ -98,40 +97,10 @@ class Receiver:
             )
         )
         self.ca_file = tmp / "ca.pem"
-        self.requests: list[dict[str, Any]] = []
         self.sni: list[str | None] = []
-        server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        server_context.load_cert_chain(tmp / "leaf.pem", tmp / "leaf.key")
-        server_context.sni_callback = lambda _sock, name, _ctx: self.sni.append(name)
-        requests = self.requests
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keeps the connection open between requests
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            address_family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-
-        self.server = Server((str(address), 0), Handler)
-        self.server.socket = server_context.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Receiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.server_context.load_cert_chain(tmp / "leaf.pem", tmp / "leaf.key")
+        self.server_context.sni_callback = lambda _sock, name, _ctx: self.sni.append(name)
 
 
 @pytest.fixture
@@ -151,51 +120,56 @@ POLICY = WebhookPolicy(
 )
 
 
-def _plan(port: int, secret: str) -> AttemptPlan:
+def _plan(url: str, secret: str) -> AttemptPlan:
     return AttemptPlan(
         delivery_id=uuid.uuid4(),
         endpoint_id=uuid.uuid4(),
-        url=f"https://localhost:{port}/hooks?x=1",
+        url=f"{url}?x=1",
         msg_id="msg_tls",
         body=b'{"type":"transfer.succeeded"}',
         secrets=[secret],
     )
 
 
-def _localhost() -> Any:
-    return resolve("https://localhost/", allow_private=True).addresses[0]
+def _https_receiver(certificates: ThrowawayCertificates) -> Any:
+    """The repository's test receiver (tests/receiver.py), over TLS, on the address the
+    sender will vet for `localhost`."""
+    address = resolve("https://localhost/", allow_private=True).addresses[0]
+    return running_receiver(tls=certificates.server_context, address=str(address), host="localhost")
 
 
 def test_an_https_delivery_goes_to_the_vetted_address_verified_for_the_host_name(
     tmp_path: Path, trusting_sender: Any
 ) -> None:
     secret = new_secret()
-    with Receiver(tmp_path, "localhost", _localhost()) as receiver:
-        trusting_sender(receiver.ca_file)
-        first = webhook_sender.send(_plan(receiver.port, secret), policy=POLICY, timeout=5)
-        second = webhook_sender.send(_plan(receiver.port, secret), policy=POLICY, timeout=5)
-    assert (first.status_code, first.error) == (204, None)
-    assert (second.status_code, second.error) == (204, None)
-    assert receiver.sni == ["localhost"]  # one handshake: the second send kept it alive
+    certificates = ThrowawayCertificates(tmp_path, "localhost")
+    with _https_receiver(certificates) as receiver:
+        trusting_sender(certificates.ca_file)
+        first = webhook_sender.send(_plan(receiver.url, secret), policy=POLICY, timeout=5)
+        second = webhook_sender.send(_plan(receiver.url, secret), policy=POLICY, timeout=5)
+    assert (first.status_code, first.error) == (200, None)
+    assert (second.status_code, second.error) == (200, None)
+    assert certificates.sni == ["localhost"]  # one handshake: the second send kept it alive
     request = receiver.requests[0]
-    assert request["path"] == "/hooks?x=1"
-    assert request["body"] == b'{"type":"transfer.succeeded"}'
-    headers = {k.lower(): v for k, v in request["headers"].items()}
-    assert headers["host"] == f"localhost:{receiver.port}"
-    assert headers["content-type"] == "application/json"
-    assert headers["user-agent"] == webhook_sender.USER_AGENT
-    timestamp = int(headers["webhook-timestamp"])
-    assert headers["webhook-signature"] == sign(
-        secret, msg_id="msg_tls", timestamp=timestamp, body=request["body"]
+    assert request.path == "/hooks?x=1"
+    assert request.body == b'{"type":"transfer.succeeded"}'
+    port = receiver.url.split(":")[2].split("/")[0]
+    assert request.headers["host"] == f"localhost:{port}"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["user-agent"] == webhook_sender.USER_AGENT
+    timestamp = int(request.headers["webhook-timestamp"])
+    assert request.headers["webhook-signature"] == sign(
+        secret, msg_id="msg_tls", timestamp=timestamp, body=request.body
     )
 
 
 def test_a_certificate_for_another_name_fails_the_attempt(
     tmp_path: Path, trusting_sender: Any
 ) -> None:
-    with Receiver(tmp_path, "elsewhere.test", _localhost()) as receiver:
-        trusting_sender(receiver.ca_file)
-        outcome = webhook_sender.send(_plan(receiver.port, new_secret()), policy=POLICY, timeout=5)
+    certificates = ThrowawayCertificates(tmp_path, "elsewhere.test")
+    with _https_receiver(certificates) as receiver:
+        trusting_sender(certificates.ca_file)
+        outcome = webhook_sender.send(_plan(receiver.url, new_secret()), policy=POLICY, timeout=5)
     assert outcome.status_code is None
     assert (outcome.error or "").startswith("ConnectError:")
     assert "certificate" in (outcome.error or "").lower()
