@@ -6,6 +6,12 @@ set already; the drain lets go of it (DEL) when it finds the lane empty, then
 looks once more. So under load a busy lane gets no new messages at all, and:
 - a transfer committed before the drain let go is seen by that last look;
 - one committed after finds no marker and publishes a new message.
+A wake-up that finds the marker set rings the lane's bell instead (a Redis list of
+at most one element): a drain that lingers after a batch that was not full
+(`wait_for_bell`, domain/services/draining.py) wakes at once and takes the next
+batch, without letting go of the lane and without a broker message. The bell only
+saves time: a ring nobody waits for costs the next lingering drain one look.
+Both happen in one Lua call per wake-up (one round trip, atomic per lane).
 The marker expires on its own (a crashed drain cannot hold a lane forever), a
 failed Redis call publishes anyway, and the beat sweeper wakes any lane whose
 pending transfers go stale whatever the markers say. Both the gateway (which
@@ -36,9 +42,40 @@ logger = logging.getLogger("settle.wakeups")
 
 MARKER_TTL_SECONDS = 30
 
+# KEYS: marker and bell of each lane, in pairs; ARGV[1]: their expiry in seconds.
+# Returns 1 per lane whose marker this call set (publish a message), 0 per lane whose
+# drain was rung instead. A script, not a pipeline: "ring only if the marker is held"
+# must be one step, or a drain could let go between the two and leave a stale ring.
+_WAKE = """
+local claimed = {}
+for i = 1, #KEYS, 2 do
+    if redis.call('SET', KEYS[i], 1, 'NX', 'EX', ARGV[1]) then
+        claimed[#claimed + 1] = 1
+    else
+        redis.call('LPUSH', KEYS[i + 1], 1)
+        redis.call('LTRIM', KEYS[i + 1], 0, 0)
+        redis.call('EXPIRE', KEYS[i + 1], ARGV[1])
+        claimed[#claimed + 1] = 0
+    end
+end
+return claimed
+"""
+
 
 def _marker(prefix: str, lanes: Lanes, lane: int) -> str:
     return f"{prefix}lane:{lanes.count}:{lane}"
+
+
+def _bell(prefix: str, lanes: Lanes, lane: int) -> str:
+    return f"{_marker(prefix, lanes, lane)}:bell"
+
+
+def _wake_keys(prefix: str, lanes: Lanes, ordered: list[int]) -> list[str]:
+    return [
+        key
+        for lane in ordered
+        for key in (_marker(prefix, lanes, lane), _bell(prefix, lanes, lane))
+    ]
 
 
 class LanePublisher:
@@ -96,6 +133,7 @@ class LaneWaker:
     ) -> None:
         self._client, self._publisher, self._prefix = client, publisher, prefix
         self.lanes = publisher.lanes
+        self._wake = client.register_script(_WAKE)
 
     def wake_slots(self, slots: Collection[int]) -> None:
         self._publisher.publish(self._claim({self.lanes.of_slot(s) for s in slots}))
@@ -114,13 +152,26 @@ class LaneWaker:
             logger.debug("could not refresh the marker of lane %s", lane, exc_info=True)
 
     def release(self, lane: int) -> None:
+        """Let go of the lane, and of a ring nobody took: a wake-up that rang after the
+        drain stopped waiting committed before this, so the drain's last look sees it."""
         try:
-            self._client.delete(_marker(self._prefix, self.lanes, lane))
+            self._client.delete(
+                _marker(self._prefix, self.lanes, lane), _bell(self._prefix, self.lanes, lane)
+            )
         except redis.RedisError:
             logger.debug("could not release the marker of lane %s", lane, exc_info=True)
 
     def claim(self, lane: int) -> bool:
         return bool(self._claim([lane]))
+
+    def wait_for_bell(self, lane: int, timeout: float) -> bool:
+        """Whether a wake-up rang the lane's bell within `timeout` seconds (taking the
+        ring); False on a Redis error, so the caller lets go of the lane as usual."""
+        try:
+            return self._client.blpop([_bell(self._prefix, self.lanes, lane)], timeout) is not None
+        except redis.RedisError:
+            logger.debug("could not wait for the bell of lane %s", lane, exc_info=True)
+            return False
 
     def _claim(self, lanes: Collection[int]) -> list[int]:
         """The lanes whose marker this call set (all of them if Redis is unreachable)."""
@@ -128,11 +179,8 @@ class LaneWaker:
         if not ordered:
             return []
         try:
-            with self._client.pipeline(transaction=False) as pipe:
-                for lane in ordered:
-                    key = _marker(self._prefix, self.lanes, lane)
-                    pipe.set(key, 1, nx=True, ex=MARKER_TTL_SECONDS)
-                results: list[Any] = pipe.execute()
+            keys = _wake_keys(self._prefix, self.lanes, ordered)
+            results: list[Any] = self._wake(keys=keys, args=[MARKER_TTL_SECONDS])
         except redis.RedisError:
             logger.warning("lane markers unavailable; publishing every wake-up", exc_info=True)
             return ordered
@@ -147,17 +195,15 @@ class AsyncLaneWaker:
     ) -> None:
         self._client, self._publisher, self._prefix = client, publisher, prefix
         self.lanes = publisher.lanes
+        self._wake = client.register_script(_WAKE)
 
     async def wake_slots(self, slots: Collection[int]) -> bool:
         ordered = sorted({self.lanes.of_slot(s) for s in slots})
         if not ordered:
             return True
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for lane in ordered:
-                    key = _marker(self._prefix, self.lanes, lane)
-                    pipe.set(key, 1, nx=True, ex=MARKER_TTL_SECONDS)
-                results: list[Any] = await pipe.execute()
+            keys = _wake_keys(self._prefix, self.lanes, ordered)
+            results: list[Any] = await self._wake(keys=keys, args=[MARKER_TTL_SECONDS])
             claimed = [lane for lane, ok in zip(ordered, results, strict=True) if ok]
         except (redis.RedisError, OSError):
             logger.warning("lane markers unavailable; publishing every wake-up", exc_info=True)

@@ -129,6 +129,9 @@ class _LaneClaims:
     def claim(self, lane: int) -> bool:
         return self._waker.claim(lane)
 
+    def wait_for_bell(self, lane: int, timeout: float) -> bool:
+        return self._waker.wait_for_bell(lane, timeout)
+
     def hand_on(self, lane: int) -> None:
         # The marker stays ours: nobody else publishes for this lane meanwhile.
         lane_publisher(self._lanes).publish([lane], why="handed on: more pending")

@@ -54,6 +54,11 @@ def drain(lane: int, lane_count: int | None = None) -> int:
         policy=draining.DrainPolicy(
             batch_size=settings.drain_batch_size,
             limits=settings.engine_limits,
+            linger_seconds=settings.drain_linger_seconds,
+            gather_seconds=settings.drain_gather_seconds,
+            # Hand the lane on long before the soft time limit (two thirds of the hard
+            # one) could end the drain in the middle of a batch.
+            max_run_seconds=min(30.0, settings.task_time_limit_seconds / 3),
         ),
         report=report_batch,
     )

@@ -8,6 +8,7 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
+from settle.broker import DRAIN_LANE_TASK
 from tests.factories import (
     lane_of,
     open_account,
@@ -63,3 +64,34 @@ def test_wakeups_coalesce_per_lane_and_a_stale_marker_strands_nothing(
                 time.sleep(0.1)
         balance = client.get(f"/v1/accounts/{account['id']}", headers=owner).json()["balance"]
         assert balance == 100 * len(deposits)
+
+
+def test_a_lingering_drain_takes_later_transfers_without_new_messages(
+    isolated, session_factory, redis_client
+):
+    """Each deposit is accepted after the previous one settled, while the drain waits
+    for its lane's bell: the real worker applies all of them from the first message."""
+    from gateway.app import create_app
+
+    env = settings_env(isolated, SETTLE_DRAIN_LINGER_SECONDS="1.0")
+    with (
+        TestClient(create_app(isolated)) as client,
+        running_worker(env, concurrency=1) as worker,
+    ):
+        operator = operator_headers(client, session_factory)
+        account = open_account(client, register_and_login(client))
+        for _ in range(6):
+            deposit = post_deposit(client, operator, account["id"], 100)
+            assert wait_terminal(client, operator, deposit["id"])["status"] == "succeeded"
+        lane = lane_of(uuid.UUID(deposit["source_account_id"]))
+        marker = f"{isolated.redis_prefix}lane:{isolated.lanes}:{lane}"
+        deadline = time.monotonic() + 10
+        while redis_client.exists(marker):  # let go a second after the last deposit
+            assert time.monotonic() < deadline, "the drain never let go of its lane"
+            time.sleep(0.1)
+        log = worker.log()
+        received = [line for line in log.splitlines() if f"Task {DRAIN_LANE_TASK}[" in line]
+        received = [line for line in received if line.endswith("] received")]
+        assert len(received) == 1, log[-3000:]
+        assert "6 transfer(s) settled" in log
+        assert queue_depth(isolated) == 0

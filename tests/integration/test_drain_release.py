@@ -1,5 +1,6 @@
-"""Letting go of a lane never strands a transfer, now that the drain's last look is the
-batch transaction's own last statement (domain/services/draining.py).
+"""Letting go of a lane never strands a transfer, whether the drain's last look is the
+batch transaction's own last statement or, with a linger, a statement after the wait
+for the lane's bell (domain/services/draining.py); and a drain does not run forever.
 
 The drain runs against the real PostgreSQL through the gateway's real accept path;
 only the lane markers are a recording stand-in, so the test can commit a transfer at
@@ -33,11 +34,18 @@ from workers import tasks
 
 class RecordingClaims:
     """draining.LaneClaims that records what the drain asked, and runs `on_release`
-    (once) inside the first release."""
+    (once) inside the first release. Each wait for the bell takes the next of `rings`:
+    it runs it (an accept during the linger, say) and answers "rung"; with none left,
+    nothing rang."""
 
-    def __init__(self, on_release: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_release: Callable[[], None] | None = None,
+        rings: list[Callable[[], None]] | None = None,
+    ) -> None:
         self.calls: list[str] = []
         self._on_release = on_release
+        self._rings = list(rings or [])
 
     def refresh(self, lane: int) -> None:
         self.calls.append("refresh")
@@ -58,6 +66,13 @@ class RecordingClaims:
     def others_waiting(self) -> bool:
         return False
 
+    def wait_for_bell(self, lane: int, timeout: float) -> bool:
+        self.calls.append("wait")
+        if not self._rings:
+            return False
+        self._rings.pop(0)()
+        return True
+
 
 @pytest.fixture
 def funded(
@@ -73,14 +88,14 @@ def funded(
     return alice, source, sink
 
 
-def _drain(settings: Any, lane: int, claims: RecordingClaims) -> int:
+def _drain(settings: Any, lane: int, claims: RecordingClaims, **policy: Any) -> int:
     return draining.drain_lane(
         lane=lane,
         lanes=Lanes(settings.lanes),
         units=tasks._units,
         claims=claims,
         policy=draining.DrainPolicy(
-            batch_size=settings.drain_batch_size, limits=settings.engine_limits
+            batch_size=settings.drain_batch_size, limits=settings.engine_limits, **policy
         ),
     )
 
@@ -152,3 +167,97 @@ def test_a_batch_that_fails_after_the_release_leaves_its_transfers_pending_for_a
 
     assert _drain(settings, lane, RecordingClaims()) == 1  # the retry
     assert _statuses(session_factory, [transfer]) == {transfer: "succeeded"}
+
+
+LINGER = {"linger_seconds": 0.05}
+
+
+def test_a_lingering_drain_that_is_rung_applies_the_new_transfer_without_letting_go(
+    client, session_factory, settings, funded
+):
+    alice, source, sink = funded
+    first = post_transfer(client, alice, source["id"], sink["number"], 100).json()["id"]
+    late: list[str] = []
+
+    def accept_another() -> None:  # accepted while the drain waits: it rings
+        response = post_transfer(client, alice, source["id"], sink["number"], 200)
+        assert response.status_code == 202, response.text
+        late.append(response.json()["id"])
+
+    claims = RecordingClaims(rings=[accept_another])
+    applied = _drain(settings, lane_of(uuid.UUID(source["id"])), claims, **LINGER)
+
+    assert applied == 2
+    assert _statuses(session_factory, [first, *late]) == {first: "succeeded", late[0]: "succeeded"}
+    # Rung: the next batch at once (the marker refreshed, never let go); then nothing
+    # rang: let go, and the last look found nothing.
+    assert claims.calls == ["wait", "refresh", "wait", "release"]
+
+
+def test_a_lingering_drain_still_looks_once_more_after_letting_go(
+    client, session_factory, settings, funded
+):
+    """A transfer committed after the drain stopped waiting but before it let go found
+    the marker held (so it published nothing): the look after the release applies it."""
+    alice, source, sink = funded
+    first = post_transfer(client, alice, source["id"], sink["number"], 100).json()["id"]
+    late: list[str] = []
+
+    def accept_another() -> None:
+        response = post_transfer(client, alice, source["id"], sink["number"], 200)
+        assert response.status_code == 202, response.text
+        late.append(response.json()["id"])
+
+    claims = RecordingClaims(on_release=accept_another)
+    applied = _drain(settings, lane_of(uuid.UUID(source["id"])), claims, **LINGER)
+
+    assert applied == 2
+    assert _statuses(session_factory, [first, *late]) == {first: "succeeded", late[0]: "succeeded"}
+    assert claims.calls == ["wait", "release", "claim", "wait", "release"]
+
+
+def test_a_drain_past_its_run_time_hands_the_lane_on_instead_of_lingering_on(
+    client, session_factory, settings, funded
+):
+    """Under a load that never lets up a drain would run into the task time limit: past
+    `max_run_seconds` a rung (or full) batch hands the lane on with a new message."""
+    alice, source, sink = funded
+    first = post_transfer(client, alice, source["id"], sink["number"], 100).json()["id"]
+    late: list[str] = []
+
+    def accept_another() -> None:
+        response = post_transfer(client, alice, source["id"], sink["number"], 200)
+        late.append(response.json()["id"])
+
+    claims = RecordingClaims(rings=[accept_another])
+    lane = lane_of(uuid.UUID(source["id"]))
+    assert _drain(settings, lane, claims, max_run_seconds=0, **LINGER) == 1
+
+    assert claims.calls == ["wait", "hand_on"]  # the marker kept for the new message
+    assert _statuses(session_factory, [first, *late]) == {first: "succeeded", late[0]: "pending"}
+    assert _drain(settings, lane, RecordingClaims(), **LINGER) == 1  # that message's drain
+    assert _statuses(session_factory, late) == {late[0]: "succeeded"}
+
+
+def test_a_drain_of_full_batches_hands_on_past_its_run_time_too(
+    client, session_factory, settings, funded
+):
+    alice, source, sink = funded
+    ids = [
+        post_transfer(client, alice, source["id"], sink["number"], 100).json()["id"]
+        for _ in range(2)
+    ]
+    claims = RecordingClaims()
+    lane = lane_of(uuid.UUID(source["id"]))
+    policy = {"batch_size": 1, "max_run_seconds": 0}
+    applied = draining.drain_lane(
+        lane=lane,
+        lanes=Lanes(settings.lanes),
+        units=tasks._units,
+        claims=claims,
+        policy=draining.DrainPolicy(limits=settings.engine_limits, **policy),
+    )
+
+    assert applied == 1 and claims.calls == ["hand_on"]
+    assert sorted(_statuses(session_factory, ids).values()) == ["pending", "succeeded"]
+    assert _drain(settings, lane, RecordingClaims()) == 1  # the handed-on message's drain

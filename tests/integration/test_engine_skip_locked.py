@@ -59,6 +59,9 @@ class Claims:
     def claim(self, lane: int) -> bool:
         return True
 
+    def wait_for_bell(self, lane: int, timeout: float) -> bool:
+        return False
+
     def others_waiting(self) -> bool:
         return False
 
