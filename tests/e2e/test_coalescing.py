@@ -89,7 +89,9 @@ def test_a_lingering_drain_takes_later_transfers_without_new_messages(
         while redis_client.exists(marker):  # let go a second after the last deposit
             assert time.monotonic() < deadline, "the drain never let go of its lane"
             time.sleep(0.1)
-        log = worker.log()
+        while "transfer(s) settled" not in (log := worker.log()):  # the task's last line
+            assert time.monotonic() < deadline, log[-3000:]
+            time.sleep(0.1)
         received = [line for line in log.splitlines() if f"Task {DRAIN_LANE_TASK}[" in line]
         received = [line for line in received if line.endswith("] received")]
         assert len(received) == 1, log[-3000:]
