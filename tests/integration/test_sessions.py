@@ -274,7 +274,7 @@ def test_operators_and_admins_look_users_up_by_any_variant_of_the_email(client, 
 
 
 @pytest.mark.parametrize("route", ["/v1/transfers", "/v1/withdrawals", "/v1/transfer-batches"])
-def test_money_routes_read_the_cutoff_in_their_one_pipeline(client, session_factory, route):
+def test_money_routes_read_the_cutoff_in_their_one_redis_call(client, session_factory, route):
     """The cutoff comes from Redis with the rate-limit counters: a disabled user's token
     is refused by every money route, with no database read before `settle_accept`."""
     admin = _admin(client, session_factory)
