@@ -129,24 +129,24 @@ def drain_lane(
         applied += result.applied
         if report is not None and result.finished:
             report(result)
-        if result.more:  # a full batch, or deferred transfers: more is waiting right now
-            if keeper.stays():
-                continue
-            claims.hand_on(lane)
-            break
         held_back = result.waiting and not result.applied
-        if linger:
-            rung = (
-                not held_back
-                and not claims.others_waiting()
-                and claims.wait_for_bell(lane, policy.linger_seconds)
-            )
-            if rung:  # something was accepted since this batch's read
-                if keeper.stays():
-                    time.sleep(policy.gather_seconds)
-                    continue
+        # More is waiting right now: a full batch, deferred transfers, or a ring (something
+        # was accepted since this batch's read) while the drain lingered.
+        rung = (
+            linger
+            and not result.more
+            and not held_back
+            and not claims.others_waiting()
+            and claims.wait_for_bell(lane, policy.linger_seconds)
+        )
+        if result.more or rung:
+            if not keeper.stays():
                 claims.hand_on(lane)
                 break
+            if rung:
+                time.sleep(policy.gather_seconds)
+            continue
+        if linger:
             claims.release(lane)
             if not held_back:
                 with units() as uow:
