@@ -89,15 +89,28 @@ def funded(
 
 
 def _drain(settings: Any, lane: int, claims: RecordingClaims, **policy: Any) -> int:
+    policy = {"batch_size": settings.drain_batch_size, "limits": settings.engine_limits, **policy}
     return draining.drain_lane(
         lane=lane,
         lanes=Lanes(settings.lanes),
         units=tasks._units,
         claims=claims,
-        policy=draining.DrainPolicy(
-            batch_size=settings.drain_batch_size, limits=settings.engine_limits, **policy
-        ),
+        policy=draining.DrainPolicy(**policy),
     )
+
+
+def _acceptor(client: Any, funded: Any) -> tuple[list[str], Callable[[], None]]:
+    """A list, and an action that accepts one more transfer of 200 from the funded
+    account (on the gateway's own connection, committed at once) and adds its id."""
+    alice, source, sink = funded
+    late: list[str] = []
+
+    def accept_another() -> None:
+        response = post_transfer(client, alice, source["id"], sink["number"], 200)
+        assert response.status_code == 202, response.text
+        late.append(response.json()["id"])
+
+    return late, accept_another
 
 
 def _statuses(session_factory: Any, ids: list[str]) -> dict[str, str]:
@@ -113,14 +126,8 @@ def test_a_transfer_committed_just_before_the_release_is_applied_by_the_same_dra
 ):
     alice, source, sink = funded
     first = post_transfer(client, alice, source["id"], sink["number"], 100).json()["id"]
-    late: list[str] = []
-
-    def accept_another() -> None:
-        # Committed on the gateway's own connection while the drain's batch, which
-        # applied `first`, has not committed yet.
-        response = post_transfer(client, alice, source["id"], sink["number"], 200)
-        assert response.status_code == 202, response.text
-        late.append(response.json()["id"])
+    # Committed while the drain's batch, which applied `first`, has not committed yet.
+    late, accept_another = _acceptor(client, funded)
 
     claims = RecordingClaims(on_release=accept_another)
     applied = _drain(settings, lane_of(uuid.UUID(source["id"])), claims)
@@ -177,12 +184,7 @@ def test_a_lingering_drain_that_is_rung_applies_the_new_transfer_without_letting
 ):
     alice, source, sink = funded
     first = post_transfer(client, alice, source["id"], sink["number"], 100).json()["id"]
-    late: list[str] = []
-
-    def accept_another() -> None:  # accepted while the drain waits: it rings
-        response = post_transfer(client, alice, source["id"], sink["number"], 200)
-        assert response.status_code == 202, response.text
-        late.append(response.json()["id"])
+    late, accept_another = _acceptor(client, funded)  # accepted while the drain waits
 
     claims = RecordingClaims(rings=[accept_another])
     applied = _drain(settings, lane_of(uuid.UUID(source["id"])), claims, **LINGER)
@@ -201,12 +203,7 @@ def test_a_lingering_drain_still_looks_once_more_after_letting_go(
     the marker held (so it published nothing): the look after the release applies it."""
     alice, source, sink = funded
     first = post_transfer(client, alice, source["id"], sink["number"], 100).json()["id"]
-    late: list[str] = []
-
-    def accept_another() -> None:
-        response = post_transfer(client, alice, source["id"], sink["number"], 200)
-        assert response.status_code == 202, response.text
-        late.append(response.json()["id"])
+    late, accept_another = _acceptor(client, funded)
 
     claims = RecordingClaims(on_release=accept_another)
     applied = _drain(settings, lane_of(uuid.UUID(source["id"])), claims, **LINGER)
@@ -223,11 +220,7 @@ def test_a_drain_past_its_run_time_hands_the_lane_on_instead_of_lingering_on(
     `max_run_seconds` a rung (or full) batch hands the lane on with a new message."""
     alice, source, sink = funded
     first = post_transfer(client, alice, source["id"], sink["number"], 100).json()["id"]
-    late: list[str] = []
-
-    def accept_another() -> None:
-        response = post_transfer(client, alice, source["id"], sink["number"], 200)
-        late.append(response.json()["id"])
+    late, accept_another = _acceptor(client, funded)
 
     claims = RecordingClaims(rings=[accept_another])
     lane = lane_of(uuid.UUID(source["id"]))
@@ -249,14 +242,7 @@ def test_a_drain_of_full_batches_hands_on_past_its_run_time_too(
     ]
     claims = RecordingClaims()
     lane = lane_of(uuid.UUID(source["id"]))
-    policy = {"batch_size": 1, "max_run_seconds": 0}
-    applied = draining.drain_lane(
-        lane=lane,
-        lanes=Lanes(settings.lanes),
-        units=tasks._units,
-        claims=claims,
-        policy=draining.DrainPolicy(limits=settings.engine_limits, **policy),
-    )
+    applied = _drain(settings, lane, claims, batch_size=1, max_run_seconds=0)
 
     assert applied == 1 and claims.calls == ["hand_on"]
     assert sorted(_statuses(session_factory, ids).values()) == ["pending", "succeeded"]
