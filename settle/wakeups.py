@@ -139,7 +139,8 @@ class LaneWaker:
         self._publisher.publish(self._claim({self.lanes.of_slot(s) for s in slots}))
 
     def force(self, slots: Collection[int]) -> list[int]:
-        """Publish whatever the markers say (the sweeper: a marker may be stale)."""
+        """Publish whatever the markers say (the sweeper: a marker may be stale); a lane
+        whose marker is held also gets its bell rung, so a lingering drain looks now."""
         lanes = sorted({self.lanes.of_slot(s) for s in slots})
         self._claim(lanes)
         self._publisher.publish(lanes, why="sweeper: stale pending transfers")
