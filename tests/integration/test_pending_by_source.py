@@ -5,9 +5,10 @@
   when the planner's statistics are skewed: one source behind most rows, as a
   settlement account is;
 - the engine reads a lane slot by slot, so what it reads is bounded by the batch
-  size, not by the backlog; it still returns the lane's oldest due transfers in
-  acceptance order; the drain's last look (`has_due_pending`) sees due pending
-  transfers of its own lane only;
+  size, not by the backlog, also when the statistics say most transfers are pending
+  (it then once walked the whole table in `seq` order instead); it still returns the
+  lane's oldest due transfers in acceptance order; the drain's last look
+  (`has_due_pending`) sees due pending transfers of its own lane only;
 - 0013 goes down and up (and drops an index nothing reads).
 
 Each test has a database of its own, filled by SQL (no engine, no other test's
@@ -46,7 +47,8 @@ def ledger(services: Any) -> Iterator[Ledger]:
 
 def _index_use(ledger: Ledger, what: str = "idx_scan") -> dict[str, int]:
     """Scans of (`idx_scan`) or entries read from (`idx_tup_read`) the two indexes of
-    pending transfers, as PostgreSQL counts them (callers flush their counts first)."""
+    pending transfers and the one of all transfers in `seq` order, as PostgreSQL
+    counts them (callers flush their counts first)."""
     with ledger.owner.connect() as connection:
         connection.execute(text("SELECT pg_stat_clear_snapshot()"))
         return {
@@ -55,7 +57,8 @@ def _index_use(ledger: Ledger, what: str = "idx_scan") -> dict[str, int]:
                 text(
                     f"SELECT indexrelname AS name, {what} AS used"  # nosec B608: constant SQL
                     " FROM pg_stat_user_indexes WHERE indexrelname IN"
-                    " ('transfers_pending_by_source', 'transfers_pending_by_lane')"
+                    " ('transfers_pending_by_source', 'transfers_pending_by_lane',"
+                    " 'transfers_seq_key')"
                 )
             )
         }
@@ -179,6 +182,41 @@ def test_a_lane_read_is_bounded_by_the_batch_not_the_backlog(ledger):
     read = _index_use(ledger, "idx_tup_read")["transfers_pending_by_lane"] - before
     # At most `limit` from each of the lane's 4 slots; one lane-wide scan read all 903.
     assert 0 < read <= 3 * len(lanes.slots(0))
+
+
+def test_a_lane_read_stays_on_the_lane_index_when_most_transfers_are_pending(ledger):
+    """Statistics taken during a backlog on a young table (as autovacuum's ANALYZE
+    takes them) once made the planner walk `transfers_seq_key` from the oldest transfer
+    of all, skipping every finished one: per slot, per batch, growing with the table."""
+    lanes = Lanes(4)
+    sources = [a for lane in range(4) for a in accounts_in_lane(lanes, lane, 2)]
+    sink = uuid.uuid4()
+    add_accounts(ledger, [*sources, sink])
+    for source in sources:
+        add_transfers(ledger, source, sink, 250, status="succeeded")
+    oldest = {source: add_transfers(ledger, source, sink, 1000) for source in sources}
+    with ledger.owner.begin() as connection:
+        connection.execute(text("ANALYZE transfers"))
+    lane_sources = [s for s in sources if lanes.of_account(s) == 0]
+    expected = sorted((t for s in lane_sources for t in oldest[s]), key=_seq(ledger))[:100]
+    before = _index_use(ledger, "idx_tup_read")
+    with Session(ledger.owner) as session:
+        rows = engine_repo.pending_in_lane(session, lanes.slots(0), limit=100)
+        assert [r.id for r in rows] == expected
+        session.execute(text("SELECT pg_stat_force_next_flush()"))
+    after = _index_use(ledger, "idx_tup_read")
+    assert after["transfers_seq_key"] == before["transfers_seq_key"]
+    read = after["transfers_pending_by_lane"] - before["transfers_pending_by_lane"]
+    assert 0 < read <= 100 * len(lanes.slots(0))
+
+
+def _seq(ledger: Ledger) -> Any:
+    """A sort key: each transfer's `seq` (its place in acceptance order)."""
+    with ledger.owner.connect() as connection:
+        seqs: dict[uuid.UUID, int] = dict(
+            connection.execute(text("SELECT id, seq FROM transfers")).tuples().all()
+        )
+    return seqs.__getitem__
 
 
 def test_0013_goes_down_and_up(services):
