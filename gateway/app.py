@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import asyncpg
 from celery.signals import before_task_publish
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -18,6 +17,7 @@ from domain.services import acceptance, accounts, logins
 from domain.uow import Ports, unit_of_work
 from gateway import docs as api_docs
 from gateway import errors, openapi
+from gateway.accept_pool import create_accept_pool
 from gateway.completions import Completions
 from gateway.guards import BucketLimits, Guards
 from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
@@ -97,9 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.approval_policy = settings.approval_policy
         dsn = asyncpg_dsn(settings.database_url, application_name=application_name)
-        app.state.db_pool = await asyncpg.create_pool(
-            dsn, min_size=1, max_size=settings.db_pool_size
-        )
+        app.state.db_pool = await create_accept_pool(dsn, max_size=settings.db_pool_size)
         app.state.completions = Completions(dsn, max_waits_per_user=settings.max_waits_per_user)
         await app.state.completions.start()
         app.state.secret_box = SecretBox(settings.webhook_encryption_key)
