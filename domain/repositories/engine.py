@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Row, text
 from sqlalchemy.orm import Session
 
+from domain.repositories.prepared import Prepared
 from domain.uow import QueuedDelivery
 
 # Sent in the transaction that finishes transfers (delivered only once it commits):
@@ -51,6 +52,26 @@ _TRANSFER_COLUMNS = """
 # waits while an older one of its source is pending elsewhere (FIFO across lanes).
 
 
+# Only constant SQL is composed here; every value is a bound parameter.
+_LANE_READ_SQL = (
+    f"SELECT {_TRANSFER_COLUMNS} FROM transfers t"  # noqa: S608  # nosec B608: constant SQL
+    " LEFT JOIN transfer_batches b ON b.id = t.batch_id"
+    " JOIN users u ON u.id = t.initiated_by"
+    " WHERE t.id = ANY(ARRAY("
+    "  SELECT oldest.id FROM unnest(CAST(:slots AS smallint[])) AS s(slot)"
+    "  CROSS JOIN LATERAL (SELECT p.id, p.seq FROM transfers p"
+    "   WHERE p.lane = ANY(ARRAY[s.slot]) AND p.status = 'pending'"
+    "   AND (p.execute_at IS NULL OR p.execute_at <= now())"
+    "   ORDER BY p.lane, p.seq LIMIT :limit) oldest"
+    "  ORDER BY oldest.seq LIMIT :limit))"
+    " ORDER BY t.seq"
+)
+_LANE_READ = Prepared("settle_lane_read", _LANE_READ_SQL, {"limit": "integer"})
+_LANE_READ_LOCKED = Prepared(
+    "settle_lane_read_locked", _LANE_READ_SQL + " FOR UPDATE OF t", {"limit": "integer"}
+)
+
+
 def pending_in_lane(
     session: Session, slots: Sequence[int], *, limit: int, lock: bool = False
 ) -> list[Row[Any]]:
@@ -78,23 +99,8 @@ def pending_in_lane(
     planner, `(lane, seq)` order is what the lane index gives, and `seq` order alone
     would need a sort of the lane's whole backlog.
     """
-    # Only constant SQL is composed here; every value is a bound parameter.
-    rows = session.execute(
-        text(
-            f"SELECT {_TRANSFER_COLUMNS} FROM transfers t"  # noqa: S608  # nosec B608: constant SQL
-            " LEFT JOIN transfer_batches b ON b.id = t.batch_id"
-            " JOIN users u ON u.id = t.initiated_by"
-            " WHERE t.id = ANY(ARRAY("
-            "  SELECT oldest.id FROM unnest(CAST(:slots AS smallint[])) AS s(slot)"
-            "  CROSS JOIN LATERAL (SELECT p.id, p.seq FROM transfers p"
-            "   WHERE p.lane = ANY(ARRAY[s.slot]) AND p.status = 'pending'"
-            "   AND (p.execute_at IS NULL OR p.execute_at <= now())"
-            "   ORDER BY p.lane, p.seq LIMIT :limit) oldest"
-            "  ORDER BY oldest.seq LIMIT :limit))"
-            " ORDER BY t.seq" + (" FOR UPDATE OF t" if lock else "")
-        ),
-        {"slots": list(slots), "limit": limit},
-    ).all()
+    statement = _LANE_READ_LOCKED if lock else _LANE_READ
+    rows = statement.execute(session, {"slots": list(slots), "limit": limit}).all()
     # Locked after a concurrent drain of the lane committed: no longer pending.
     return [row for row in rows if row.status == "pending"]
 
@@ -138,6 +144,20 @@ def pending_of_batches(
     ).all()
 
 
+_LOCK_ACCOUNTS_SQL = (
+    "SELECT a.id, a.number, a.kind, a.status, a.currency, a.owner_id, a.balance,"
+    " a.overdraft_limit, a.last_sequence, a.daily_outgoing_limit, a.daily_sent,"
+    " a.daily_sent_on, a.balance_alert_count, a.held, u.role AS owner_role"
+    " FROM accounts a LEFT JOIN users u ON u.id = a.owner_id"
+    " WHERE a.id = ANY(CAST(:ids AS uuid[]))"
+    " ORDER BY a.id FOR NO KEY UPDATE OF a"
+)
+_LOCK_ACCOUNTS = Prepared("settle_lock_accounts", _LOCK_ACCOUNTS_SQL)
+_LOCK_ACCOUNTS_SKIPPING = Prepared(
+    "settle_lock_accounts_skipping", _LOCK_ACCOUNTS_SQL + " SKIP LOCKED"
+)
+
+
 def lock_accounts(
     session: Session, account_ids: Iterable[uuid.UUID], *, skip_locked: bool = False
 ) -> Sequence[Row[Any]]:
@@ -148,18 +168,8 @@ def lock_accounts(
 
     `skip_locked`: leave out the accounts another transaction holds instead of waiting
     for them (the engine defers what touches them; see engine.apply_next_batch)."""
-    # Only constant SQL is composed here; every value is a bound parameter.
-    return session.execute(
-        text(
-            "SELECT a.id, a.number, a.kind, a.status, a.currency, a.owner_id, a.balance,"  # noqa: S608  # nosec B608: constant SQL
-            " a.overdraft_limit, a.last_sequence, a.daily_outgoing_limit, a.daily_sent,"
-            " a.daily_sent_on, a.balance_alert_count, a.held, u.role AS owner_role"
-            " FROM accounts a LEFT JOIN users u ON u.id = a.owner_id"
-            " WHERE a.id = ANY(CAST(:ids AS uuid[]))"
-            " ORDER BY a.id FOR NO KEY UPDATE OF a" + (" SKIP LOCKED" if skip_locked else "")
-        ),
-        {"ids": sorted(str(i) for i in set(account_ids))},
-    ).all()
+    statement = _LOCK_ACCOUNTS_SKIPPING if skip_locked else _LOCK_ACCOUNTS
+    return statement.execute(session, {"ids": sorted(str(i) for i in set(account_ids))}).all()
 
 
 def lock_holds(session: Session, hold_ids: Iterable[uuid.UUID]) -> Sequence[Row[Any]]:
@@ -198,7 +208,8 @@ def due_expired_holds(session: Session, *, limit: int) -> Sequence[Row[Any]]:
 
 # Everything a batch writes to the ledger, in one statement: entries, outcomes,
 # balances and audit rows. Returns the new entries' ids.
-_WRITE_BATCH = text(
+_WRITE_BATCH = Prepared(
+    "settle_write_batch",
     """
     WITH entries AS (
         INSERT INTO ledger_entries (transfer_id, account_id, amount, currency,
@@ -247,7 +258,8 @@ _WRITE_BATCH = text(
     UNION ALL SELECT 'holds', NULL, NULL, count(*) FROM holds_moved
     UNION ALL SELECT 'balances', NULL, NULL, count(*) FROM balances
     UNION ALL SELECT 'audited', NULL, NULL, count(*) FROM audited
-    """
+    """,
+    {"now": "timestamptz"},
 )
 
 
@@ -262,8 +274,8 @@ def write_batch(
     holds: Sequence[tuple[uuid.UUID, str, int | None]] = (),
 ) -> list[int]:
     """One round trip for the whole batch; returns entry ids in the order of `entries`."""
-    rows = session.execute(
-        _WRITE_BATCH,
+    rows = _WRITE_BATCH.execute(
+        session,
         {
             "e_transfers": [str(e["transfer_id"]) for e in entries],
             "e_accounts": [str(e["account_id"]) for e in entries],
@@ -316,7 +328,8 @@ def write_batch(
 # Events, their webhook deliveries (every active endpoint of the recipient that is
 # subscribed to the type, due after the immediate-send lease) and the completion
 # notifications, in one statement. Returns the deliveries with their endpoints.
-_PUBLISH = text(
+_PUBLISH = Prepared(
+    "settle_publish",
     """
     WITH ev AS (
         INSERT INTO events (id, user_id, type, created_at, payload)
@@ -336,7 +349,8 @@ _PUBLISH = text(
     SELECT (SELECT array_agg(ARRAY[endpoint_id, id]) FROM delivered) AS deliveries,
            (SELECT string_agg(pg_notify(:channel, note)::text, '')
               FROM unnest(CAST(:notes AS text[])) AS note) AS notified
-    """
+    """,
+    {"due": "timestamptz", "channel": "text"},
 )
 
 
@@ -352,8 +366,8 @@ def publish(
         ",".join(unique[start : start + _NOTIFY_CHUNK])
         for start in range(0, len(unique), _NOTIFY_CHUNK)
     ]
-    row = session.execute(
-        _PUBLISH,
+    row = _PUBLISH.execute(
+        session,
         {
             "ids": [e["id"] for e in events],
             "users": [str(e["user_id"]) for e in events],

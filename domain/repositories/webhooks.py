@@ -11,6 +11,7 @@ from sqlalchemy import Row, func, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from domain.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from domain.repositories.prepared import Prepared
 from domain.uow import QueuedDelivery
 
 
@@ -114,7 +115,8 @@ def claim_due(
 # What sending needs, for many deliveries in one round trip: the pending ones among
 # `ids`, locked, with their endpoint (NULL columns when it is gone) and event. A test
 # ping has no event: it carries its own payload.
-_SENDABLE = text(
+_SENDABLE = Prepared(
+    "settle_webhooks_sendable",
     """
     SELECT d.id, w.id AS endpoint_id, w.url, w.status AS endpoint_status, w.deleted_at,
            w.secret_ciphertext, w.previous_secret_ciphertext, w.previous_secret_expires_at,
@@ -127,12 +129,12 @@ _SENDABLE = text(
      WHERE d.id = ANY(CAST(:ids AS uuid[])) AND d.status = 'pending'
      ORDER BY d.event_seq NULLS FIRST
        FOR UPDATE OF d
-    """
+    """,
 )
 
 
 def sendable(session: Session, delivery_ids: Sequence[uuid.UUID]) -> Sequence[Row[Any]]:
-    return session.execute(_SENDABLE, {"ids": [str(i) for i in delivery_ids]}).all()
+    return _SENDABLE.execute(session, {"ids": [str(i) for i in delivery_ids]}).all()
 
 
 def close_undeliverable(
@@ -153,7 +155,8 @@ def close_undeliverable(
 
 # Successful attempts, recorded together: the attempt rows and the deliveries closed
 # as succeeded, in one statement.
-_RECORD_SUCCESSES = text(
+_RECORD_SUCCESSES = Prepared(
+    "settle_webhooks_record_successes",
     """
     WITH done AS (
         SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:codes AS int[]),
@@ -167,7 +170,8 @@ _RECORD_SUCCESSES = text(
            status = 'succeeded', completed_at = :now, next_attempt_at = NULL
       FROM done
      WHERE d.id = done.id
-    """
+    """,
+    {"now": "timestamptz"},
 )
 
 
@@ -179,8 +183,8 @@ def record_successes(
     status_codes: Sequence[int],
     durations_ms: Sequence[int],
 ) -> None:
-    session.execute(
-        _RECORD_SUCCESSES,
+    _RECORD_SUCCESSES.execute(
+        session,
         {
             "ids": [str(i) for i in delivery_ids],
             "codes": list(status_codes),
@@ -213,16 +217,17 @@ def attempts_of(session: Session, delivery_ids: list[uuid.UUID]) -> list[Webhook
     return list(session.scalars(query.order_by(WebhookAttempt.id)))
 
 
+_END_FAILURE_STREAKS = Prepared(
+    "settle_webhooks_end_failure_streaks",
+    """
+    UPDATE webhook_endpoints SET failing_since = NULL
+     WHERE id = ANY(CAST(:ids AS uuid[])) AND failing_since IS NOT NULL
+    """,
+)
+
+
 def end_failure_streaks(session: Session, endpoint_ids: Sequence[uuid.UUID]) -> None:
-    session.execute(
-        text(
-            """
-            UPDATE webhook_endpoints SET failing_since = NULL
-             WHERE id = ANY(CAST(:ids AS uuid[])) AND failing_since IS NOT NULL
-            """
-        ),
-        {"ids": [str(i) for i in endpoint_ids]},
-    )
+    _END_FAILURE_STREAKS.execute(session, {"ids": [str(i) for i in endpoint_ids]})
 
 
 def count_pending(session: Session) -> int:

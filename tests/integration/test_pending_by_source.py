@@ -213,9 +213,8 @@ def test_a_lane_read_stays_on_the_lane_index_when_most_transfers_are_pending(led
 def _seq(ledger: Ledger) -> Any:
     """A sort key: each transfer's `seq` (its place in acceptance order)."""
     with ledger.owner.connect() as connection:
-        seqs: dict[uuid.UUID, int] = dict(
-            connection.execute(text("SELECT id, seq FROM transfers")).tuples().all()
-        )
+        rows = connection.execute(text("SELECT id, seq FROM transfers"))
+        seqs: dict[uuid.UUID, int] = {row.id: row.seq for row in rows}
     return seqs.__getitem__
 
 
