@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import pytest
 
-from settle.harness import close_rabbitmq_connections
+from settle.harness import close_rabbitmq_connections, delete_redis_keys
 from tests.bank import Bank, settle_verify
 from tests.processes import running_beat, running_gateway, running_worker, settings_env
 from tests.services import fresh_broker_url
@@ -61,11 +61,13 @@ class Stack:
 
 @contextmanager
 def _deployment(services, settings, tmp_path: Path) -> Iterator[Stack]:
-    """A key prefix (and on RabbitMQ a vhost) of its own, and two of every process."""
+    """A key prefix (and on RabbitMQ a vhost) of its own, and two of every process; the
+    prefix's keys (rate-limit and velocity counters, lane markers) go when it ends."""
+    prefix = f"scale-{secrets.token_hex(3)}:"
     with fresh_broker_url(services) as broker_url, ExitStack() as stack:
-        isolated = settings.model_copy(
-            update={"redis_prefix": f"scale-{secrets.token_hex(3)}:", "broker_url": broker_url}
-        )
+        # Registered first, so it runs last: after every process has stopped.
+        stack.callback(delete_redis_keys, services.redis_url, prefix)
+        isolated = settings.model_copy(update={"redis_prefix": prefix, "broker_url": broker_url})
         env = settings_env(isolated, SETTLE_DRAIN_BATCH_SIZE="10")
         yield Stack(env, stack, tmp_path)
 
