@@ -1,15 +1,16 @@
-"""What is pending, asked cheaply: migration 0013 and the engine's lane read.
+"""What is pending, asked cheaply: migrations 0013 and 0014 and the engine's lane read.
 
 - `settle_accept`'s backpressure count probes the source's own pending transfers
   (`transfers_pending_by_source`), not every pending transfer of every lane, even
   when the planner's statistics are skewed: one source behind most rows, as a
-  settlement account is;
+  settlement account is; or most rows pending (0014: PL/pgSQL's generic plan then
+  walked the whole table in `seq` order);
 - the engine reads a lane slot by slot, so what it reads is bounded by the batch
   size, not by the backlog, also when the statistics say most transfers are pending
   (it then once walked the whole table in `seq` order instead); it still returns the
   lane's oldest due transfers in acceptance order; the drain's last look
   (`has_due_pending`) sees due pending transfers of its own lane only;
-- 0013 goes down and up (and drops an index nothing reads).
+- 0013 goes down and up (and drops an index nothing reads); so does 0014.
 
 Each test has a database of its own, filled by SQL (no engine, no other test's
 transfers in its lanes).
@@ -17,6 +18,7 @@ transfers in its lanes).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -112,6 +114,28 @@ def test_the_backpressure_count_probes_the_source_even_with_skewed_statistics(le
     after = _index_use(ledger)
     assert after["transfers_pending_by_source"] - before["transfers_pending_by_source"] >= 6
     assert after["transfers_pending_by_lane"] == before["transfers_pending_by_lane"]
+
+
+def test_the_backpressure_count_stays_on_the_source_index_when_most_transfers_are_pending(
+    ledger,
+):
+    lanes = Lanes(4)
+    sources = [a for lane in range(4) for a in accounts_in_lane(lanes, lane, 2)]
+    sink = uuid.uuid4()
+    add_accounts(ledger, [*sources, sink])
+    for source in sources:
+        add_transfers(ledger, source, sink, 250, status="succeeded")
+        add_transfers(ledger, source, sink, 1000)
+    with ledger.owner.begin() as connection:
+        connection.execute(text("ANALYZE transfers"))
+    before = _index_use(ledger, "idx_tup_read")
+    # Seven calls: five plans with the values, then PL/pgSQL's generic plan.
+    for _ in range(7):
+        rows = _accept(ledger, sources[0], sink, max_pending=10_000)
+        assert [r.outcome for r in rows] == ["accepted"]
+    after = _index_use(ledger, "idx_tup_read")
+    assert after["transfers_seq_key"] == before["transfers_seq_key"]
+    assert after["transfers_pending_by_source"] > before["transfers_pending_by_source"]
 
 
 def test_the_backpressure_count_refuses_at_the_limit(ledger):
@@ -236,7 +260,9 @@ def test_0013_goes_down_and_up(services):
             body = connection.execute(
                 text("SELECT pg_get_functiondef('settle_accept'::regproc)")
             ).scalar()
-        return set(indexes), "ORDER BY t.seq LIMIT p_max_pending" in body
+        # 0013's ORDER BY, also as 0014 rewrote it.
+        ordered = re.search(r"ORDER BY (t\.source_account_id, )?t\.seq LIMIT p_max_pending", body)
+        return set(indexes), ordered is not None
 
     with migrated_database(services.server_url, "settle_test_0013") as (name, roles):
         owner = create_engine(roles.owner_url)
@@ -270,4 +296,31 @@ def test_0013_goes_down_and_up(services):
         assert state(owner) == (set(), False)
         command.upgrade(config, "head")
         assert state(owner) == after
+        owner.dispose()
+
+
+def test_0014_goes_down_and_up(services):
+    from alembic import command
+
+    from domain.migrate import alembic_config
+
+    def count(engine: Engine) -> str:
+        """How `settle_accept` names the source in its backpressure count."""
+        with engine.connect() as connection:
+            body = connection.execute(
+                text("SELECT pg_get_functiondef('settle_accept'::regproc)")
+            ).scalar_one()
+        if "source_account_id = ANY(ARRAY[v_src[cardinality(v_src)]])" in body:
+            return "any"
+        assert "source_account_id = v_src[cardinality(v_src)]" in body
+        return "equals"
+
+    with migrated_database(services.server_url, "settle_test_0014") as (_, roles):
+        owner = create_engine(roles.owner_url)
+        config = alembic_config(roles.owner_url)
+        assert count(owner) == "any"
+        command.downgrade(config, "0013")
+        assert count(owner) == "equals"
+        command.upgrade(config, "head")
+        assert count(owner) == "any"
         owner.dispose()
