@@ -119,19 +119,11 @@ def test_the_backpressure_count_probes_the_source_even_with_skewed_statistics(le
 def test_the_backpressure_count_stays_on_the_source_index_when_most_transfers_are_pending(
     ledger,
 ):
-    lanes = Lanes(4)
-    sources = [a for lane in range(4) for a in accounts_in_lane(lanes, lane, 2)]
-    sink = uuid.uuid4()
-    add_accounts(ledger, [*sources, sink])
-    for source in sources:
-        add_transfers(ledger, source, sink, 250, status="succeeded")
-        add_transfers(ledger, source, sink, 1000)
-    with ledger.owner.begin() as connection:
-        connection.execute(text("ANALYZE transfers"))
+    _, sink, pending = _young_table_with_a_backlog(ledger)
     before = _index_use(ledger, "idx_tup_read")
     # Seven calls: five plans with the values, then PL/pgSQL's generic plan.
     for _ in range(7):
-        rows = _accept(ledger, sources[0], sink, max_pending=10_000)
+        rows = _accept(ledger, next(iter(pending)), sink, max_pending=10_000)
         assert [r.outcome for r in rows] == ["accepted"]
     after = _index_use(ledger, "idx_tup_read")
     assert after["transfers_seq_key"] == before["transfers_seq_key"]
@@ -212,17 +204,9 @@ def test_a_lane_read_stays_on_the_lane_index_when_most_transfers_are_pending(led
     """Statistics taken during a backlog on a young table (as autovacuum's ANALYZE
     takes them) once made the planner walk `transfers_seq_key` from the oldest transfer
     of all, skipping every finished one: per slot, per batch, growing with the table."""
-    lanes = Lanes(4)
-    sources = [a for lane in range(4) for a in accounts_in_lane(lanes, lane, 2)]
-    sink = uuid.uuid4()
-    add_accounts(ledger, [*sources, sink])
-    for source in sources:
-        add_transfers(ledger, source, sink, 250, status="succeeded")
-    oldest = {source: add_transfers(ledger, source, sink, 1000) for source in sources}
-    with ledger.owner.begin() as connection:
-        connection.execute(text("ANALYZE transfers"))
-    lane_sources = [s for s in sources if lanes.of_account(s) == 0]
-    expected = sorted((t for s in lane_sources for t in oldest[s]), key=_seq(ledger))[:100]
+    lanes, _, pending = _young_table_with_a_backlog(ledger)
+    lane_sources = [s for s in pending if lanes.of_account(s) == 0]
+    expected = sorted((t for s in lane_sources for t in pending[s]), key=_seq(ledger))[:100]
     before = _index_use(ledger, "idx_tup_read")
     with Session(ledger.owner) as session:
         rows = engine_repo.pending_in_lane(session, lanes.slots(0), limit=100)
@@ -232,6 +216,25 @@ def test_a_lane_read_stays_on_the_lane_index_when_most_transfers_are_pending(led
     assert after["transfers_seq_key"] == before["transfers_seq_key"]
     read = after["transfers_pending_by_lane"] - before["transfers_pending_by_lane"]
     assert 0 < read <= 100 * len(lanes.slots(0))
+
+
+def _young_table_with_a_backlog(
+    ledger: Ledger,
+) -> tuple[Lanes, uuid.UUID, dict[uuid.UUID, list[uuid.UUID]]]:
+    """Two sources in each of 4 lanes, each with 250 finished then 1,000 pending
+    transfers to one sink, and statistics taken then: most rows pending, as autovacuum's
+    ANALYZE would see a young table with a backlog. The lanes, the sink, and each
+    source's pending transfers, oldest first."""
+    lanes = Lanes(4)
+    sources = [a for lane in range(4) for a in accounts_in_lane(lanes, lane, 2)]
+    sink = uuid.uuid4()
+    add_accounts(ledger, [*sources, sink])
+    for source in sources:
+        add_transfers(ledger, source, sink, 250, status="succeeded")
+    pending = {source: add_transfers(ledger, source, sink, 1000) for source in sources}
+    with ledger.owner.begin() as connection:
+        connection.execute(text("ANALYZE transfers"))
+    return lanes, sink, pending
 
 
 def _seq(ledger: Ledger) -> Any:

@@ -43,7 +43,7 @@ _COUNT_AFTER = """
 
 def accept_function() -> str:
     """0013's `settle_accept` with 0014's one change."""
-    function = _0013.accept_function()
+    function: str = _0013.accept_function()
     if function.count(_COUNT_BEFORE) != 1:
         raise RuntimeError("0014: expected 0013's backpressure count once in settle_accept")
     return function.replace(_COUNT_BEFORE, _COUNT_AFTER)
