@@ -12,7 +12,9 @@ time a DBAPI connection runs it, then as `EXECUTE name(...)`. Which connections 
 prepared what is kept in the pool's per-connection `info`, which follows the DBAPI
 connection and is gone with it, so a reconnected session prepares afresh. A prepared
 statement survives a rollback (PREPARE is not transactional) and PostgreSQL replans
-it by itself when a table it reads changes shape.
+it by itself when a table it reads changes shape. Names are one namespace per session:
+a second statement under a name already taken is refused when it is defined (else the
+connections that prepared the first would silently run it in its place).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlalchemy.orm import Session
 
 _PARAMETER = re.compile(r"CAST\(:(\w+) AS ([^)]+)\)|(?<![:\w]):(\w+)")
 _PREPARED_KEY = "settle_prepared_statements"
+_DEFINED: dict[str, str] = {}  # name → the PREPARE it stands for, for this process
 
 
 class Prepared:
@@ -50,6 +53,8 @@ class Prepared:
         self.name = name
         self.parameters = tuple(order)
         self.prepare_sql = f"PREPARE {name} ({', '.join(order.values())}) AS {body}"
+        if _DEFINED.setdefault(name, self.prepare_sql) != self.prepare_sql:
+            raise ValueError(f"{name}: a different statement already has this name")
         arguments = ", ".join(f"CAST(:{p} AS {kind})" for p, kind in order.items())
         self.execute_sql = text(f"EXECUTE {name} ({arguments})")
 

@@ -3,7 +3,8 @@
 On the real PostgreSQL: the first call PREPAREs, later calls only EXECUTE (the server
 lists one prepared statement, and counts every call as a use of it); it survives a
 rolled-back transaction; a connection that was replaced prepares afresh. Without a
-database: how `:name` parameters become `$n`, and the mistakes refused up front.
+database: how `:name` parameters become `$n`, and the mistakes refused up front (a
+name taken by another statement, a parameter without a type or with two).
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from sqlalchemy.orm import Session
 
 from domain.repositories.prepared import Prepared
 
-_DOUBLES = Prepared(
-    "settle_test_doubles",
+_DOUBLES_SQL = (
     "SELECT x * :factor AS doubled, :factor AS factor"
-    " FROM unnest(CAST(:values AS bigint[])) AS x ORDER BY x",
-    {"factor": "integer"},
+    " FROM unnest(CAST(:values AS bigint[])) AS x ORDER BY x"
 )
+_DOUBLES = Prepared("settle_test_doubles", _DOUBLES_SQL, {"factor": "integer"})
 
 
 def _server_side(session: Session) -> list[tuple[Any, ...]]:
@@ -82,6 +82,14 @@ def test_parameters_are_numbered_in_order_of_first_use():
     assert str(statement.execute_sql) == (
         "EXECUTE settle_test_numbering (CAST(:a AS uuid[]), CAST(:b AS timestamptz))"
     )
+
+
+def test_a_name_is_one_statement():
+    assert Prepared(_DOUBLES.name, _DOUBLES_SQL, {"factor": "integer"}).prepare_sql == (
+        _DOUBLES.prepare_sql
+    )
+    with pytest.raises(ValueError, match="a different statement already has this name"):
+        Prepared(_DOUBLES.name, "SELECT 1")
 
 
 def test_a_parameter_without_a_type_or_with_two_is_refused():
