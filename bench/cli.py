@@ -250,7 +250,7 @@ async def _scenarios(
         n,
     )
     window.stop()
-    results["cpu_uniform"] = window.as_dict()
+    results["cpu_uniform"] = window.as_dict(uniform.accepted)
     await scenarios.quiesce(ctx, uniform)
     runs = [uniform]
     for name, title, pairs in (
@@ -290,9 +290,13 @@ async def _latency(
     *,
     rate: float,
 ) -> None:
+    window = CpuWindow(ctx.stack)
+    window.start()
     latency = await scenarios.latency(
         ctx, rate=rate, seconds=args.latency_seconds, receipts=receipts
     )
+    window.stop()
+    results["cpu_latency"] = window.as_dict(latency.transfers)
     results["_latency"] = latency
     results["errors"].extend(f"latency: {e}" for e in latency.errors)
     results["latency"] = {

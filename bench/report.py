@@ -193,6 +193,30 @@ def _stages(console: Console, stages: dict[str, dict[str, Any]]) -> None:
     console.print(table)
 
 
+def _cpu_table(console: Console, cpu: dict[str, Any], scenario: str) -> None:
+    """CPU by component over one scenario, and per transfer it settled (older result
+    files have no per-transfer column)."""
+    table = Table(
+        title=f"Where the CPU went during {scenario} ({cpu['cores']} cores; "
+        f"100 % = one core; machine busy {cpu['machine_busy_percent']:.0f} %)"
+    )
+    table.add_column("component")
+    table.add_column("processes", justify="right")
+    table.add_column("CPU %", justify="right")
+    table.add_column("ms per transfer", justify="right")
+    for name, figures in sorted(
+        cpu["by_component"].items(), key=lambda item: -item[1]["cpu_percent"]
+    ):
+        per_transfer = figures.get("ms_per_transfer")
+        table.add_row(
+            name,
+            str(figures["processes"] or ""),
+            f"{figures['cpu_percent']:.1f}",
+            "—" if per_transfer is None else f"{per_transfer:.2f}",
+        )
+    console.print(table)
+
+
 def _latency_and_resources(console: Console, results: dict[str, Any]) -> None:
     targets = {row["target"]: row for row in results["targets"]}
     latency = results.get("latency")
@@ -218,22 +242,9 @@ def _latency_and_resources(console: Console, results: dict[str, Any]) -> None:
         console.print(lat)
         _stages(console, latency.get("stages", {}))
 
-    cpu = results.get("cpu_uniform")
-    if cpu:
-        breakdown = Table(
-            title=f"Where the CPU went during the uniform scenario ({cpu['cores']} cores; "
-            f"100 % = one core; machine busy {cpu['machine_busy_percent']:.0f} %)"
-        )
-        breakdown.add_column("component")
-        breakdown.add_column("processes", justify="right")
-        breakdown.add_column("CPU %", justify="right")
-        for name, figures in sorted(
-            cpu["by_component"].items(), key=lambda item: -item[1]["cpu_percent"]
-        ):
-            breakdown.add_row(
-                name, str(figures["processes"] or ""), f"{figures['cpu_percent']:.1f}"
-            )
-        console.print(breakdown)
+    for key, scenario in (("cpu_uniform", "the uniform scenario"), ("cpu_latency", "latency")):
+        if results.get(key):
+            _cpu_table(console, results[key], scenario)
 
     soak = results.get("soak")
     if soak:

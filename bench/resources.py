@@ -163,12 +163,24 @@ class CpuWindow:
             "cpu_percent": round(max(0.0, self.machine_busy_percent - accounted), 1),
         }
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, transfers: int) -> dict[str, Any]:
+        """The window's figures, and each component's CPU per transfer the scenario
+        settled (`ms_per_transfer`): the figure a change to a hot path moves, steadier
+        than a rate on a shared machine."""
+
+        def per_transfer(cpu_percent: float) -> float | None:
+            used_ms = 10 * cpu_percent * self.seconds  # % of a core for s seconds -> ms
+            return round(used_ms / transfers, 3) if transfers else None
+
         return {
             "seconds": round(self.seconds, 2),
             "cores": self.cores,
             "machine_busy_percent": round(self.machine_busy_percent, 1),
-            "by_component": self.by_component,
+            "transfers": transfers,
+            "by_component": {
+                name: {**figures, "ms_per_transfer": per_transfer(figures["cpu_percent"])}
+                for name, figures in self.by_component.items()
+            },
         }
 
 
@@ -205,19 +217,37 @@ def postgres_connections(stack: Stack) -> dict[str, int]:
         conn.close()
 
 
-def redis_connections(stack: Stack) -> int:
-    """Settle's clients of its Redis (CLIENT LIST). Over TCP, those whose address is a
-    socket of a Settle process (a shared server has other clients); over a unix socket
-    (the embedded server, the bench's own) every client but this one."""
+def _role(client_name: str) -> str:
+    """`settle-gateway-1234` -> `settle-gateway`: Settle's own clients carry their pid
+    (settle/broker.py); the broker connections are named per application."""
+    head, _, tail = client_name.rpartition("-")
+    return head if head and tail.isdigit() else client_name or "unnamed"
+
+
+def redis_connections(stack: Stack) -> dict[str, int]:
+    """Settle's clients of its Redis (CLIENT LIST), by client name without the pid.
+    Over TCP, those whose address is a socket of a Settle process (a shared server has
+    other clients); over a unix socket (the embedded server, the bench's own) every
+    client but this one."""
     url = stack.env["REDIS_URL"]
     client = redis.Redis.from_url(url)
     try:
-        clients = client.client_list()
+        me = client.client_id()
+        clients = [c for c in client.client_list() if int(c["id"]) != me]
     finally:
         client.close()
-    if url.startswith("unix://"):
-        return len(clients) - 1
-    port = urlsplit(url).port or 6379
+    if not url.startswith("unix://"):
+        ours = _settle_addresses(stack, urlsplit(url).port or 6379)
+        clients = [c for c in clients if c.get("addr") in ours]
+    by_role: dict[str, int] = {}
+    for c in clients:
+        role = _role(c.get("name", ""))
+        by_role[role] = by_role.get(role, 0) + 1
+    return dict(sorted(by_role.items()))
+
+
+def _settle_addresses(stack: Stack, port: int) -> set[str]:
+    """The local addresses of every TCP connection to `port` that a Settle process holds."""
     ours = set()
     for process in stack.processes.values():
         for proc in _tree(process.pid):
@@ -227,7 +257,7 @@ def redis_connections(stack: Stack) -> int:
                         ours.add(f"{c.laddr.ip}:{c.laddr.port}")
             except psutil.Error:
                 continue
-    return sum(1 for c in clients if c.get("addr") in ours)
+    return ours
 
 
 # The long-running processes' sessions; one-off commands (`settle verify`, which beat's
@@ -240,5 +270,7 @@ def connection_counts(stack: Stack) -> dict[str, int]:
     sessions = postgres_connections(stack)
     counts = {f"postgres: {name}": n for name, n in sessions.items()}
     counts["postgres: gateway and workers"] = sum(sessions.get(name, 0) for name in LONG_RUNNING)
-    counts["redis: all of Settle"] = redis_connections(stack)
+    clients = redis_connections(stack)
+    counts.update({f"redis: {role}": n for role, n in clients.items()})
+    counts["redis: all of Settle"] = sum(clients.values())
     return counts

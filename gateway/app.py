@@ -39,7 +39,7 @@ from gateway.routes import (
 from gateway.security_events import SecurityLog
 from gateway.tokens import VerifiedTokens
 from settle import logs
-from settle.broker import async_redis_client, redis_client
+from settle.broker import async_redis_client, redis_client, redis_client_name
 from settle.config import Settings, get_settings
 from settle.wakeups import AsyncLaneWaker, LanePublisher, LaneWaker
 
@@ -77,8 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.session_factory = make_session_factory(engine)
         with unit_of_work(app.state.session_factory) as uow:
             accounts.ensure_settlement_accounts(session=uow.session, currencies=settings.currencies)
-        app.state.redis = redis_client(settings)
-        app.state.async_redis = async_redis_client(settings)
+        app.state.redis = redis_client(settings, name=redis_client_name("gateway"))
+        app.state.async_redis = async_redis_client(settings, name=redis_client_name("gateway"))
         publisher = app.state.publisher = LanePublisher(settings)
         app.state.ports = Ports(
             waker=LaneWaker(app.state.redis, publisher, prefix=settings.redis_prefix)

@@ -14,6 +14,7 @@ Tasks are acknowledged late with either (workers/celery_app.py).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import redis
@@ -69,11 +70,13 @@ def _common_config() -> dict[str, Any]:
     }
 
 
-def _redis_config(settings: Settings) -> dict[str, Any]:
+def _redis_config(settings: Settings, client_name: str) -> dict[str, Any]:
     return {
         "broker_url": broker_url(settings.redis_url),
         "broker_transport_options": {
             "global_keyprefix": settings.redis_prefix,
+            # CLIENT LIST tells the broker's connections from Settle's own clients.
+            "client_name": client_name,
             "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
             # Fail fast when Redis is down: the gateway must still answer 202
             # quickly (the transfer is durable; the sweeper delivers the wake-up).
@@ -113,8 +116,18 @@ def _rabbitmq_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def celery_config(settings: Settings) -> dict[str, Any]:
-    broker = _rabbitmq_config(settings) if settings.uses_rabbitmq else _redis_config(settings)
+# The Celery application of workers and beat names its Redis broker connections so; a
+# publisher of its own (the gateway's) passes another name. Not per process: the
+# configuration is built once, before a worker forks its pool.
+CELERY_CLIENT_NAME = "settle-celery"
+
+
+def celery_config(settings: Settings, *, client_name: str = CELERY_CLIENT_NAME) -> dict[str, Any]:
+    broker = (
+        _rabbitmq_config(settings)
+        if settings.uses_rabbitmq
+        else _redis_config(settings, client_name)
+    )
     return {**_common_config(), **broker}
 
 
@@ -143,19 +156,31 @@ def ping_rabbitmq(settings: Settings) -> None:
         connection.connect()
 
 
+def redis_client_name(role: str) -> str:
+    """`settle-<role>-<pid>`: what CLIENT LIST shows for a process's own Redis clients
+    (as `application_name` does in pg_stat_activity), so an operator, or the soak,
+    can say whose connections they are. Redis names may not contain spaces."""
+    return f"settle-{role}-{os.getpid()}"
+
+
 # Rate limits, lockouts and lane markers fail open when Redis is down; redis-py's
 # default retries (with backoff) would turn "fail open" into seconds of stall per
 # request, so Settle's clients try once.
-def redis_client(settings: Settings) -> redis.Redis[bytes]:
+def redis_client(settings: Settings, *, name: str) -> redis.Redis[bytes]:
     return redis.Redis.from_url(
-        settings.redis_url, socket_timeout=5, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+        settings.redis_url,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        retry=Retry(NoBackoff(), 0),
+        client_name=name,
     )
 
 
-def async_redis_client(settings: Settings) -> aioredis.Redis[bytes]:
+def async_redis_client(settings: Settings, *, name: str) -> aioredis.Redis[bytes]:
     return aioredis.Redis.from_url(
         settings.redis_url,
         socket_timeout=5,
         socket_connect_timeout=2,
         retry=AsyncRetry(NoBackoff(), 0),
+        client_name=name,
     )

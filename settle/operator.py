@@ -24,7 +24,13 @@ from sqlalchemy import Engine, make_url, text
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from domain.db import make_engine
-from settle.broker import TRANSFERS_QUEUE, WEBHOOKS_QUEUE, celery_config, redis_client
+from settle.broker import (
+    TRANSFERS_QUEUE,
+    WEBHOOKS_QUEUE,
+    celery_config,
+    redis_client,
+    redis_client_name,
+)
 from settle.config import RUN_ENV_FILE, Settings
 
 START_HINT = "start `make run` in another terminal (in this checkout)"
@@ -214,7 +220,7 @@ def probe_processes(settings: Settings, api: str) -> Processes:
 def _redis_state(settings: Settings) -> tuple[str, dict[str, int]]:
     if not settings.redis_url:
         return "REDIS_URL is not set", {}
-    client = redis_client(settings)
+    client = redis_client(settings, name=redis_client_name("cli"))
     try:
         queued = {
             queue: int(client.llen(f"{settings.redis_prefix}{queue}"))
@@ -231,7 +237,7 @@ def _ping_workers(settings: Settings) -> list[str]:
     from celery import Celery  # heavy: only `settle status` pings
 
     app = Celery("settle-cli", set_as_current=False)
-    app.conf.update(celery_config(settings))
+    app.conf.update(celery_config(settings, client_name="settle-cli"))
     try:
         replies = app.control.ping(timeout=1.0) or []
     except Exception:  # a broker hiccup: report "no answer", not a traceback

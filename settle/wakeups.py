@@ -41,6 +41,8 @@ from settle.config import Settings
 logger = logging.getLogger("settle.wakeups")
 
 MARKER_TTL_SECONDS = 30
+# The broker connections of a publisher with its own Celery app (the gateway's).
+PUBLISHER_CLIENT_NAME = "settle-publisher"
 
 # KEYS: marker and bell of each lane, in pairs; ARGV[1]: their expiry in seconds.
 # Returns 1 per lane whose marker this call set (publish a message), 0 per lane whose
@@ -82,13 +84,18 @@ class LanePublisher:
     """Sends `drain_lane` messages (no marker logic)."""
 
     def __init__(
-        self, settings: Settings, app: Celery | None = None, *, lanes: Lanes | None = None
+        self,
+        settings: Settings,
+        app: Celery | None = None,
+        *,
+        lanes: Lanes | None = None,
+        client_name: str = PUBLISHER_CLIENT_NAME,
     ) -> None:
         self.lanes = lanes or Lanes(settings.lanes)
         self._own = app is None
         self._celery = app or Celery("settle-publisher")
-        if self._own:
-            self._celery.conf.update(celery_config(settings))
+        if self._own:  # its own broker connections, named `client_name` in CLIENT LIST
+            self._celery.conf.update(celery_config(settings, client_name=client_name))
 
     @property
     def celery(self) -> Celery:

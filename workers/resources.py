@@ -22,6 +22,7 @@ from settle.broker import (
     WEBHOOKS_QUEUE,
     queue_depth,
     redis_client,
+    redis_client_name,
 )
 from settle.config import get_settings
 from settle.wakeups import LanePublisher, LaneWaker
@@ -72,7 +73,7 @@ def session_factory() -> sessionmaker[Session]:
 def _redis_client() -> redis.Redis[bytes]:
     global _redis
     if _redis is None:
-        _redis = redis_client(get_settings())
+        _redis = redis_client(get_settings(), name=redis_client_name("worker"))
     return _redis
 
 

@@ -152,3 +152,26 @@ def test_latency_rate_is_a_mode_of_its_own():
     assert build_parser().parse_args(["--latency-rate", "150"]).latency_rate == 150.0
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--latency-rate", "150", "--soak"])
+
+
+def test_cpu_per_transfer_is_the_component_share_of_the_window():
+    from rich.console import Console
+
+    from bench import report
+    from bench.resources import CpuWindow
+
+    window = CpuWindow.__new__(CpuWindow)  # no stack: only the arithmetic is under test
+    window.cores, window.seconds, window.machine_busy_percent = 2, 20.0, 150.0
+    window.by_component = {
+        "gateway": {"processes": 2, "cpu_percent": 40.0},  # 8 s of CPU
+        "idle thing": {"processes": 1, "cpu_percent": 0.0},
+    }
+    cpu = window.as_dict(4000)
+    assert cpu["by_component"]["gateway"]["ms_per_transfer"] == 2.0
+    assert cpu["by_component"]["idle thing"]["ms_per_transfer"] == 0.0
+    assert window.as_dict(0)["by_component"]["gateway"]["ms_per_transfer"] is None
+
+    console = Console(record=True, width=200)
+    report._cpu_table(console, cpu, "latency")
+    text = console.export_text()
+    assert "during latency" in text and "2.00" in text

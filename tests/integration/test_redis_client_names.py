@@ -1,0 +1,70 @@
+"""Every Redis connection Settle opens carries a name in CLIENT LIST (real Redis): its
+own clients `settle-<role>-<pid>`, the broker's `settle-celery` / `settle-publisher`, so
+an operator or the soak can tell whose connections a count is made of."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from celery import Celery
+
+from bench.resources import _role
+from settle import broker
+from settle.broker import CELERY_CLIENT_NAME, celery_config, redis_client_name
+from settle.wakeups import PUBLISHER_CLIENT_NAME, LanePublisher
+
+
+def _names(redis_client: Any) -> list[str]:
+    return [c.get("name", "") for c in redis_client.client_list()]
+
+
+def test_settles_own_clients_carry_role_and_pid(settings, redis_client):
+    name = redis_client_name("gateway")
+    assert name == f"settle-gateway-{os.getpid()}"
+    client = broker.redis_client(settings, name=name)
+    try:
+        client.ping()
+        assert name in _names(redis_client)
+    finally:
+        client.close()
+
+
+def test_the_gateways_async_client_is_named_too(settings, redis_client):
+    name = redis_client_name("gateway")
+
+    async def ping_and_list() -> list[str]:
+        client = broker.async_redis_client(settings, name=name)
+        try:
+            await client.ping()
+            return _names(redis_client)
+        finally:
+            await client.aclose()
+
+    assert name in asyncio.run(ping_and_list())
+
+
+def test_broker_connections_are_named_per_application(settings, redis_client):
+    if settings.uses_rabbitmq:  # pragma: no cover - the broker is Redis in this suite
+        return
+    workers = Celery("names-test", set_as_current=False)
+    workers.conf.update(celery_config(settings))
+    publisher = LanePublisher(settings)
+    try:
+        with workers.connection_for_write() as connection:
+            connection.default_channel.client.ping()
+            with publisher.celery.connection_for_write() as own:
+                own.default_channel.client.ping()
+                names = _names(redis_client)
+                assert CELERY_CLIENT_NAME in names
+                assert PUBLISHER_CLIENT_NAME in names
+    finally:
+        publisher.close()
+        workers.close()
+
+
+def test_the_soak_groups_clients_by_role():
+    assert _role("settle-gateway-1234") == "settle-gateway"
+    assert _role("settle-celery") == "settle-celery"
+    assert _role("") == "unnamed"
