@@ -262,7 +262,7 @@ def _settle_addresses(stack: Stack, port: int) -> set[str]:
 
 # The long-running processes' sessions; one-off commands (`settle verify`, which beat's
 # task runs as a child process every few minutes) come and go and are shown apart.
-LONG_RUNNING = ("settle-gateway", "settle-worker")
+LONG_RUNNING = ("settle-gateway", "settle-worker", "settle-beat")
 
 
 def connection_counts(stack: Stack) -> dict[str, int]:

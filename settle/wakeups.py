@@ -95,7 +95,13 @@ class LanePublisher:
         self._own = app is None
         self._celery = app or Celery("settle-publisher")
         if self._own:  # its own broker connections, named `client_name` in CLIENT LIST
-            self._celery.conf.update(celery_config(settings, client_name=client_name))
+            self._celery.conf.update(
+                celery_config(settings, client_name=client_name),
+                # One producer: concurrent publishes (event loop and route threads) take
+                # turns on one connection per process instead of growing a pool of ten
+                # for a message that is rare (only an idle lane gets one) and quick.
+                broker_pool_limit=1,
+            )
 
     @property
     def celery(self) -> Celery:

@@ -15,6 +15,7 @@ idle in a transaction), so a leader that lost its session finds out before it se
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery.beat import PersistentScheduler
@@ -38,7 +39,11 @@ class Leadership:
     def __init__(self, database_url: str, name: str) -> None:
         self.key = leadership.lock_key(f"beat:{name}")
         self._engine: Engine = make_engine(
-            database_url, pool_size=1, max_overflow=0, pre_ping=False
+            database_url,
+            pool_size=1,
+            max_overflow=0,
+            pre_ping=False,
+            application_name=f"settle-beat {os.getpid()}",
         )
         self._connection: Connection | None = None
         self.leading = False

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Celery, bootsteps
@@ -25,6 +26,7 @@ from celery.signals import (
     setup_logging,
     task_postrun,
     task_prerun,
+    worker_init,
     worker_process_init,
     worker_process_shutdown,
 )
@@ -38,6 +40,7 @@ from settle.broker import (
     VERIFY_LEDGER_TASK,
     WEBHOOKS_QUEUE,
     celery_config,
+    redis_client_name,
 )
 from settle.config import Settings, get_settings
 
@@ -123,6 +126,7 @@ class WebhookDispatcherStep(bootsteps.StartStopStep):  # type: ignore[misc]
         settings = get_settings()
         self.dispatcher = Dispatcher(
             dsn=asyncpg_dsn(settings.database_url),  # a plain libpq URL, as psycopg2 wants
+            application_name=f"settle-worker {os.getpid()}",
             channel=DUE_CHANNEL,
             dispatch=dispatch_due,
             max_wait=settings.webhook_dispatch_max_wait_seconds,
@@ -136,6 +140,23 @@ class WebhookDispatcherStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
 
 app.steps["worker"].add(WebhookDispatcherStep)
+
+
+def _name_broker_connections(**_: Any) -> None:
+    # `settle-celery-<pid>` in CLIENT LIST: per process, so a count that grows says
+    # whose pool it is. Set as each process starts (worker and beat before they connect,
+    # each pool child after the fork, before its first publish).
+    if get_settings().uses_rabbitmq:
+        return
+    options = dict(app.conf.broker_transport_options or {})
+    options["client_name"] = redis_client_name("celery")
+    app.conf.broker_transport_options = options
+
+
+# Connected before every other receiver of these signals (beat's sends a task at once).
+worker_init.connect(_name_broker_connections, weak=False)
+beat_init.connect(_name_broker_connections, weak=False)
+worker_process_init.connect(_name_broker_connections, weak=False)
 
 
 @beat_init.connect

@@ -39,8 +39,18 @@ Dispatch = Callable[[], tuple[int, datetime | None]]
 
 
 class Dispatcher:
-    def __init__(self, *, dsn: str, channel: str, dispatch: Dispatch, max_wait: float) -> None:
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        channel: str,
+        dispatch: Dispatch,
+        max_wait: float,
+        application_name: str = "settle-dispatcher",
+    ) -> None:
         self._dsn, self._channel, self._dispatch, self._max_wait = dsn, channel, dispatch, max_wait
+        # A keyword, not in the URL: libpq does not read "+" in a URL query as a space.
+        self._application_name = application_name
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = os.pipe()  # stop() writes here to end a wait at once
         self._thread: threading.Thread | None = None
@@ -77,7 +87,7 @@ class Dispatcher:
                 failing = False
 
     def _listen_and_dispatch(self) -> None:
-        conn: Any = psycopg2.connect(self._dsn)
+        conn: Any = psycopg2.connect(self._dsn, application_name=self._application_name)
         try:
             conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
             with conn.cursor() as cursor:

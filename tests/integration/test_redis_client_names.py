@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from celery import Celery
@@ -68,3 +69,24 @@ def test_the_soak_groups_clients_by_role():
     assert _role("settle-gateway-1234") == "settle-gateway"
     assert _role("settle-celery") == "settle-celery"
     assert _role("") == "unnamed"
+
+
+def test_the_gateways_publisher_keeps_one_producer(settings, redis_client):
+    """Publishes from many threads at once (the gateway's event loop hands them to
+    threads) take turns on one producer: its connections stay as many as after one
+    publish, so the soak sees no pool filling up late (without the limit: 16 here)."""
+    if settings.uses_rabbitmq:  # pragma: no cover - the broker is Redis in this suite
+        return
+    name = f"settle-publisher-test{os.getpid()}"
+    isolated = settings.model_copy(update={"redis_prefix": f"{name}:"})
+    publisher = LanePublisher(isolated, client_name=name)
+    try:
+        assert publisher.publish([0])
+        alone = _names(redis_client).count(name)  # kombu's: one that pinged, one that sent
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            assert all(pool.map(lambda lane: publisher.publish([lane % 2]), range(64)))
+        assert _names(redis_client).count(name) == alone <= 2
+    finally:
+        publisher.close()
+        for key in redis_client.scan_iter(match=f"{name}:*"):
+            redis_client.delete(key)
