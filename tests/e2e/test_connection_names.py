@@ -23,9 +23,8 @@ def _celery_pids(redis_client: Any) -> set[int]:
 
 
 def test_worker_and_beat_name_their_broker_connections(isolated, redis_client):
-    if isolated.uses_rabbitmq:
-        pytest.skip("names are a Redis broker's (CLIENT LIST)")
-    with running_worker(settings_env(isolated), concurrency=1, beat=True) as worker:
+    on_redis = isolated.model_copy(update={"broker_url": ""})  # names are CLIENT LIST's
+    with running_worker(settings_env(on_redis), concurrency=1, beat=True) as worker:
         main = worker.popen.pid
         deadline = time.monotonic() + 20
         while True:
