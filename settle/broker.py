@@ -116,9 +116,10 @@ def _rabbitmq_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-# The Celery application of workers and beat names its Redis broker connections so; a
-# publisher of its own (the gateway's) passes another name. Not per process: the
-# configuration is built once, before a worker forks its pool.
+# What Celery's Redis broker connections are named in CLIENT LIST unless told otherwise;
+# workers/celery_app.py renames them `settle-celery-<pid>` as each worker process, pool
+# child and beat starts (the configuration is built once, before a worker forks), and
+# a publisher with an app of its own (the gateway's) passes its own name.
 CELERY_CLIENT_NAME = "settle-celery"
 
 

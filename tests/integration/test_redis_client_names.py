@@ -47,8 +47,7 @@ def test_the_gateways_async_client_is_named_too(settings, redis_client):
 
 
 def test_broker_connections_are_named_per_application(settings, redis_client):
-    if settings.uses_rabbitmq:  # pragma: no cover - the broker is Redis in this suite
-        return
+    settings = settings.model_copy(update={"broker_url": ""})  # names are CLIENT LIST's
     workers = Celery("names-test", set_as_current=False)
     workers.conf.update(celery_config(settings))
     publisher = LanePublisher(settings)
@@ -75,10 +74,8 @@ def test_the_gateways_publisher_keeps_one_producer(settings, redis_client):
     """Publishes from many threads at once (the gateway's event loop hands them to
     threads) take turns on one producer: its connections stay as many as after one
     publish, so the soak sees no pool filling up late (without the limit: 16 here)."""
-    if settings.uses_rabbitmq:  # pragma: no cover - the broker is Redis in this suite
-        return
     name = f"settle-publisher-test{os.getpid()}"
-    isolated = settings.model_copy(update={"redis_prefix": f"{name}:"})
+    isolated = settings.model_copy(update={"redis_prefix": f"{name}:", "broker_url": ""})
     publisher = LanePublisher(isolated, client_name=name)
     try:
         assert publisher.publish([0])
