@@ -52,6 +52,10 @@ def main(args: list[str]) -> None:
     require_authentication()
     from celery.bin.celery import main as celery_main
 
+    from workers.celery_app import name_broker_connections
+
+    name_broker_connections("flower")  # its broker connections: settle-flower-<pid>
+
     sys.argv = ["celery", "-A", CELERY_APP, *args]
     celery_main()
 

@@ -142,15 +142,20 @@ class WebhookDispatcherStep(bootsteps.StartStopStep):  # type: ignore[misc]
 app.steps["worker"].add(WebhookDispatcherStep)
 
 
-def _name_broker_connections(**_: Any) -> None:
-    # `settle-celery-<pid>` in CLIENT LIST: per process, so a count that grows says
-    # whose pool it is. Set as each process starts (worker and beat before they connect,
-    # each pool child after the fork, before its first publish).
+def name_broker_connections(role: str = "celery") -> None:
+    """`settle-<role>-<pid>` for this process's Redis broker connections in CLIENT LIST:
+    per process, so a count that grows says whose pool it is. Called as each process
+    starts, before it connects: worker and beat, each pool child after the fork (before
+    its first publish), Flower (settle/flower.py)."""
     if get_settings().uses_rabbitmq:
         return
     options = dict(app.conf.broker_transport_options or {})
-    options["client_name"] = redis_client_name("celery")
+    options["client_name"] = redis_client_name(role)
     app.conf.broker_transport_options = options
+
+
+def _name_broker_connections(**_: Any) -> None:
+    name_broker_connections()
 
 
 # Connected before every other receiver of these signals (beat's sends a task at once).

@@ -73,3 +73,18 @@ def test_the_password_is_on_no_command_line(flower):
     tree = psutil.Process(process.pid)
     for proc in [tree, *tree.children(recursive=True)]:
         assert not any(PASSWORD in arg for arg in proc.cmdline())
+
+
+def test_flowers_broker_connections_carry_its_name(flower):
+    """`settle-flower-<pid>` in CLIENT LIST, told apart from the workers' connections."""
+    import redis
+
+    from settle.config import get_settings
+
+    process, _ = flower
+    client = redis.Redis.from_url(get_settings().redis_url)
+    try:
+        names = [c.get("name", "") for c in client.client_list()]
+    finally:
+        client.close()
+    assert f"settle-flower-{process.popen.pid}" in names
