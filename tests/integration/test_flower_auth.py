@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import psutil
@@ -23,14 +24,15 @@ USER, PASSWORD = "ops", "flower-test-password-7f3a"
 PATHS = ["/healthcheck", "/metrics", "/", "/workers", "/api/workers", "/broker", "/nope"]
 
 
-@pytest.fixture(scope="module")
-def flower() -> Iterator[tuple[Process, str]]:
+@contextmanager
+def _running_flower(**env_overrides: str) -> Iterator[tuple[Process, str]]:
     port = free_port()
     env = {
         **os.environ,
         "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}",
         "SETTLE_FLOWER_ADDRESS": "127.0.0.1",
         "SETTLE_FLOWER_PORT": str(port),
+        **env_overrides,
     }
     process = Process("flower", processes.serve_argv("flower"), env)
     base_url = f"http://127.0.0.1:{port}"
@@ -47,6 +49,12 @@ def flower() -> Iterator[tuple[Process, str]]:
         yield process, base_url
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def flower() -> Iterator[tuple[Process, str]]:
+    with _running_flower() as started:
+        yield started
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -75,16 +83,10 @@ def test_the_password_is_on_no_command_line(flower):
         assert not any(PASSWORD in arg for arg in proc.cmdline())
 
 
-def test_flowers_broker_connections_carry_its_name(flower):
-    """`settle-flower-<pid>` in CLIENT LIST, told apart from the workers' connections."""
-    import redis
-
-    from settle.config import get_settings
-
-    process, _ = flower
-    client = redis.Redis.from_url(get_settings().redis_url)
-    try:
-        names = [c.get("name", "") for c in client.client_list()]
-    finally:
-        client.close()
+def test_flowers_broker_connections_carry_its_name(redis_client):
+    """`settle-flower-<pid>` in CLIENT LIST, told apart from the workers' connections
+    (on a Redis broker whatever this run's broker: names are CLIENT LIST's)."""
+    with _running_flower(SETTLE_BROKER_URL="") as (process, base_url):
+        httpx.get(f"{base_url}/broker", auth=(USER, PASSWORD), timeout=10)
+        names = [c.get("name", "") for c in redis_client.client_list()]
     assert f"settle-flower-{process.popen.pid}" in names
