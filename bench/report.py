@@ -270,7 +270,7 @@ def soak_verdicts(soak: dict[str, Any]) -> list[dict[str, Any]]:
         for name, row in soak["rss_mib"].items()
         if row["growth_percent"] >= SOAK_RSS_GROWTH_PERCENT
     }
-    judged = ("postgres: gateway and workers", "redis: all of Settle")
+    judged = ("postgres: gateway, workers and beat", "redis: all of Settle")
     more = {
         name: row[soak["labels"][1]] - row.get("first_half_max", row[soak["labels"][0]])
         for name, row in soak["connections"].items()

@@ -217,7 +217,7 @@ def postgres_connections(stack: Stack) -> dict[str, int]:
         conn.close()
 
 
-def _role(client_name: str) -> str:
+def client_role(client_name: str) -> str:
     """`settle-gateway-1234` -> `settle-gateway`: Settle's own clients carry their pid
     (settle/broker.py); the broker connections are named per application."""
     head, _, tail = client_name.rpartition("-")
@@ -241,7 +241,7 @@ def redis_connections(stack: Stack) -> dict[str, int]:
         clients = [c for c in clients if c.get("addr") in ours]
     by_role: dict[str, int] = {}
     for c in clients:
-        role = _role(c.get("name", ""))
+        role = client_role(c.get("name", ""))
         by_role[role] = by_role.get(role, 0) + 1
     return dict(sorted(by_role.items()))
 
@@ -269,7 +269,9 @@ def connection_counts(stack: Stack) -> dict[str, int]:
     """PostgreSQL sessions by component and in all, and Redis clients, right now."""
     sessions = postgres_connections(stack)
     counts = {f"postgres: {name}": n for name, n in sessions.items()}
-    counts["postgres: gateway and workers"] = sum(sessions.get(name, 0) for name in LONG_RUNNING)
+    counts["postgres: gateway, workers and beat"] = sum(
+        sessions.get(name, 0) for name in LONG_RUNNING
+    )
     clients = redis_connections(stack)
     counts.update({f"redis: {role}": n for role, n in clients.items()})
     counts["redis: all of Settle"] = sum(clients.values())

@@ -222,6 +222,11 @@ def owner_session_factory(services: Services) -> Iterator[sessionmaker[Session]]
     engine.dispose()
 
 
+def client_names(client: redis.Redis) -> list[str]:
+    """The name of every connection in the server's CLIENT LIST ("" when unnamed)."""
+    return [str(c.get("name", "")) for c in client.client_list()]
+
+
 @pytest.fixture(scope="session")
 def redis_client(settings: Any) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(settings.redis_url)

@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 from tests.processes import running_worker, settings_env
+from tests.services import client_names
 
 pytestmark = pytest.mark.e2e
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.e2e
 def _celery_pids(redis_client: Any) -> set[int]:
     return {
         int(name.rsplit("-", 1)[1])
-        for name in (c.get("name", "") for c in redis_client.client_list())
+        for name in client_names(redis_client)
         if name.startswith("settle-celery-")
     }
 

@@ -19,6 +19,7 @@ import pytest
 
 from settle import processes
 from settle.harness import Process, free_port
+from tests.services import client_names
 
 USER, PASSWORD = "ops", "flower-test-password-7f3a"
 PATHS = ["/healthcheck", "/metrics", "/", "/workers", "/api/workers", "/broker", "/nope"]
@@ -88,5 +89,5 @@ def test_flowers_broker_connections_carry_its_name(redis_client):
     (on a Redis broker whatever this run's broker: names are CLIENT LIST's)."""
     with _running_flower(SETTLE_BROKER_URL="") as (process, base_url):
         httpx.get(f"{base_url}/broker", auth=(USER, PASSWORD), timeout=10)
-        names = [c.get("name", "") for c in redis_client.client_list()]
+        names = client_names(redis_client)
     assert f"settle-flower-{process.popen.pid}" in names

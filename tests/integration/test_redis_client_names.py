@@ -7,18 +7,13 @@ from __future__ import annotations
 import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from celery import Celery
 
-from bench.resources import _role
 from settle import broker
 from settle.broker import CELERY_CLIENT_NAME, celery_config, redis_client_name
 from settle.wakeups import PUBLISHER_CLIENT_NAME, LanePublisher
-
-
-def _names(redis_client: Any) -> list[str]:
-    return [c.get("name", "") for c in redis_client.client_list()]
+from tests.services import client_names
 
 
 def test_settles_own_clients_carry_role_and_pid(settings, redis_client):
@@ -27,7 +22,7 @@ def test_settles_own_clients_carry_role_and_pid(settings, redis_client):
     client = broker.redis_client(settings, name=name)
     try:
         client.ping()
-        assert name in _names(redis_client)
+        assert name in client_names(redis_client)
     finally:
         client.close()
 
@@ -39,7 +34,7 @@ def test_the_gateways_async_client_is_named_too(settings, redis_client):
         client = broker.async_redis_client(settings, name=name)
         try:
             await client.ping()
-            return _names(redis_client)
+            return client_names(redis_client)
         finally:
             await client.aclose()
 
@@ -56,18 +51,12 @@ def test_broker_connections_are_named_per_application(settings, redis_client):
             connection.default_channel.client.ping()
             with publisher.celery.connection_for_write() as own:
                 own.default_channel.client.ping()
-                names = _names(redis_client)
+                names = client_names(redis_client)
                 assert CELERY_CLIENT_NAME in names
                 assert PUBLISHER_CLIENT_NAME in names
     finally:
         publisher.close()
         workers.close()
-
-
-def test_the_soak_groups_clients_by_role():
-    assert _role("settle-gateway-1234") == "settle-gateway"
-    assert _role("settle-celery") == "settle-celery"
-    assert _role("") == "unnamed"
 
 
 def test_the_gateways_publisher_keeps_one_producer(settings, redis_client):
@@ -79,10 +68,10 @@ def test_the_gateways_publisher_keeps_one_producer(settings, redis_client):
     publisher = LanePublisher(isolated, client_name=name)
     try:
         assert publisher.publish([0])
-        alone = _names(redis_client).count(name)  # kombu's: one that pinged, one that sent
+        alone = client_names(redis_client).count(name)  # kombu's: one that pinged, one that sent
         with ThreadPoolExecutor(max_workers=8) as pool:
             assert all(pool.map(lambda lane: publisher.publish([lane % 2]), range(64)))
-        assert _names(redis_client).count(name) == alone <= 2
+        assert client_names(redis_client).count(name) == alone <= 2
     finally:
         publisher.close()
         for key in redis_client.scan_iter(match=f"{name}:*"):

@@ -65,7 +65,7 @@ def _soak(errors=0, growth=(1.0, 4.2), connections=(0, 0)):
             "worker child 2": {labels[0]: 98, labels[1]: 120, "growth_percent": growth[1]},
         },
         "connections": {
-            "postgres: gateway and workers": {
+            "postgres: gateway, workers and beat": {
                 labels[0]: 4,
                 labels[1]: 4 + connections[0],
                 "change": connections[0],
@@ -91,7 +91,7 @@ def test_a_soak_fails_on_an_error_ten_percent_of_rss_or_one_more_connection():
     assert not errors["met"]
     assert not rss["met"] and "worker child 2 +10.0 %" in rss["detail"]
     # 6 at the end against at most 5 in the first half; a one-off command is not judged.
-    assert not links["met"] and links["detail"] == "postgres: gateway and workers +1"
+    assert not links["met"] and links["detail"] == "postgres: gateway, workers and beat +1"
 
 
 def test_connections_that_filled_a_pool_early_are_flat():
@@ -175,3 +175,11 @@ def test_cpu_per_transfer_is_the_component_share_of_the_window():
     report._cpu_table(console, cpu, "latency")
     text = console.export_text()
     assert "during latency" in text and "2.00" in text
+
+
+def test_the_soak_groups_redis_clients_by_role():
+    from bench.resources import client_role
+
+    assert client_role("settle-gateway-1234") == "settle-gateway"
+    assert client_role("settle-celery") == "settle-celery"
+    assert client_role("") == "unnamed"
